@@ -1,0 +1,33 @@
+"""ASGI entry point: `daphne chatsite.asgi:application` (or uvicorn)."""
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
+# Set up Django before importing anything that touches models.
+django_asgi_app = get_asgi_application()
+
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from django.conf import settings  # noqa: E402
+
+from channels_app import daphne_close  # noqa: E402
+from channels_app.auth import SessionOrTokenAuthMiddleware  # noqa: E402
+from channels_app.routing import websocket_urlpatterns  # noqa: E402
+from chat import background  # noqa: E402
+from chat.generation import engine  # noqa: E402
+
+daphne_close.install()
+
+application = ProtocolTypeRouter(
+    {
+        "http": django_asgi_app,
+        "websocket": AllowedHostsOriginValidator(
+            SessionOrTokenAuthMiddleware(URLRouter(websocket_urlpatterns))
+        ),
+    }
+)
+
+if settings.RECOVER_ON_START:
+    background.submit(engine.arecover_unfinished())

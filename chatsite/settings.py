@@ -1,0 +1,201 @@
+"""Colloquy settings. Everything comes from the environment (see README, "Configuration")."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(os.environ.get("COLLOQUY_VAR_DIR", BASE_DIR / "var"))
+
+env = environ.Env()
+
+DEBUG = env.bool("DEBUG", default=False)
+
+
+def _secret_key() -> str:
+    """SECRET_KEY from the environment, else one generated once per checkout under var/."""
+    key = env.str("SECRET_KEY", default="")
+    if key:
+        return key
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    key_file = VAR_DIR / "secret_key"
+    if not key_file.exists():
+        key_file.write_text(secrets.token_urlsafe(50))
+        key_file.chmod(0o600)
+    return key_file.read_text().strip()
+
+
+SECRET_KEY = _secret_key()
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+ALLOW_SIGNUP = env.bool("ALLOW_SIGNUP", default=False)
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "channels",
+    "chat",
+    "channels_app",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "chatsite.urls"
+ASGI_APPLICATION = "chatsite.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------------------
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}")}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    # Several threads and processes write at once (generation, sockets, API): WAL lets
+    # readers go on during a write, IMMEDIATE takes the write lock up front instead of
+    # failing mid-transaction with "database is locked".
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 30,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Redis: channel layer, counters, locks, replay buffers ----------------------------
+REDIS_URL = env.str("REDIS_URL", default="")
+if not REDIS_URL:
+    from chatsite.embedded_redis import ensure_running
+
+    REDIS_URL = ensure_running(VAR_DIR)
+    os.environ["REDIS_URL"] = REDIS_URL  # child processes share the same server
+# Every key and channel-layer group Colloquy makes starts with this, so several
+# instances (or test runs) can share one Redis.
+REDIS_PREFIX = env.str("REDIS_PREFIX", default="colloquy")
+# "pubsub" (default): one Redis subscription per group per process, no storage;
+# "core": Redis lists with capacity and expiry. README, "Performance", has the
+# measurements behind the default.
+CHANNEL_LAYER = env.str("CHANNEL_LAYER", default="pubsub")
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer"
+        if CHANNEL_LAYER == "core"
+        else "channels_redis.pubsub.RedisPubSubChannelLayer",
+        "CONFIG": {"hosts": [REDIS_URL], "prefix": f"{REDIS_PREFIX}:layer"},
+    }
+}
+
+# --- Auth -----------------------------------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/"
+
+# --- HTTPS and cookies (production: set HTTPS=1 behind a TLS-terminating proxy) --------
+HTTPS = env.bool("HTTPS", default=False)
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if HTTPS else None
+SECURE_SSL_REDIRECT = HTTPS
+SESSION_COOKIE_SECURE = HTTPS
+CSRF_COOKIE_SECURE = HTTPS
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000 if HTTPS else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = HTTPS
+SECURE_HSTS_PRELOAD = HTTPS
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+
+# --- i18n, static ---------------------------------------------------------------------
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "/static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = VAR_DIR / "static"  # collectstatic target in production
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+WHITENOISE_USE_FINDERS = True  # serve from static/ without collectstatic as well
+
+# --- REST framework -------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "chat.api.authentication.BearerTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    "EXCEPTION_HANDLER": "chat.api.errors.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Colloquy API",
+    "DESCRIPTION": "Channels, sessions, turns, streaming. The wire contract is PROTOCOL.md.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+# --- Limits and generation ------------------------------------------------------------
+MAX_MESSAGE_CHARS = env.int("MAX_MESSAGE_CHARS", default=8000)
+MAX_FRAME_BYTES = env.int("MAX_FRAME_BYTES", default=64 * 1024)
+MESSAGES_PER_MINUTE = env.int("MESSAGES_PER_MINUTE", default=20)
+DAILY_MESSAGES = env.int("DAILY_MESSAGES", default=0)
+DAILY_TOKENS = env.int("DAILY_TOKENS", default=0)
+MAX_TOKENS_LIMIT = env.int("MAX_TOKENS_LIMIT", default=4096)
+REPLAY_BUFFER_EVENTS = env.int("REPLAY_BUFFER_EVENTS", default=5000)
+TOKEN_COALESCE_MS = env.int("TOKEN_COALESCE_MS", default=25)
+PROVIDER_TIMEOUT = env.float("PROVIDER_TIMEOUT", default=60.0)
+DEMO_TOKEN_DELAY = env.float("DEMO_TOKEN_DELAY", default=0.04)
+SYNC_REPLY_TIMEOUT = env.float("SYNC_REPLY_TIMEOUT", default=120.0)
+LLM_BASE_URL = env.str("LLM_BASE_URL", default="")
+LLM_API_KEY_ENV = "LLM_API_KEY"
+LLM_MODEL = env.str("LLM_MODEL", default="")
+LLM_MODE = env.str("LLM_MODE", default="chat")
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+}
+
+# Close turns left "generating" by a dead process when a server process starts.
+RECOVER_ON_START = env.bool("RECOVER_ON_START", default=True)
