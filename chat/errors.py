@@ -1,0 +1,54 @@
+"""The one error type services raise; transports turn it into a frame or a response."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Protocol error code -> HTTP status.
+HTTP_STATUS = {
+    "bad_json": 400,
+    "unknown_type": 400,
+    "invalid": 400,
+    "read_only": 403,
+    "auth_required": 401,
+    "forbidden": 403,
+    "locked": 409,
+    "muted": 403,
+    "too_long": 413,
+    "rate_limited": 429,
+    "quota_exceeded": 429,
+    "provider_error": 502,
+    "not_found": 404,
+}
+
+
+class ServiceError(Exception):
+    """A refused request: ``code`` is one of the protocol's error codes."""
+
+    def __init__(
+        self,
+        code: str,
+        text: str,
+        *,
+        fields: dict[str, Any] | None = None,
+        retry_after: int | None = None,
+    ):
+        super().__init__(text)
+        self.code = code
+        self.text = text
+        self.fields = fields
+        self.retry_after = retry_after
+
+    @property
+    def http_status(self) -> int:
+        return HTTP_STATUS.get(self.code, 400)
+
+    def to_event(self, channel_name: str | None = None) -> dict[str, Any]:
+        event: dict[str, Any] = {"type": "error", "code": self.code, "text": self.text}
+        if channel_name is not None:
+            event["channel"] = channel_name
+        if self.fields is not None:
+            event["fields"] = self.fields
+        if self.retry_after is not None:
+            event["retry_after"] = self.retry_after
+        return event

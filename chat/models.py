@@ -1,0 +1,331 @@
+"""Colloquy's data: channels, sessions, turns, providers, memberships, audit records."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from django.conf import settings
+from django.core.validators import RegexValidator
+from django.db import models
+from django.db.models import Q
+
+CHANNEL_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}\Z"
+CHANNEL_NAME_HELP = "1–64 characters of a-z, 0-9, '-' and '_', starting with a letter or digit."
+channel_name_validator = RegexValidator(CHANNEL_NAME_PATTERN, CHANNEL_NAME_HELP)
+
+
+def iso(moment: datetime | None) -> str | None:
+    """ISO 8601 in UTC with a Z, as the protocol writes times."""
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def new_watch_key() -> str:
+    return secrets.token_urlsafe(24)
+
+
+class Provider(models.Model):
+    """A model server, managed by admins. Its API key lives in an environment variable."""
+
+    class Kind(models.TextChoices):
+        OPENAI_COMPAT = "openai_compat", "OpenAI-compatible"
+        ANTHROPIC = "anthropic", "Anthropic Messages API"
+        DEMO = "demo", "Built-in demo (offline)"
+
+    name = models.SlugField(max_length=64, unique=True)
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    base_url = models.URLField(blank=True, help_text="Empty for the demo provider.")
+    api_key_env = models.CharField(
+        max_length=100,
+        blank=True,
+        help_text="Name of the environment variable that holds the API key (never the key).",
+        validators=[RegexValidator(r"^[A-Za-z_][A-Za-z0-9_]*\Z", "An environment variable name.")],
+    )
+    model_names = models.JSONField(
+        "models", default=list, blank=True, help_text="Names of the models it serves."
+    )
+    default_model = models.CharField(max_length=200, blank=True)
+    context_window = models.PositiveIntegerField(default=4096)
+    extended_sampling = models.BooleanField(
+        default=True,
+        help_text="Send top_k and repeat_penalty (llama.cpp, vLLM, Ollama). Untick for OpenAI itself.",
+    )
+    enabled = models.BooleanField(default=True)
+    priority = models.IntegerField(default=100, help_text="Lower is tried first in failover.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["priority", "name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def modes(self) -> list[str]:
+        """The channel modes this provider can serve."""
+        if self.kind == self.Kind.ANTHROPIC:
+            return ["chat"]
+        return ["chat", "completion"]
+
+    @property
+    def model_name(self) -> str:
+        if self.kind == self.Kind.DEMO:
+            return "demo"
+        return self.default_model or (self.model_names[0] if self.model_names else "")
+
+
+class Channel(models.Model):
+    """A named room with its framing, sampling parameters and provider."""
+
+    class Visibility(models.TextChoices):
+        PUBLIC = "public"
+        PRIVATE = "private"
+
+    class Mode(models.TextChoices):
+        CHAT = "chat"
+        COMPLETION = "completion"
+
+    name = models.CharField(
+        max_length=64, unique=True, validators=[channel_name_validator], help_text=CHANNEL_NAME_HELP
+    )
+    title = models.CharField(max_length=200, blank=True)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="owned_channels",
+    )
+    visibility = models.CharField(max_length=10, choices=Visibility.choices, default="public")
+    mode = models.CharField(max_length=12, choices=Mode.choices, default="chat")
+    framing = models.JSONField(default=dict, blank=True)
+    params = models.JSONField(default=dict, blank=True)
+    provider = models.ForeignKey(
+        Provider, null=True, blank=True, on_delete=models.SET_NULL, related_name="channels"
+    )
+    locked = models.BooleanField(default=False)
+    watch_key = models.CharField(max_length=64, default=new_watch_key)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(name__regex=CHANNEL_NAME_PATTERN.replace(r"\Z", "$")),
+                name="channel_name_format",
+            ),
+            models.CheckConstraint(
+                condition=Q(visibility__in=["public", "private"]), name="channel_visibility_valid"
+            ),
+            models.CheckConstraint(condition=Q(mode__in=["chat", "completion"]), name="channel_mode_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def active_session(self) -> Session | None:
+        return self.sessions.filter(status=Session.Status.ACTIVE).first()
+
+    @property
+    def is_public(self) -> bool:
+        return self.visibility == self.Visibility.PUBLIC
+
+
+class Session(models.Model):
+    """One conversation in a channel. Reset archives it; nothing is deleted by reset."""
+
+    class Status(models.TextChoices):
+        ACTIVE = "active"
+        ARCHIVED = "archived"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    channel = models.ForeignKey(Channel, on_delete=models.CASCADE, related_name="sessions")
+    started_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="started_sessions",
+    )
+    title = models.CharField(max_length=200, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default="active")
+    prompt_tokens = models.PositiveBigIntegerField(default=0)
+    completion_tokens = models.PositiveBigIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    archived_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["channel"], condition=Q(status="active"), name="one_active_session_per_channel"
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=["active", "archived"]), name="session_status_valid"
+            ),
+        ]
+        indexes = [models.Index(fields=["channel", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.channel.name} · {str(self.id)[:8]}"
+
+
+class Turn(models.Model):
+    """One message of a session: a user's, the bot's, or an injected agent line."""
+
+    class Role(models.TextChoices):
+        USER = "user"
+        BOT = "bot"
+        AGENT = "agent"
+
+    class FinishReason(models.TextChoices):
+        STOP = "stop"
+        LENGTH = "length"
+        INTERRUPTED = "interrupted"
+        ERROR = "error"
+
+    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="turns")
+    role = models.CharField(max_length=5, choices=Role.choices)
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="turns"
+    )
+    text = models.TextField(blank=True)
+    hidden = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    # Bot turns only: what the model saw and did.
+    truncated = models.BooleanField(default=False)
+    rep_hint = models.CharField(max_length=200, null=True, blank=True)
+    finish_reason = models.CharField(max_length=12, choices=FinishReason.choices, null=True, blank=True)
+    reasoning = models.TextField(blank=True)
+    prompt = models.TextField(blank=True)
+    raw_completion = models.TextField(blank=True)
+    framing = models.JSONField(default=dict, blank=True)
+    params = models.JSONField(default=dict, blank=True)
+    provider = models.CharField(max_length=64, blank=True)
+    model = models.CharField(max_length=200, blank=True)
+    usage = models.JSONField(default=dict, blank=True)
+    timings = models.JSONField(default=dict, blank=True)
+    dropped_turns = models.PositiveIntegerField(
+        default=0, help_text="Oldest turns left out so the prompt fit the context window."
+    )
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(role__in=["user", "bot", "agent"]), name="turn_role_valid"),
+            models.CheckConstraint(
+                condition=Q(finish_reason__isnull=True)
+                | Q(finish_reason__in=["stop", "length", "interrupted", "error"]),
+                name="turn_finish_reason_valid",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["session", "hidden", "id"]),
+            models.Index(fields=["role", "finish_reason"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.role}: {self.text[:40]}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The Turn object of the protocol."""
+        data: dict[str, Any] = {
+            "id": self.pk,
+            "session": str(self.session_id),
+            "role": self.role,
+            "text": self.text,
+            "author": self.author.get_username() if self.author_id and self.author else None,
+            "created_at": iso(self.created_at),
+            "hidden": self.hidden,
+        }
+        if self.role == self.Role.BOT:
+            data.update(
+                author=None,
+                truncated=self.truncated,
+                rep_hint=self.rep_hint,
+                finish_reason=self.finish_reason,
+                reasoning=self.reasoning,
+                prompt=self.prompt,
+                raw_completion=self.raw_completion,
+                framing=self.framing,
+                params=self.params,
+                provider=self.provider,
+                model=self.model,
+                usage=self.usage,
+                timings=self.timings,
+                dropped_turns=self.dropped_turns,
+            )
+        return data
+
+
+class Membership(models.Model):
+    """A user's place in a channel: needed to see and write in private channels."""
+
+    class Role(models.TextChoices):
+        MEMBER = "member"
+        OWNER = "owner"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    channel = models.ForeignKey(Channel, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=10, choices=Role.choices, default="member")
+    muted = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "channel"], name="one_membership_per_user")]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.channel} ({self.role})"
+
+
+class ModerationAction(models.Model):
+    """The audit record: who did what to what, when and why."""
+
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    action = models.CharField(max_length=40)
+    target_type = models.CharField(max_length=40)
+    target_id = models.CharField(max_length=64)
+    channel = models.ForeignKey(Channel, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    reason = models.TextField(blank=True)
+    details = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["target_type", "target_id"])]
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.target_type}:{self.target_id}"
+
+
+def hash_token(raw: str) -> str:
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+class ApiToken(models.Model):
+    """A user's API token. Only its SHA-256 is stored; the token is shown once."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_token")
+    key_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"token of {self.user}"
+
+    @classmethod
+    def issue(cls, user: Any) -> str:
+        """Create or rotate the user's token and return it in the clear, once."""
+        raw = secrets.token_urlsafe(32)
+        cls.objects.update_or_create(user=user, defaults={"key_hash": hash_token(raw)})
+        return raw

@@ -1,0 +1,67 @@
+"""Who may see, watch, write in and moderate a channel. Used by every transport."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+from chat.models import Channel, Membership
+
+MODERATORS_GROUP = "moderators"
+
+
+def is_moderator(user: Any) -> bool:
+    """Staff, or a member of the moderators group."""
+    if not (user and user.is_authenticated and user.is_active):
+        return False
+    if user.is_staff:
+        return True
+    cached = getattr(user, "_colloquy_is_moderator", None)
+    if cached is None:
+        cached = user.groups.filter(name=MODERATORS_GROUP).exists()
+        user._colloquy_is_moderator = cached
+    return bool(cached)
+
+
+def membership(user: Any, channel: Channel) -> Membership | None:
+    if not (user and user.is_authenticated):
+        return None
+    return Membership.objects.filter(user=user, channel=channel).first()
+
+
+def is_member(user: Any, channel: Channel) -> bool:
+    if not (user and user.is_authenticated and user.is_active):
+        return False
+    return channel.owner_id == user.pk or membership(user, channel) is not None
+
+
+def watch_key_matches(channel: Channel, key: str | None) -> bool:
+    return bool(key) and hmac.compare_digest(channel.watch_key.encode(), str(key).encode())
+
+
+def can_view(user: Any, channel: Channel) -> bool:
+    """May see the channel in lists and read its transcript (without a watch key)."""
+    return channel.is_public or is_member(user, channel) or is_moderator(user)
+
+
+def can_watch(user: Any, channel: Channel, key: str | None = None) -> bool:
+    return can_view(user, channel) or watch_key_matches(channel, key)
+
+
+def can_post(user: Any, channel: Channel) -> bool:
+    """May write in the channel at all (locks and mutes are checked by the services)."""
+    if not (user and user.is_authenticated and user.is_active):
+        return False
+    return can_view(user, channel)
+
+
+def can_configure(user: Any, channel: Channel) -> bool:
+    """May change framing, params and settings: the owner or a moderator."""
+    if not (user and user.is_authenticated and user.is_active):
+        return False
+    return channel.owner_id == user.pk or is_moderator(user)
+
+
+def is_muted(user: Any, channel: Channel) -> bool:
+    found = membership(user, channel)
+    return bool(found and found.muted)

@@ -1,0 +1,113 @@
+"""Reads, always scoped to who is asking."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db.models import Count, Q, QuerySet
+
+from chat import permissions
+from chat.framing import effective_framing, effective_params
+from chat.models import Channel, Session, Turn, iso
+
+HISTORY_TURNS = 50
+
+
+def channel_by_name(name: str) -> Channel | None:
+    return Channel.objects.select_related("owner").filter(name=name).first()
+
+
+def visible_channels(user: Any) -> QuerySet[Channel]:
+    """Public channels, the ones the user belongs to; all of them for moderators."""
+    channels = Channel.objects.all()
+    if not permissions.is_moderator(user):
+        scope = Q(visibility=Channel.Visibility.PUBLIC)
+        if user and user.is_authenticated:
+            scope |= Q(owner=user) | Q(memberships__user=user)
+        channels = channels.filter(scope).distinct()
+    return channels.annotate(
+        turn_count=Count(
+            "sessions__turns",
+            filter=Q(sessions__status=Session.Status.ACTIVE, sessions__turns__hidden=False),
+        )
+    ).order_by("name")
+
+
+def history_state(channel: Channel, *, limit: int = HISTORY_TURNS) -> dict[str, Any]:
+    """The database half of a ``history`` event: the active session's last turns."""
+    session = channel.active_session
+    turns: list[Turn] = []
+    has_more = False
+    if session is not None:
+        rows = list(
+            # A reply being written is sent as ``generating``, from Redis, not as a turn.
+            Turn.objects.filter(session=session, hidden=False)
+            .exclude(role=Turn.Role.BOT, finish_reason__isnull=True)
+            .select_related("author")
+            .order_by("-id")[: limit + 1]
+        )
+        has_more = len(rows) > limit
+        turns = list(reversed(rows[:limit]))
+    return {
+        "session": str(session.pk) if session else None,
+        "framing": effective_framing(channel.framing),
+        "params": effective_params(channel.params),
+        "turns": [t.to_dict() for t in turns],
+        "has_more": has_more,
+    }
+
+
+def channel_for(user: Any, name: str) -> Channel | None:
+    """The channel if the user may see it; None (a 404) otherwise, so outsiders cannot
+    tell a private channel from a missing one."""
+    channel = channel_by_name(name)
+    if channel is None or not permissions.can_view(user, channel):
+        return None
+    return channel
+
+
+def sessions_for(user: Any) -> QuerySet[Session]:
+    """The caller's sessions: those they started and those of channels they own or
+    belong to; every session for moderators."""
+    sessions = Session.objects.select_related("channel", "started_by")
+    if permissions.is_moderator(user):
+        return sessions.order_by("-created_at")
+    if not (user and user.is_authenticated):
+        return sessions.none()
+    return (
+        sessions.filter(Q(started_by=user) | Q(channel__owner=user) | Q(channel__memberships__user=user))
+        .distinct()
+        .order_by("-created_at")
+    )
+
+
+def session_for(user: Any, session_id: Any) -> Session | None:
+    try:
+        return sessions_for(user).filter(pk=session_id).first()
+    except (ValueError, TypeError, ValidationError):
+        return None
+
+
+def turns_page(session: Session, *, limit: int, before: int | None, include_hidden: bool) -> list[Turn]:
+    """Up to ``limit`` turns before the turn ``before``, oldest first."""
+    rows = Turn.objects.filter(session=session).select_related("author").order_by("-id")
+    if not include_hidden:
+        rows = rows.filter(hidden=False)
+    if before is not None:
+        rows = rows.filter(id__lt=before)
+    return list(reversed(rows[:limit]))
+
+
+def session_to_dict(session: Session) -> dict[str, Any]:
+    return {
+        "id": str(session.pk),
+        "channel": session.channel.name,
+        "title": session.title,
+        "status": session.status,
+        "started_by": session.started_by.get_username() if session.started_by else None,
+        "created_at": iso(session.created_at),
+        "archived_at": iso(session.archived_at),
+        "turns": session.turns.filter(hidden=False).count(),
+        "usage": {"prompt_tokens": session.prompt_tokens, "completion_tokens": session.completion_tokens},
+    }
