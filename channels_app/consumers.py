@@ -1,0 +1,309 @@
+"""The WebSocket transport: one consumer for chat and watch connections of a channel.
+
+It parses frames, checks who may do what, calls one service, and sends the answer.
+Broadcast events do not pass through Channels' per-consumer dispatch: the process's
+fan-out hub (fanout.py) hands each pre-encoded frame to ``push``, which queues it for
+this socket's writer task. The queue is bounded: a client too slow to keep up is
+resynchronised with a fresh ``history`` instead of stalling everyone else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+from urllib.parse import parse_qs
+
+import orjson
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+from django.contrib.auth import get_user_model
+
+from channels_app.auth import login_still_valid
+from chat import permissions, selectors, services, store
+from chat.errors import ServiceError
+from chat.fanout import Room, get_hub, presence_totals
+from chat.history import build_history
+from chat.models import Channel, channel_name_validator
+from chat.threads import db_call
+
+log = logging.getLogger(__name__)
+
+SEND_QUEUE_LIMIT = 2000
+LOGIN_CHECK_INTERVAL_S = 30.0
+
+WRITE_TYPES = {"message", "regenerate", "inject", "reset", "interrupt"}
+READ_TYPES = {"get_history", "ping"}
+
+
+def _resolve(name: str, user: Any, want_watch: bool, key: str | None) -> tuple[Channel | None, int | None]:
+    """The channel and the close code (None when the connection may proceed)."""
+    try:
+        channel_name_validator(name)
+    except Exception:
+        return None, 4004
+    channel = selectors.channel_by_name(name)
+    if channel is None:
+        return None, 4004
+    authenticated = bool(user and user.is_authenticated)
+    if want_watch:
+        if permissions.can_watch(user, channel, key):
+            return channel, None
+        return channel, 4003 if (authenticated or key) else 4001
+    if not authenticated:
+        return channel, 4001
+    if not user.is_active or not permissions.can_post(user, channel):
+        return channel, 4003
+    return channel, None
+
+
+class ChannelConsumer(AsyncWebsocketConsumer):
+    # No per-socket channel-layer channel: the hub receives for the whole process.
+    channel_layer_alias = "__no_layer__"
+
+    channel: Channel | None = None
+    room: Room | None = None
+    user_id: int | None = None
+    watch_key: str | None = None
+    is_watcher = False
+
+    async def connect(self) -> None:
+        # Frames to write, or a resync order: ("resync", since) sends a replay after
+        # ``since`` (or a full history when since is None or no longer kept).
+        self.queue: asyncio.Queue[tuple[Any, str | int | None]] = asyncio.Queue()
+        self.ready = False
+        self.early: list[tuple[int | None, str]] = []
+        self.resync_pending = False
+        self.closing = False
+        self.writer: asyncio.Task[None] | None = None
+        self.checker: asyncio.Task[None] | None = None
+
+        query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
+        self.is_watcher = query.get("watch", ["0"])[0] in ("1", "true", "yes")
+        self.watch_key = query.get("key", [None])[0]
+        user = self.scope.get("user")
+        name = self.scope["url_route"]["kwargs"]["name"]
+        channel, close_code = await db_call(_resolve)(name, user, self.is_watcher, self.watch_key)
+        await self.accept()
+        if close_code is not None:
+            await self.close(code=close_code)
+            return
+        assert channel is not None
+        self.channel = channel
+        self.user = user
+        self.user_id = user.pk if user and user.is_authenticated else None
+        self.room = await get_hub().join(channel.pk, channel.name, self)
+        await self._send_history()
+        self.writer = asyncio.create_task(self._write())
+        if self.user_id is not None:
+            self.checker = asyncio.create_task(self._check_login())
+
+    async def disconnect(self, code: int) -> None:
+        self.closing = True
+        for task in (self.writer, self.checker):
+            if task is not None:
+                task.cancel()
+        if self.channel is not None and self.room is not None:
+            await get_hub().leave(self.channel.pk, self)
+
+    # --- outgoing ------------------------------------------------------------------------
+
+    def push(self, seq: int | None, frame: str) -> None:
+        """Called by the hub for every event of the channel; never blocks."""
+        if self.closing:
+            return
+        if not self.ready:
+            self.early.append((seq, frame))
+            return
+        if self.resync_pending:
+            return  # the coming history or replay covers it
+        if self.queue.qsize() >= SEND_QUEUE_LIMIT:
+            while not self.queue.empty():
+                self.queue.get_nowait()
+            self.request_resync(None)
+            return
+        self.queue.put_nowait((seq, frame))
+
+    def request_resync(self, since: int | None) -> None:
+        """Have the writer send a replay after ``since`` or a full history, in order;
+        live events are dropped until then, since the resync covers them."""
+        self.resync_pending = True
+        self.queue.put_nowait(("resync", since))
+
+    def send_event(self, event: dict[str, Any]) -> None:
+        """A frame for this socket only (error, pong), in order with the events."""
+        self.queue.put_nowait((None, orjson.dumps(event).decode()))
+
+    async def _write(self) -> None:
+        """The socket's one writer: frames go out in queue order."""
+        send = self.scope.get("raw_send") or self.base_send
+        queue = self.queue
+        try:
+            while True:
+                kind, payload = await queue.get()
+                while True:
+                    if kind == "resync":
+                        self.resync_pending = False
+                        await self._send_history(since=payload if isinstance(payload, int) else None)
+                    else:
+                        await send({"type": "websocket.send", "text": payload})
+                    if queue.empty():
+                        break
+                    kind, payload = queue.get_nowait()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("socket writer failed; closing the socket")
+            await self.close(code=1011)
+
+    async def _send_history(self, since: int | None = None) -> None:
+        """Send what the client lacks: the events after ``since`` when they are all
+        kept, else a full history; then the live events that came in meanwhile."""
+        assert self.channel is not None
+        self.ready = False  # live events wait in ``early`` from here on
+        frames = await store.replay_since(self.channel.pk, since) if since is not None else None
+        if frames is not None:
+            last_seq = since + len(frames) if since is not None else 0
+            for frame in frames:
+                await self.send(text_data=frame)
+        else:
+            watchers, _participants = await presence_totals(self.channel.pk)
+            history = await build_history(
+                self.channel, mode="watch" if self.is_watcher else "chat", watchers=watchers
+            )
+            last_seq = history["seq"]
+            get_hub().note_seq(self.channel.pk, last_seq)
+            await self.send(text_data=orjson.dumps(history).decode())
+        early, self.early = self.early, []
+        for seq, frame in early:
+            if seq is None or seq > last_seq:
+                self.queue.put_nowait((seq, frame))
+        self.ready = True
+
+    def close_with(self, code: int) -> None:
+        asyncio.get_running_loop().create_task(self.close(code=code))
+
+    async def _check_login(self) -> None:
+        """Close with 4001 soon after the login this socket was opened with ends."""
+        while True:
+            await asyncio.sleep(LOGIN_CHECK_INTERVAL_S)
+            assert self.user_id is not None
+            if not await db_call(login_still_valid)(self.scope, self.user_id):
+                await self.close(code=4001)
+                return
+
+    # --- incoming ------------------------------------------------------------------------
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        raw = text_data if text_data is not None else bytes_data or b""
+        if len(raw) > settings.MAX_FRAME_BYTES:
+            await self._close_too_big()
+            return
+        if self.channel is None:
+            return
+        try:
+            message = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            self._error("bad_json", "The frame is not valid JSON.")
+            return
+        if not isinstance(message, dict):
+            self._error("bad_json", "Expected a JSON object.")
+            return
+        kind = message.get("type")
+        if not isinstance(kind, str) or kind not in WRITE_TYPES | READ_TYPES:
+            self._error("unknown_type", f"Unknown message type: {str(kind)[:40]!r}.")
+            return
+        if kind == "ping":
+            self.send_event({"type": "pong", "ts": time.time()})
+            return
+        if kind == "get_history":
+            await self._get_history(message)
+            return
+        if self.is_watcher:
+            self._error("read_only", "This is a watch connection: it cannot change anything.")
+            return
+        try:
+            await db_call(self._perform)(kind, message)
+        except ServiceError as exc:
+            self.send_event(exc.to_event(self.channel.name))
+        except Exception:
+            log.exception("unexpected error handling %s", kind)
+            self._error("invalid", "The request could not be handled.")
+
+    def _perform(self, kind: str, message: dict[str, Any]) -> None:
+        """Run one write in a worker thread, with a freshly read channel and user."""
+        assert self.channel is not None
+        channel = Channel.objects.filter(pk=self.channel.pk).first()
+        if channel is None:
+            raise ServiceError("not_found", "This channel no longer exists.")
+        user = get_user_model().objects.filter(pk=self.user_id).first() if self.user_id else None
+        if user is None or not user.is_active:
+            raise ServiceError("forbidden", "Your account cannot write here.")
+        if kind == "message":
+            _require_fields(message, text=str)
+            services.post_message(
+                channel=channel,
+                user=user,
+                text=message["text"],
+                framing=_optional_object(message, "framing"),
+                params=_optional_object(message, "params"),
+            )
+        elif kind == "regenerate":
+            services.regenerate(
+                channel=channel,
+                user=user,
+                framing=_optional_object(message, "framing"),
+                params=_optional_object(message, "params"),
+            )
+        elif kind == "inject":
+            _require_fields(message, role=str, text=str)
+            services.inject(channel=channel, user=user, role=message["role"], text=message["text"])
+        elif kind == "reset":
+            services.reset(channel=channel, user=user)
+        elif kind == "interrupt":
+            services.interrupt(channel=channel, user=user)
+
+    async def _get_history(self, message: dict[str, Any]) -> None:
+        since = message.get("since")
+        if since is not None and (not isinstance(since, int) or isinstance(since, bool)):
+            self._error(
+                "invalid", "since must be an integer seq.", fields={"since": ["Expected an integer."]}
+            )
+            return
+        self.request_resync(since)
+
+    async def _close_too_big(self) -> None:
+        """The server normally refuses such frames itself (daphne's
+        --websocket-max-message-size, uvicorn's --ws-max-size) with 1009; this is the
+        backstop when it was started with a larger limit."""
+        error = ServiceError("too_long", f"Frames are limited to {settings.MAX_FRAME_BYTES} bytes.")
+        await self.send(
+            text_data=orjson.dumps(error.to_event(self.channel.name if self.channel else None)).decode()
+        )
+        try:
+            await self.close(code=1009)
+        except Exception:  # autobahn (daphne) lets applications send only 1000 and 3000-4999
+            await self.close(code=1000)
+
+    def _error(self, code: str, text: str, **extra: Any) -> None:
+        self.send_event(
+            ServiceError(code, text, **extra).to_event(self.channel.name if self.channel else None)
+        )
+
+
+def _require_fields(message: dict[str, Any], **types: type) -> None:
+    bad = {
+        name: ["Required, and must be a string."]
+        for name, kind in types.items()
+        if not isinstance(message.get(name), kind)
+    }
+    if bad:
+        raise ServiceError("invalid", "Missing or wrong-typed fields.", fields=bad)
+
+
+def _optional_object(message: dict[str, Any], name: str) -> Any:
+    value = message.get(name)
+    if value is not None and not isinstance(value, dict):
+        raise ServiceError("invalid", f"{name} must be an object.", fields={name: ["Expected an object."]})
+    return value

@@ -1,0 +1,250 @@
+"""Per-process fan-out: one channel-layer subscription per process, each event encoded
+once (by the publisher) and handed to this process's connections of the channel:
+WebSocket consumers (channels_app) and Server-Sent Event streams (chat.api.sse).
+
+Stock Channels gives each socket its own layer channel and runs every event through
+``dispatch`` (a thread hop to close old DB connections, a JSON encode per socket). Here
+the process joins each chat channel's group once, with one inbox, and hands the ready
+frame to every local connection's bounded send queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+import uuid
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+import orjson
+from channels.layers import get_channel_layer
+
+from chat import store
+from chat.store import CONTROL_GROUP
+
+log = logging.getLogger(__name__)
+
+PRESENCE_MIN_INTERVAL_S = 1.0
+PRESENCE_STALE_S = 45
+PROCESS_ID = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+class Connection(Protocol):
+    user_id: int | None
+    watch_key: str | None
+    is_watcher: bool
+
+    def push(self, seq: int | None, frame: str) -> None: ...
+
+    def close_with(self, code: int) -> None: ...
+
+
+class Room:
+    """The local connections of one chat channel and the last seq delivered to them."""
+
+    def __init__(self, channel_id: int, channel_name: str):
+        self.channel_id = channel_id
+        self.channel_name = channel_name
+        self.connections: set[Connection] = set()
+        self.last_seq: int | None = None
+
+    def counts(self) -> tuple[int, int]:
+        watchers = sum(1 for c in self.connections if c.is_watcher)
+        return watchers, len(self.connections) - watchers
+
+
+class Hub:
+    """One per event loop (one per server process)."""
+
+    def __init__(self) -> None:
+        self.rooms: dict[int, Room] = {}
+        self.inbox: str | None = None
+        self._start_lock = asyncio.Lock()
+        self._listener: asyncio.Task[None] | None = None
+        self._presence_pending: set[int] = set()
+        self._presence_task: asyncio.Task[None] | None = None
+
+    async def _ensure_started(self) -> str:
+        async with self._start_lock:
+            if self.inbox is None:
+                layer = get_channel_layer()
+                assert layer is not None
+                self.inbox = await layer.new_channel("hub.")
+                await layer.group_add(CONTROL_GROUP, self.inbox)
+                loop = asyncio.get_running_loop()
+                self._listener = loop.create_task(self._listen())
+                self._refresher = loop.create_task(self._refresh_presence())
+            return self.inbox
+
+    async def join(self, channel_id: int, channel_name: str, connection: Connection) -> Room:
+        inbox = await self._ensure_started()
+        room = self.rooms.get(channel_id)
+        if room is None:
+            room = self.rooms[channel_id] = Room(channel_id, channel_name)
+            layer = get_channel_layer()
+            assert layer is not None
+            await layer.group_add(store.group_name(channel_id), inbox)
+        room.connections.add(connection)
+        self.presence_changed(channel_id)
+        return room
+
+    async def leave(self, channel_id: int, connection: Connection) -> None:
+        room = self.rooms.get(channel_id)
+        if room is None:
+            return
+        room.connections.discard(connection)
+        self.presence_changed(channel_id)
+        if not room.connections:
+            del self.rooms[channel_id]
+            layer = get_channel_layer()
+            assert layer is not None and self.inbox is not None
+            await layer.group_discard(store.group_name(channel_id), self.inbox)
+
+    def connections(self) -> Iterable[Connection]:
+        for room in list(self.rooms.values()):
+            yield from list(room.connections)
+
+    # --- receiving ----------------------------------------------------------------------
+
+    async def _listen(self) -> None:
+        layer = get_channel_layer()
+        assert layer is not None and self.inbox is not None
+        while True:
+            try:
+                message = await layer.receive(self.inbox)
+                kind = message.get("type")
+                if kind == "chan.event":
+                    await self._deliver(message["channel_id"], int(message["seq"]), message["frame"])
+                elif kind == "chan.presence":
+                    room = self.rooms.get(message["channel_id"])
+                    for connection in list(room.connections) if room else []:
+                        connection.push(None, message["frame"])
+                elif kind == "ctl.close":
+                    self._close_matching(message)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("fan-out listener error; going on")
+                await asyncio.sleep(0.1)
+
+    async def _deliver(self, channel_id: int, seq: int, frame: str) -> None:
+        room = self.rooms.get(channel_id)
+        if room is None:
+            return
+        if room.last_seq is not None and seq <= room.last_seq:
+            return  # already delivered (filled from the log earlier)
+        frames = [(seq, frame)]
+        if room.last_seq is not None and seq > room.last_seq + 1:
+            # Publishers in different processes can overtake each other between
+            # numbering and publishing; the log has every event in order.
+            missed = await store.replay_since(channel_id, room.last_seq)
+            if missed is not None:
+                frames = [(room.last_seq + 1 + i, f) for i, f in enumerate(missed)]
+                frames = [(s, f) for s, f in frames if s <= seq] or [(seq, frame)]
+        room.last_seq = max(room.last_seq or 0, frames[-1][0])
+        for connection in list(room.connections):
+            for item_seq, item in frames:
+                connection.push(item_seq, item)
+
+    def note_seq(self, channel_id: int, seq: int) -> None:
+        """A connection's history was taken at ``seq``: the room has everything up to it."""
+        room = self.rooms.get(channel_id)
+        if room is not None and room.last_seq is None:
+            room.last_seq = seq
+
+    def _close_matching(self, message: dict[str, Any]) -> None:
+        for connection in list(self.connections()):
+            if (message.get("user_id") is not None and connection.user_id == message["user_id"]) or (
+                message.get("channel_id") is not None
+                and message.get("old_watch_key")
+                and connection.is_watcher
+                and connection.watch_key == message["old_watch_key"]
+            ):
+                connection.close_with(int(message.get("code", 4003)))
+
+    # --- presence -----------------------------------------------------------------------
+
+    def presence_changed(self, channel_id: int) -> None:
+        self._presence_pending.add(channel_id)
+        if self._presence_task is None or self._presence_task.done():
+            self._presence_task = asyncio.get_running_loop().create_task(self._presence_loop())
+
+    async def _presence_loop(self) -> None:
+        """Publish this process's counts and, at most once a second per channel, the
+        totals over all processes."""
+        redis = store.async_redis()
+        while self._presence_pending:
+            pending, self._presence_pending = self._presence_pending, set()
+            for channel_id in pending:
+                try:
+                    await self._store_counts(channel_id)
+                    # One presence event a second per channel, whichever process sends it.
+                    gate = store.key(channel_id, "presence_gate")
+                    if await redis.set(gate, PROCESS_ID, nx=True, px=int(PRESENCE_MIN_INTERVAL_S * 1000)):
+                        await self._publish_presence(channel_id)
+                    else:
+                        self._presence_pending.add(channel_id)
+                except Exception:
+                    log.exception("presence update failed for channel %s", channel_id)
+            await asyncio.sleep(PRESENCE_MIN_INTERVAL_S / 4)
+
+    async def _store_counts(self, channel_id: int) -> None:
+        redis = store.async_redis()
+        room = self.rooms.get(channel_id)
+        hash_key = store.key(channel_id, "presence")
+        if room is None:
+            await redis.hdel(hash_key, PROCESS_ID)
+        else:
+            watchers, participants = room.counts()
+            await redis.hset(hash_key, PROCESS_ID, f"{watchers},{participants},{int(time.time())}")
+            await redis.expire(hash_key, 3600)
+
+    async def _publish_presence(self, channel_id: int) -> None:
+        room = self.rooms.get(channel_id)
+        if room is None:
+            return  # nobody here to tell; the other processes publish their own
+        watchers, participants = await presence_totals(channel_id)
+        name = room.channel_name
+        frame = orjson.dumps(
+            {"type": "presence", "watchers": watchers, "participants": participants, "channel": name}
+        ).decode()
+        layer = get_channel_layer()
+        assert layer is not None
+        await layer.group_send(
+            store.group_name(channel_id), {"type": "chan.presence", "channel_id": channel_id, "frame": frame}
+        )
+
+    async def _refresh_presence(self) -> None:
+        """Keep this process's counts fresh, so totals drop the counts of a dead process."""
+        while True:
+            await asyncio.sleep(PRESENCE_STALE_S / 3)
+            for channel_id in list(self.rooms):
+                try:
+                    await self._store_counts(channel_id)
+                except Exception:
+                    log.exception("presence refresh failed")
+
+
+async def presence_totals(channel_id: int) -> tuple[int, int]:
+    entries = await store.async_redis().hgetall(store.key(channel_id, "presence"))
+    watchers = participants = 0
+    now = time.time()
+    for value in entries.values():
+        w, p, ts = (int(x) for x in value.split(","))
+        if now - ts <= PRESENCE_STALE_S:
+            watchers += w
+            participants += p
+    return watchers, participants
+
+
+_hubs: dict[asyncio.AbstractEventLoop, Hub] = {}
+
+
+def get_hub() -> Hub:
+    loop = asyncio.get_running_loop()
+    hub = _hubs.get(loop)
+    if hub is None:
+        hub = _hubs[loop] = Hub()
+    return hub

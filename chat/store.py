@@ -1,0 +1,119 @@
+"""The Redis side of a channel: sequence numbers, the replay buffer, the text of the
+generation in progress, the generation lock. Keys carry a hash tag per channel so they
+stay together on a Redis cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import redis
+import redis.asyncio as aredis
+from django.conf import settings
+
+_sync_client: redis.Redis | None = None
+_sync_lock = threading.Lock()
+_async_clients: dict[asyncio.AbstractEventLoop, aredis.Redis] = {}
+
+
+def sync_redis() -> Any:  # redis-py types every reply as "value or awaitable"
+    global _sync_client
+    with _sync_lock:
+        if _sync_client is None:
+            _sync_client = redis.Redis.from_url(settings.REDIS_URL, decode_responses=True)
+        return _sync_client
+
+
+def async_redis() -> Any:
+    """A client bound to the running loop (redis.asyncio clients cannot cross loops)."""
+    loop = asyncio.get_running_loop()
+    client = _async_clients.get(loop)
+    if client is None:
+        client = aredis.Redis.from_url(settings.REDIS_URL, decode_responses=True)
+        _async_clients[loop] = client
+    return client
+
+
+def key(channel_id: int, name: str) -> str:
+    return f"{settings.REDIS_PREFIX}:{{ch{channel_id}}}:{name}"
+
+
+def channel_keys(channel_id: int) -> list[str]:
+    """seq, log, gen_turn, gen_text, gen_reasoning: the keys the scripts below use."""
+    return [key(channel_id, k) for k in ("seq", "log", "gen_turn", "gen_text", "gen_reasoning")]
+
+
+# Every server process listens here for orders such as "close this user's sockets".
+CONTROL_GROUP = "colloquy.control"
+
+
+def group_name(channel_id: int) -> str:
+    """The channel-layer group every connection of the channel listens on."""
+    return f"chan.{channel_id}"
+
+
+# Numbering, logging and the generation snapshot happen in one script, so that the
+# seq order is the log order and a history snapshot matches its seq exactly.
+PUBLISH_SCRIPT = """
+local seq = redis.call('INCR', KEYS[1])
+local frame = ARGV[1] .. ',"seq":' .. seq .. '}'
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], seq .. '-1', 'f', frame)
+local op = ARGV[3]
+if op == 'start' then
+  redis.call('SET', KEYS[3], ARGV[4], 'EX', 86400)
+  redis.call('SET', KEYS[4], '', 'EX', 86400)
+  redis.call('SET', KEYS[5], '', 'EX', 86400)
+elseif op == 'text' then
+  redis.call('APPEND', KEYS[4], ARGV[4])
+elseif op == 'reasoning' then
+  redis.call('APPEND', KEYS[5], ARGV[4])
+elseif op == 'end' then
+  redis.call('DEL', KEYS[3], KEYS[4], KEYS[5])
+end
+return {seq, frame}
+"""
+
+SNAPSHOT_SCRIPT = """
+return {redis.call('GET', KEYS[1]), redis.call('GET', KEYS[3]),
+        redis.call('GET', KEYS[4]), redis.call('GET', KEYS[5])}
+"""
+
+# Release or extend a lock only while we still own it.
+LOCK_RELEASE_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+LOCK_EXTEND_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+
+
+def parse_snapshot(raw: list[Any]) -> tuple[int, dict[str, Any] | None]:
+    seq = int(raw[0] or 0)
+    generating = None
+    if raw[1]:
+        generating = {"turn_id": int(raw[1]), "text": raw[2] or "", "reasoning": raw[3] or ""}
+    return seq, generating
+
+
+async def replay_since(channel_id: int, since: int) -> list[str] | None:
+    """The frames after ``since``, or None when they are no longer all kept."""
+    client = async_redis()
+    current = int(await client.get(key(channel_id, "seq")) or 0)
+    if since == current:
+        return []
+    if since > current or since < 0:
+        return None
+    entries = await client.xrange(key(channel_id, "log"), min=f"{since + 1}-0", max="+")
+    if not entries or entries[0][0] != f"{since + 1}-1":
+        return None
+    return [fields["f"] for _id, fields in entries]
+
+
+async def snapshot(channel_id: int) -> tuple[int, dict[str, Any] | None]:
+    """The channel's last seq and the generation in progress at that seq, read atomically."""
+    raw = await async_redis().eval(SNAPSHOT_SCRIPT, 5, *channel_keys(channel_id))
+    return parse_snapshot(raw)
