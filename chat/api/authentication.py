@@ -1,0 +1,54 @@
+"""`Authorization: Bearer {token}` for the REST API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.utils import timezone
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from rest_framework import authentication, exceptions
+
+from chat.models import ApiToken, hash_token
+
+
+def user_for_token(raw: str) -> Any | None:
+    """The active user holding this API token, or None."""
+    token = ApiToken.objects.select_related("user").filter(key_hash=hash_token(raw)).first()
+    if token is None or not token.user.is_active:
+        return None
+    ApiToken.objects.filter(pk=token.pk).update(last_used_at=timezone.now())
+    return token.user
+
+
+def bearer_from_header(value: str) -> str | None:
+    scheme, _, raw = value.partition(" ")
+    if scheme.lower() != "bearer" or not raw.strip():
+        return None
+    return raw.strip()
+
+
+class BearerTokenAuthentication(authentication.BaseAuthentication):
+    def authenticate(self, request: Any) -> tuple[Any, None] | None:
+        header = request.META.get("HTTP_AUTHORIZATION", "")
+        if not header:
+            return None
+        raw = bearer_from_header(header)
+        if raw is None:
+            return None
+        user = user_for_token(raw)
+        if user is None:
+            raise exceptions.AuthenticationFailed("Invalid or revoked API token.")
+        return user, None
+
+    def authenticate_header(self, request: Any) -> str:
+        return "Bearer"
+
+
+class BearerTokenScheme(OpenApiAuthenticationExtension):
+    """Tells the OpenAPI document how API tokens are sent."""
+
+    target_class = BearerTokenAuthentication
+    name = "bearerAuth"
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
+        return {"type": "http", "scheme": "bearer"}

@@ -1,0 +1,29 @@
+"""A readable API page rendered on the server from the OpenAPI document (no CDN)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from drf_spectacular.generators import SchemaGenerator
+
+METHODS = ("get", "post", "patch", "put", "delete")
+
+
+def api_docs(request: HttpRequest) -> HttpResponse:
+    schema: dict[str, Any] = SchemaGenerator().get_schema(request=None, public=True)
+    operations = []
+    for path, item in schema.get("paths", {}).items():
+        for method in METHODS:
+            if method in item:
+                op = item[method]
+                operations.append(
+                    {
+                        "method": method.upper(),
+                        "path": path,
+                        "summary": (op.get("description") or op.get("summary") or "").strip(),
+                        "parameters": [p["name"] for p in op.get("parameters", []) if p.get("in") == "query"],
+                    }
+                )
+    return render(request, "chat/api_docs.html", {"operations": operations, "info": schema.get("info", {})})

@@ -1,0 +1,35 @@
+"""Every API error is `{"detail": "..."}` with a fitting status (PROTOCOL.md)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_handler
+
+from chat.errors import ServiceError
+
+
+def service_error_response(exc: ServiceError) -> Response:
+    body: dict[str, Any] = {"detail": exc.text, "code": exc.code}
+    if exc.fields is not None:
+        body["fields"] = exc.fields
+    headers = {}
+    if exc.retry_after is not None:
+        body["retry_after"] = exc.retry_after
+        headers["Retry-After"] = str(exc.retry_after)
+    return Response(body, status=exc.http_status, headers=headers)
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, ServiceError):
+        return service_error_response(exc)
+    if isinstance(exc, exceptions.ValidationError):
+        return Response(
+            {"detail": "Invalid input.", "code": "invalid", "fields": exc.detail},
+            status=status.HTTP_400_BAD_REQUEST,
+        )
+    if isinstance(exc, exceptions.ParseError):
+        return Response({"detail": str(exc.detail), "code": "bad_json"}, status=status.HTTP_400_BAD_REQUEST)
+    return drf_handler(exc, context)

@@ -1,0 +1,162 @@
+"""Server-Sent Event streams: a channel's events, and one exchange.
+
+They run on the server's event loop (Django iterates an async body under ASGI, whatever
+the view). A stream joins the process's fan-out hub like a watch socket does, so it
+costs no Redis subscription of its own; a client leaving ends only its stream, never a
+generation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import orjson
+from django.http import StreamingHttpResponse
+from rest_framework.renderers import BaseRenderer
+
+from chat import store
+from chat.fanout import get_hub
+from chat.history import build_history
+from chat.models import Channel
+
+HEARTBEAT_S = 15.0
+FEED_LIMIT = 5000
+
+
+class EventStreamRenderer(BaseRenderer):
+    """Lets DRF's content negotiation accept `Accept: text/event-stream`; the views
+    answer such requests with a StreamingHttpResponse of their own."""
+
+    media_type = "text/event-stream"
+    format = "sse"
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):  # type: ignore[no-untyped-def]
+        return orjson.dumps(data)
+
+
+def event_type(frame: str) -> str:
+    # Every frame starts with its type (events are built type first).
+    if frame.startswith('{"type":"'):
+        return frame[9 : frame.index('"', 9)]
+    return str(orjson.loads(frame).get("type", "message"))
+
+
+def sse(frame: str, seq: int | None) -> bytes:
+    head = f"id: {seq}\n" if seq else ""
+    return f"{head}event: {event_type(frame)}\ndata: {frame}\n\n".encode()
+
+
+def stream_response(body: AsyncIterator[bytes]) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(body, content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"
+    return response
+
+
+class EventFeed:
+    """One HTTP stream's place in the fan-out hub: events queue here until sent."""
+
+    is_watcher = True
+
+    def __init__(self, user_id: int | None, watch_key: str | None):
+        self.user_id = user_id
+        self.watch_key = watch_key
+        self.queue: asyncio.Queue[tuple[int | None, str] | None] = asyncio.Queue()
+
+    def push(self, seq: int | None, frame: str) -> None:
+        if self.queue.qsize() < FEED_LIMIT:
+            self.queue.put_nowait((seq, frame))
+        else:  # too slow to keep up: end the stream; the client resumes with Last-Event-ID
+            self.close_with(4008)
+
+    def close_with(self, code: int) -> None:
+        self.queue.put_nowait(None)
+
+    async def events(self, last: int) -> AsyncIterator[tuple[int | None, str] | None]:
+        """Live events after ``last`` (None every HEARTBEAT_S while quiet)."""
+        while True:
+            try:
+                item = await asyncio.wait_for(self.queue.get(), HEARTBEAT_S)
+            except TimeoutError:
+                yield None
+                continue
+            if item is None:
+                return
+            seq, frame = item
+            if seq is not None:
+                if seq <= last:
+                    continue
+                last = seq
+            yield seq, frame
+
+
+async def follow_channel(channel: Channel, feed: EventFeed, since: int | None) -> AsyncIterator[bytes]:
+    """`history` (or the replay after ``since``), then every broadcast event."""
+    hub = get_hub()
+    await hub.join(channel.pk, channel.name, feed)
+    try:
+        frames = await store.replay_since(channel.pk, since) if since is not None else None
+        if frames is not None:
+            last = since or 0
+            for frame in frames:
+                last += 1
+                yield sse(frame, last)
+        else:
+            history = await build_history(channel, mode="watch")
+            last = history["seq"]
+            hub.note_seq(channel.pk, last)
+            yield sse(orjson.dumps(history).decode(), last or None)
+        async for item in feed.events(last):
+            yield b": keep-alive\n\n" if item is None else sse(item[1], item[0])
+    finally:
+        await hub.leave(channel.pk, feed)
+
+
+async def follow_exchange(
+    channel: Channel, feed: EventFeed, after: int, user_turn_id: int
+) -> AsyncIterator[bytes]:
+    """One exchange: the user turn, then the reply that answers it (`thinking`,
+    `token`…, `turn`, `done`), then the stream ends. ``after`` is the channel's seq from
+    before the message was posted: the log fills whatever came before the hub did."""
+    hub = get_hub()
+    await hub.join(channel.pk, channel.name, feed)
+    try:
+        replayed = await store.replay_since(channel.pk, after) or []
+        backlog: list[tuple[int | None, str] | None] = [(after + 1 + i, f) for i, f in enumerate(replayed)]
+        last = after + len(backlog)
+        user_seq: int | None = None
+        bot_id: int | None = None
+
+        async def all_events() -> AsyncIterator[tuple[int | None, str] | None]:
+            for queued in backlog:
+                yield queued
+            async for live in feed.events(last):
+                yield live
+
+        async for item in all_events():
+            if item is None:
+                yield b": keep-alive\n\n"
+                continue
+            seq, frame = item
+            if seq is None:
+                continue  # presence is not part of an exchange
+            event = orjson.loads(frame)
+            kind = event["type"]
+            if kind == "reset":
+                yield sse(frame, seq)
+                return
+            if user_seq is None:
+                if kind == "turn" and event["id"] == user_turn_id:
+                    user_seq = seq
+                    yield sse(frame, seq)
+            elif bot_id is None:
+                if kind == "thinking":
+                    bot_id = event["turn_id"]
+                    yield sse(frame, seq)
+            elif event.get("turn_id") == bot_id or event.get("id") == bot_id or kind == "error":
+                yield sse(frame, seq)
+                if kind == "done":
+                    return
+    finally:
+        await hub.leave(channel.pk, feed)

@@ -1,0 +1,433 @@
+"""The REST API (PROTOCOL.md, "REST"). Views parse, look up through selectors scoped to
+the caller, call one service, and answer; outsiders get 404 for private things."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from django.conf import settings
+from django.http import Http404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.authentication import BasicAuthentication, SessionAuthentication
+from rest_framework.exceptions import NotAuthenticated
+from rest_framework.renderers import JSONRenderer
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from chat import limits, permissions, selectors, services, store
+from chat.api.authentication import BearerTokenAuthentication
+from chat.api.serializers import (
+    BulkDeleteSerializer,
+    ChannelCreateSerializer,
+    ChannelUpdateSerializer,
+    InjectSerializer,
+    MessageSerializer,
+    RegenerateSerializer,
+    TruncateSerializer,
+    TurnsQuerySerializer,
+)
+from chat.api.streams import EventFeed, EventStreamRenderer, follow_channel, follow_exchange, stream_response
+from chat.framing import effective_framing, effective_params
+from chat.models import ApiToken, Channel, Provider, Session, Turn
+
+PAGE_SIZE = 100
+ANY = serializers.JSONField()
+OBJECT = OpenApiTypes.OBJECT
+
+
+def detail(text: str) -> dict[str, str]:
+    return {"detail": text}
+
+
+def require_login(request: Request) -> None:
+    if not request.user.is_authenticated:
+        raise NotAuthenticated("Log in or send Authorization: Bearer <token>.")
+
+
+def channel_or_404(request: Request, name: str) -> Channel:
+    channel = selectors.channel_for(request.user, name)
+    if channel is None:
+        raise Http404("No such channel.")
+    return channel
+
+
+def session_or_404(request: Request, session_id: str) -> Session:
+    session = selectors.session_for(request.user, session_id)
+    if session is None:
+        raise Http404("No such session.")
+    return session
+
+
+def watch_url(request: Request, channel: Channel) -> str:
+    url = f"/watch/{channel.name}"
+    # A private channel's link carries the key; only those who may share it see it.
+    if not channel.is_public and permissions.can_view(request.user, channel):
+        url += f"?key={channel.watch_key}"
+    return request.build_absolute_uri(url)
+
+
+def channel_summary(request: Request, channel: Channel, generating: bool) -> dict[str, Any]:
+    return {
+        "name": channel.name,
+        "title": channel.title,
+        "turns": getattr(channel, "turn_count", None),
+        "visibility": channel.visibility,
+        "locked": channel.locked,
+        "generating": generating,
+        "chat_url": request.build_absolute_uri(f"/channel/{channel.name}"),
+        "watch_url": watch_url(request, channel),
+    }
+
+
+def generating_flags(channels: list[Channel]) -> list[bool]:
+    pipe = store.sync_redis().pipeline()
+    for channel in channels:
+        pipe.exists(store.key(channel.pk, "lock"))
+    return [bool(found) for found in pipe.execute()] if channels else []
+
+
+def channel_detail(request: Request, channel: Channel) -> dict[str, Any]:
+    session = channel.active_session
+    (generating,) = generating_flags([channel])
+    return {
+        **channel_summary(request, channel, generating),
+        "turns": session.turns.filter(hidden=False).count() if session else 0,
+        "owner": channel.owner.get_username() if channel.owner else None,
+        "mode": channel.mode,
+        "framing": effective_framing(channel.framing),
+        "params": effective_params(channel.params),
+        "session": str(session.pk) if session else None,
+    }
+
+
+class ChannelsView(APIView):
+    @extend_schema(
+        operation_id="channels_list",
+        parameters=[OpenApiParameter("page", int, required=False)],
+        responses=inline_serializer(
+            "ChannelList", {"channels": ANY, "next": serializers.CharField(allow_null=True)}
+        ),
+    )
+    def get(self, request: Request) -> Response:
+        """The channels the caller may see."""
+        try:
+            page = max(int(request.query_params.get("page", "1")), 1)
+        except ValueError:
+            page = 1
+        rows = list(selectors.visible_channels(request.user)[(page - 1) * PAGE_SIZE : page * PAGE_SIZE + 1])
+        more = len(rows) > PAGE_SIZE
+        rows = rows[:PAGE_SIZE]
+        flags = generating_flags(rows)
+        next_url = request.build_absolute_uri(f"/api/channels?page={page + 1}") if more else None
+        return Response(
+            {
+                "channels": [channel_summary(request, c, g) for c, g in zip(rows, flags, strict=True)],
+                "next": next_url,
+            }
+        )
+
+    @extend_schema(request=ChannelCreateSerializer, responses={201: OBJECT})
+    def post(self, request: Request) -> Response:
+        """Open a channel; the caller owns it."""
+        require_login(request)
+        data = parse(ChannelCreateSerializer, request)
+        channel = services.create_channel(owner=request.user, **data)
+        return Response(channel_detail(request, channel), status=status.HTTP_201_CREATED)
+
+
+class ChannelDetailView(APIView):
+    @extend_schema(responses=OBJECT)
+    def get(self, request: Request, name: str) -> Response:
+        return Response(channel_detail(request, channel_or_404(request, name)))
+
+    @extend_schema(request=ChannelUpdateSerializer, responses=OBJECT)
+    def patch(self, request: Request, name: str) -> Response:
+        require_login(request)
+        channel = channel_or_404(request, name)
+        changes = parse(ChannelUpdateSerializer, request)
+        return Response(
+            channel_detail(
+                request, services.update_channel(channel=channel, user=request.user, changes=changes)
+            )
+        )
+
+    @extend_schema(responses={204: None})
+    def delete(self, request: Request, name: str) -> Response:
+        require_login(request)
+        services.delete_channel(channel=channel_or_404(request, name), user=request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class WatchKeyView(APIView):
+    @extend_schema(
+        request=None, responses=inline_serializer("WatchUrl", {"watch_url": serializers.URLField()})
+    )
+    def post(self, request: Request, name: str) -> Response:
+        """Rotate the watch key: old links and the sockets that used them stop."""
+        require_login(request)
+        channel = channel_or_404(request, name)
+        services.rotate_watch_key(channel=channel, user=request.user)
+        return Response({"watch_url": watch_url(request, channel)})
+
+
+class MessagesView(APIView):
+    renderer_classes = [JSONRenderer, EventStreamRenderer]
+
+    @extend_schema(
+        request=MessageSerializer,
+        responses={
+            200: inline_serializer("Exchange", {"user_turn": ANY, "bot_turn": ANY, "session": ANY}),
+            202: OBJECT,
+        },
+    )
+    def post(self, request: Request, name: str) -> Response:
+        """Send a message and wait for the bot's answer (bounded by SYNC_REPLY_TIMEOUT);
+        with `Accept: text/event-stream` or `?stream=1` the exchange is streamed."""
+        require_login(request)
+        channel = channel_or_404(request, name)
+        data = parse(MessageSerializer, request)
+        if wants_stream(request):
+            # Note the seq first: the stream replays from here whatever precedes its
+            # joining the fan-out hub.
+            after = int(store.sync_redis().get(store.key(channel.pk, "seq")) or 0)
+            turn = services.post_message(channel=channel, user=request.user, **data)
+            feed = EventFeed(request.user.pk, None)
+            return stream_response(follow_exchange(channel, feed, after, turn.pk))  # type: ignore[return-value]
+        turn = services.post_message(channel=channel, user=request.user, **data)
+        bot = wait_for_answer(turn, settings.SYNC_REPLY_TIMEOUT)
+        if bot is None:
+            return Response(
+                {
+                    "detail": "The bot is still writing; poll the session's turns.",
+                    "user_turn": turn.to_dict(),
+                    "session": str(turn.session_id),
+                },
+                status=status.HTTP_202_ACCEPTED,
+            )
+        return Response(
+            {"user_turn": turn.to_dict(), "bot_turn": bot.to_dict(), "session": str(turn.session_id)}
+        )
+
+
+def wants_stream(request: Any) -> bool:
+    accept = request.META.get("HTTP_ACCEPT", "")
+    return "text/event-stream" in accept or request.GET.get("stream") in ("1", "true")
+
+
+def wait_for_answer(turn: Turn, timeout: float) -> Turn | None:
+    """The finished bot turn that answers ``turn``, or None when time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        bot = (
+            Turn.objects.filter(
+                session_id=turn.session_id,
+                role=Turn.Role.BOT,
+                id__gt=turn.pk,
+                finish_reason__isnull=False,
+                hidden=False,
+            )
+            .order_by("id")
+            .first()
+        )
+        if bot is not None:
+            return bot
+        time.sleep(0.05)
+    return None
+
+
+class ChannelEventsView(APIView):
+    renderer_classes = [JSONRenderer, EventStreamRenderer]
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("key", str, required=False, description="a private channel's watch key")
+        ],
+        responses={(200, "text/event-stream"): str},
+    )
+    def get(self, request: Request, name: str) -> Any:
+        """The channel's broadcast events as Server-Sent Events: `history` first (or the
+        events after `Last-Event-ID`), a comment every 15 s. Same read rules as watch."""
+        key = request.query_params.get("key")
+        channel = selectors.channel_by_name(name)
+        if channel is None or not permissions.can_watch(request.user, channel, key):
+            raise Http404("No such channel.")
+        last = request.META.get("HTTP_LAST_EVENT_ID", "")
+        feed = EventFeed(request.user.pk if request.user.is_authenticated else None, key)
+        return stream_response(follow_channel(channel, feed, int(last) if last.isdigit() else None))
+
+
+class RegenerateView(APIView):
+    @extend_schema(request=RegenerateSerializer, responses={202: OBJECT})
+    def post(self, request: Request, name: str) -> Response:
+        require_login(request)
+        channel = channel_or_404(request, name)
+        hidden = services.regenerate(
+            channel=channel, user=request.user, **parse(RegenerateSerializer, request)
+        )
+        return Response({"removed_turn": hidden.pk if hidden else None}, status=status.HTTP_202_ACCEPTED)
+
+
+class InjectView(APIView):
+    @extend_schema(request=InjectSerializer, responses={201: OBJECT})
+    def post(self, request: Request, name: str) -> Response:
+        require_login(request)
+        channel = channel_or_404(request, name)
+        turn = services.inject(channel=channel, user=request.user, **parse(InjectSerializer, request))
+        return Response(turn.to_dict(), status=status.HTTP_201_CREATED)
+
+
+class ResetView(APIView):
+    @extend_schema(request=None, responses={201: OBJECT})
+    def post(self, request: Request, name: str) -> Response:
+        require_login(request)
+        session = services.reset(channel=channel_or_404(request, name), user=request.user)
+        return Response({"session": str(session.pk)}, status=status.HTTP_201_CREATED)
+
+
+class InterruptView(APIView):
+    @extend_schema(request=None, responses=OBJECT)
+    def post(self, request: Request, name: str) -> Response:
+        require_login(request)
+        running = services.interrupt(channel=channel_or_404(request, name), user=request.user)
+        return Response({"interrupted": running})
+
+
+class ChannelSessionsView(APIView):
+    @extend_schema(responses=OBJECT)
+    def get(self, request: Request, name: str) -> Response:
+        channel = channel_or_404(request, name)
+        sessions = channel.sessions.select_related("channel", "started_by").order_by("-created_at")
+        return Response({"sessions": [selectors.session_to_dict(s) for s in sessions[:PAGE_SIZE]]})
+
+
+class SessionsView(APIView):
+    @extend_schema(
+        operation_id="sessions_list",
+        parameters=[OpenApiParameter("channel", str, required=False)],
+        responses=OBJECT,
+    )
+    def get(self, request: Request) -> Response:
+        require_login(request)
+        sessions = selectors.sessions_for(request.user)
+        if request.query_params.get("channel"):
+            sessions = sessions.filter(channel__name=request.query_params["channel"])
+        return Response({"sessions": [selectors.session_to_dict(s) for s in sessions[:PAGE_SIZE]]})
+
+
+class SessionDetailView(APIView):
+    @extend_schema(responses=OBJECT)
+    def get(self, request: Request, session_id: str) -> Response:
+        require_login(request)
+        return Response(selectors.session_to_dict(session_or_404(request, session_id)))
+
+    @extend_schema(responses={204: None})
+    def delete(self, request: Request, session_id: str) -> Response:
+        require_login(request)
+        services.delete_session(session=session_or_404(request, session_id), user=request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class BulkDeleteView(APIView):
+    @extend_schema(
+        request=BulkDeleteSerializer,
+        responses=inline_serializer("Deleted", {"deleted": serializers.IntegerField()}),
+    )
+    def post(self, request: Request) -> Response:
+        require_login(request)
+        ids = parse(BulkDeleteSerializer, request)["ids"]
+        return Response({"deleted": services.bulk_delete_sessions(ids=ids, user=request.user)})
+
+
+class TurnsView(APIView):
+    @extend_schema(parameters=[TurnsQuerySerializer], responses=OBJECT)
+    def get(self, request: Request, session_id: str) -> Response:
+        """Turns of a session, oldest first; `include_hidden=1` for moderators."""
+        require_login(request)
+        session = session_or_404(request, session_id)
+        query = TurnsQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        include_hidden = query.validated_data["include_hidden"] and permissions.is_moderator(request.user)
+        turns = selectors.turns_page(
+            session,
+            limit=query.validated_data["limit"],
+            before=query.validated_data.get("before"),
+            include_hidden=include_hidden,
+        )
+        return Response({"turns": [t.to_dict() for t in turns]})
+
+
+class TruncateView(APIView):
+    @extend_schema(request=TruncateSerializer, responses=OBJECT)
+    def post(self, request: Request, session_id: str) -> Response:
+        require_login(request)
+        session = session_or_404(request, session_id)
+        keep = parse(TruncateSerializer, request)["keep"]
+        return Response(services.truncate_session(session=session, user=request.user, keep=keep))
+
+
+class ProvidersView(APIView):
+    @extend_schema(responses=OBJECT)
+    def get(self, request: Request) -> Response:
+        providers = Provider.objects.filter(enabled=True)
+        return Response(
+            {
+                "providers": [
+                    {
+                        "name": p.name,
+                        "kind": p.kind,
+                        "modes": p.modes,
+                        "models": ["demo"]
+                        if p.kind == Provider.Kind.DEMO
+                        else (p.model_names or [p.model_name]),
+                    }
+                    for p in providers
+                ]
+            }
+        )
+
+
+class MeView(APIView):
+    @extend_schema(responses=OBJECT)
+    def get(self, request: Request) -> Response:
+        require_login(request)
+        user = request.user
+        return Response(
+            {
+                "username": user.get_username(),
+                "is_staff": user.is_staff,
+                "is_moderator": permissions.is_moderator(user),
+                "usage": limits.usage_today(user),
+                "limits": {
+                    "max_message_chars": settings.MAX_MESSAGE_CHARS,
+                    "messages_per_minute": settings.MESSAGES_PER_MINUTE,
+                    "daily_messages": settings.DAILY_MESSAGES,
+                    "daily_tokens": settings.DAILY_TOKENS,
+                },
+            }
+        )
+
+
+class MeTokenView(APIView):
+    # A password may be exchanged for a token here (HTTP basic), so scripts can start
+    # from a username and password alone; everywhere else only the token or a session.
+    authentication_classes = [BearerTokenAuthentication, BasicAuthentication, SessionAuthentication]
+
+    @extend_schema(
+        request=None, responses={201: inline_serializer("Token", {"token": serializers.CharField()})}
+    )
+    def post(self, request: Request) -> Response:
+        """Create or rotate the caller's API token; it is shown only in this answer."""
+        require_login(request)
+        return Response({"token": ApiToken.issue(request.user)}, status=status.HTTP_201_CREATED)
+
+
+def parse(serializer_class: type[serializers.Serializer], request: Request) -> dict[str, Any]:
+    if not isinstance(request.data, dict):
+        raise serializers.ValidationError({"non_field_errors": ["Expected a JSON object."]})
+    serializer = serializer_class(data=request.data)
+    serializer.is_valid(raise_exception=True)
+    return dict(serializer.validated_data)

@@ -1,0 +1,85 @@
+"""Anthropic's Messages API through the official SDK; chat mode, thinking kept apart."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anthropic
+from django.conf import settings
+
+from chat.generation.providers.base import (
+    Delta,
+    Finish,
+    GenerationRequest,
+    ModelProvider,
+    ProviderError,
+    cached_client,
+    http_failure,
+)
+
+
+class AnthropicProvider(ModelProvider):
+    def _client(self) -> anthropic.AsyncAnthropic:
+        kwargs: dict[str, Any] = {
+            "api_key": self.config.api_key or "not-set",
+            "max_retries": 0,
+            "timeout": anthropic.Timeout(settings.PROVIDER_TIMEOUT, connect=5.0),
+        }
+        if self.config.base_url:
+            kwargs["base_url"] = self.config.base_url
+        return cached_client(
+            ("anthropic", self.config.base_url, self.config.api_key),
+            lambda: anthropic.AsyncAnthropic(**kwargs),
+        )
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[Delta | Finish]:
+        client = self._client()
+        params = request.params
+        built = request.built
+        arguments: dict[str, Any] = {
+            "model": request.model,
+            "max_tokens": params["max_tokens"],
+            "messages": built.messages or [{"role": "user", "content": "…"}],
+            "stream": True,
+        }
+        # The current Messages API (SDK 2.x) takes no temperature, top_p or top_k: the
+        # model's own sampling applies; max_tokens and stop sequences are honoured.
+        if built.system:
+            arguments["system"] = built.system
+        if built.stop:
+            arguments["stop_sequences"] = built.stop
+        upstream: Any = None
+        try:
+            upstream = await client.messages.create(**arguments)
+            finish = Finish()
+            stopped = False
+            async for event in upstream:
+                if event.type == "message_start":
+                    finish.prompt_tokens = event.message.usage.input_tokens
+                elif event.type == "content_block_delta":
+                    delta = event.delta
+                    if delta.type == "text_delta":
+                        yield Delta(text=delta.text)
+                    elif delta.type == "thinking_delta":
+                        yield Delta(reasoning=delta.thinking)
+                elif event.type == "message_delta":
+                    finish.completion_tokens = event.usage.output_tokens
+                    if event.delta.stop_reason == "max_tokens":
+                        finish.reason = "length"
+                elif event.type == "message_stop":
+                    stopped = True
+            if not stopped:
+                raise ProviderError(f"{self.config.name}: the stream ended early", retryable=True)
+            yield finish
+        except anthropic.APIStatusError as exc:
+            raise http_failure(exc.status_code, f"{self.config.name}: HTTP {exc.status_code}") from exc
+        except anthropic.APITimeoutError as exc:
+            raise ProviderError(f"{self.config.name}: timed out", retryable=True) from exc
+        except anthropic.APIConnectionError as exc:
+            raise ProviderError(f"{self.config.name}: connection failed", retryable=True) from exc
+        except anthropic.APIError as exc:
+            raise ProviderError(f"{self.config.name}: {exc.message}", retryable=False) from exc
+        finally:
+            if upstream is not None:
+                await upstream.close()

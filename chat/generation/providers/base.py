@@ -1,0 +1,97 @@
+"""The provider interface: a request in, text and reasoning deltas and a finish out."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, cast
+
+from chat.generation.prompt import BuiltPrompt
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ProviderConfig:
+    """What a generation needs of a Provider row, read once, detached from the ORM."""
+
+    name: str
+    kind: str
+    base_url: str = ""
+    api_key_env: str = ""
+    model: str = ""
+    context_window: int = 4096
+    extended_sampling: bool = True
+
+    @property
+    def api_key(self) -> str:
+        """Read at call time from the environment; never stored, never logged."""
+        return os.environ.get(self.api_key_env, "") if self.api_key_env else ""
+
+    @property
+    def model_label(self) -> str:
+        return "demo" if self.kind == "demo" else self.model
+
+
+@dataclass
+class GenerationRequest:
+    built: BuiltPrompt
+    model: str
+    params: dict[str, Any]
+    last_user_text: str = ""
+
+
+@dataclass
+class Delta:
+    text: str = ""
+    reasoning: str = ""
+
+
+@dataclass
+class Finish:
+    reason: str = "stop"  # stop | length
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+@dataclass
+class ProviderError(Exception):
+    """The provider failed. ``retryable``: a connection error, a timeout, 429 or 5xx."""
+
+    message: str
+    retryable: bool = False
+    status: int | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ModelProvider:
+    """Streams one reply. Implementations must close their upstream connection when the
+    iteration is cancelled or closed, so an interrupt reaches the model server."""
+
+    def __init__(self, config: ProviderConfig):
+        self.config = config
+
+    def stream(self, request: GenerationRequest) -> AsyncIterator[Delta | Finish]:
+        raise NotImplementedError
+
+
+_clients: dict[tuple[Any, ...], Any] = {}
+
+
+def cached_client(key: tuple[Any, ...], build: Callable[[], T]) -> T:
+    """One SDK client per key and event loop (their connection pools are loop-bound)."""
+    full_key = (*key, id(asyncio.get_running_loop()))
+    client = _clients.get(full_key)
+    if client is None:
+        client = _clients[full_key] = build()
+    return cast(T, client)
+
+
+def http_failure(status: int | None, message: str) -> ProviderError:
+    retryable = status is None or status == 429 or status >= 500
+    return ProviderError(message=message, retryable=retryable, status=status)

@@ -1,0 +1,106 @@
+"""The built-in demo: an offline, rule-based responder in the spirit of ELIZA.
+
+It lets a fresh install work with no model at all. It answers the last user turn,
+streams word by word at DEMO_TOKEN_DELAY seconds a token, stops at the framing's stop
+sequences and at max_tokens, and always calls its model "demo".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+from collections.abc import AsyncIterator
+
+from django.conf import settings
+
+from chat.generation.prompt import estimate_tokens
+from chat.generation.providers.base import Delta, Finish, GenerationRequest, ModelProvider
+
+REFLECTIONS = {
+    "i": "you",
+    "me": "you",
+    "my": "your",
+    "am": "are",
+    "mine": "yours",
+    "myself": "yourself",
+    "you": "I",
+    "your": "my",
+    "yours": "mine",
+    "are": "am",
+    "i'm": "you're",
+    "you're": "I'm",
+}
+
+RULES: list[tuple[str, list[str]]] = [
+    (r"^\s*$", ["You said nothing at all. What is on your mind?"]),
+    (
+        r"\b(hello|hi|hey|good (morning|evening|afternoon))\b",
+        ["Hello! I am the demo bot: no real model is connected yet. What shall we talk about?"],
+    ),
+    (r"\bi need (.*)", ["Why do you need {0}?", "Would it really help you to get {0}?"]),
+    (r"\bi (?:feel|am feeling) (.*)", ["Why do you feel {0}?", "How long have you felt {0}?"]),
+    (r"\bi am (.*)", ["How long have you been {0}?", "Why do you say you are {0}?"]),
+    (r"\bi think (.*)", ["Do you really think {0}?", "What makes you think {0}?"]),
+    (r"\bbecause (.*)", ["Is that the real reason?", "What else could explain {0}?"]),
+    (r"\b(?:can|could) you (.*)", ["What makes you think I can {0}?", "Perhaps you can {0} yourself."]),
+    (r"\bwhy (.*)", ["Why do you ask why {0}?", "What do you think?"]),
+    (
+        r"\b(?:model|llm|gpt|ai)\b",
+        ["I am only the demo responder. An admin can connect a real model under Providers."],
+    ),
+    (r"\?$", ["What answer would please you most?", "Why do you ask that?"]),
+    (r"(.*)", ["Tell me more about that.", "I see. Please go on: {0}?", "How does that make you feel?"]),
+]
+
+
+def reflect(fragment: str) -> str:
+    words = fragment.lower().rstrip(".!?").split()
+    return " ".join(REFLECTIONS.get(word, word) for word in words)
+
+
+def respond(text: str, seed: int | None = None) -> str:
+    """The demo's answer to one user message."""
+    chooser = random.Random(seed if seed is not None else text)
+    for pattern, answers in RULES:
+        match = re.search(pattern, text.strip(), re.IGNORECASE)
+        if match:
+            groups = [reflect(g) for g in match.groups() if g]
+            answer = chooser.choice(answers)
+            return answer.format(*(groups or [""]))
+    return "Please go on."
+
+
+def split_tokens(text: str) -> list[str]:
+    """Word-sized tokens, each carrying its leading whitespace."""
+    return re.findall(r"\s*\S+|\s+$", text)
+
+
+class DemoProvider(ModelProvider):
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[Delta | Finish]:
+        built = request.built
+        reply = respond(request.last_user_text)
+        if built.mode == "completion":
+            # Like a base model, it goes on writing the next turn; the stop sequences end it.
+            reply += "\n" + "".join(built.stop[:1]) + " I see."
+        max_tokens = int(request.params.get("max_tokens", 256))
+        emitted = ""
+        reason = "stop"
+        for count, token in enumerate(split_tokens(reply)):
+            if count >= max_tokens:
+                reason = "length"
+                break
+            candidate = emitted + token
+            cut = min((candidate.find(s) for s in built.stop if s and s in candidate), default=-1)
+            if cut >= 0:
+                if cut > len(emitted):
+                    yield Delta(text=candidate[len(emitted) : cut])
+                break
+            await asyncio.sleep(settings.DEMO_TOKEN_DELAY)
+            emitted = candidate
+            yield Delta(text=token)
+        yield Finish(
+            reason=reason,
+            prompt_tokens=estimate_tokens(built.as_text()),
+            completion_tokens=len(split_tokens(emitted)),
+        )

@@ -1,0 +1,189 @@
+"""The database side of a generation: what it reads before it starts, and the bot turn
+it creates, flushes and finishes. Synchronous; the engine calls these in a thread and
+holds no connection in between.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+
+from chat.framing import effective_framing, effective_params
+from chat.generation.prompt import PromptTurn
+from chat.generation.providers.base import ProviderConfig
+from chat.models import Channel, Provider, Session, Turn
+
+
+@dataclass
+class Plan:
+    """Everything one generation needs, read in one go."""
+
+    channel_id: int
+    channel_name: str
+    session_id: str
+    turn_id: int
+    mode: str
+    framing: dict[str, Any]
+    params: dict[str, Any]
+    providers: list[ProviderConfig]
+    turns: list[PromptTurn] = field(default_factory=list)
+    last_user_text: str = ""
+    last_user_id: int | None = None
+    # Replies of this channel that a dead process left unfinished, closed as errors
+    # (the caller holds the channel's lock, so nothing else is writing them).
+    recovered: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _config(provider: Provider, model: str = "") -> ProviderConfig:
+    return ProviderConfig(
+        name=provider.name,
+        kind=provider.kind,
+        base_url=provider.base_url,
+        api_key_env=provider.api_key_env,
+        model=model or provider.model_name,
+        context_window=provider.context_window,
+        extended_sampling=provider.extended_sampling,
+    )
+
+
+DEMO_CONFIG = ProviderConfig(name="demo", kind="demo", model="demo", context_window=8192)
+
+
+def ensure_default_providers() -> None:
+    """The demo provider always exists; LLM_BASE_URL adds (or updates) ``default``."""
+    Provider.objects.get_or_create(
+        name="demo", defaults={"kind": Provider.Kind.DEMO, "priority": 1000, "context_window": 8192}
+    )
+    if settings.LLM_BASE_URL:
+        Provider.objects.update_or_create(
+            name="default",
+            defaults={
+                "kind": Provider.Kind.OPENAI_COMPAT,
+                "base_url": settings.LLM_BASE_URL,
+                "api_key_env": settings.LLM_API_KEY_ENV,
+                "default_model": settings.LLM_MODEL,
+                "enabled": True,
+                "priority": 0,
+            },
+        )
+
+
+def provider_chain(channel: Channel, params: dict[str, Any]) -> list[ProviderConfig]:
+    """The channel's provider first, then the other enabled ones that serve its mode, in
+    priority order. The demo is never a failover target for a real model."""
+    if settings.LLM_BASE_URL and not Provider.objects.filter(name="default").exists():
+        ensure_default_providers()
+    enabled = [p for p in Provider.objects.filter(enabled=True) if channel.mode in p.modes]
+    by_name = {p.name: p for p in enabled}
+    primary = by_name.get(params.get("provider") or "")
+    if primary is None and channel.provider_id:
+        primary = next((p for p in enabled if p.pk == channel.provider_id), None)
+    if primary is None:
+        primary = by_name.get("default") if settings.LLM_BASE_URL else None
+    if primary is None:
+        primary = by_name.get("demo") or next((p for p in enabled if p.kind == "demo"), None)
+    if primary is None:
+        return [DEMO_CONFIG]
+    chain = [_config(primary, params.get("model") or "")]
+    if primary.kind != Provider.Kind.DEMO:
+        chain += [_config(p) for p in enabled if p.pk != primary.pk and p.kind != Provider.Kind.DEMO]
+    return chain
+
+
+def visible_turns(session_id: Any) -> list[Turn]:
+    return list(Turn.objects.filter(session_id=session_id, hidden=False).order_by("id"))
+
+
+def start_generation(channel_id: int) -> Plan | None:
+    """Create the bot turn of a new generation, or None when there is nothing to answer."""
+    with transaction.atomic():
+        channel = Channel.objects.select_for_update().filter(pk=channel_id).first()
+        if channel is None:
+            return None
+        recovered = [
+            turn
+            for stale in Turn.objects.filter(
+                session__channel=channel, role=Turn.Role.BOT, finish_reason__isnull=True
+            )
+            if (turn := close_as_error(stale.pk)) is not None
+        ]
+        session = channel.active_session
+        if session is None:
+            return None
+        turns = visible_turns(session.pk)
+        if not turns:
+            return None
+        framing = effective_framing(channel.framing)
+        params = effective_params(channel.params)
+        chain = provider_chain(channel, params)
+        last_user = next((t for t in reversed(turns) if t.role != Turn.Role.BOT), None)
+        bot = Turn.objects.create(
+            session=session,
+            role=Turn.Role.BOT,
+            framing=framing,
+            params=params,
+            provider=chain[0].name,
+            model=chain[0].model_label,
+        )
+        return Plan(
+            channel_id=channel.pk,
+            channel_name=channel.name,
+            session_id=str(session.pk),
+            turn_id=bot.pk,
+            mode=channel.mode,
+            framing=framing,
+            params=params,
+            providers=chain,
+            turns=[PromptTurn(t.role, t.text) for t in turns],
+            last_user_text=last_user.text if last_user else "",
+            last_user_id=last_user.author_id if last_user else None,
+            recovered=recovered,
+        )
+
+
+def flush_partial(turn_id: int, text: str, reasoning: str) -> None:
+    """Save the text so far, so a crash loses at most a second of it."""
+    Turn.objects.filter(pk=turn_id, finish_reason__isnull=True).update(text=text, reasoning=reasoning)
+
+
+def finish_turn(turn_id: int, **fields: Any) -> dict[str, Any] | None:
+    """Write the final state of a bot turn and add its usage to the session's totals."""
+    with transaction.atomic():
+        turn = Turn.objects.select_related("session").filter(pk=turn_id).first()
+        if turn is None:  # deleted meanwhile (purge, truncate)
+            return None
+        for name, value in fields.items():
+            setattr(turn, name, value)
+        turn.save()
+        usage = turn.usage or {}
+        Session.objects.filter(pk=turn.session_id).update(
+            prompt_tokens=F("prompt_tokens") + int(usage.get("prompt_tokens") or 0),
+            completion_tokens=F("completion_tokens") + int(usage.get("completion_tokens") or 0),
+        )
+        return turn.to_dict()
+
+
+def unfinished_turns(channel_id: int | None = None) -> list[tuple[int, int, str]]:
+    """(turn id, channel id, channel name) of bot turns still marked as generating."""
+    rows = Turn.objects.filter(role=Turn.Role.BOT, finish_reason__isnull=True)
+    if channel_id is not None:
+        rows = rows.filter(session__channel_id=channel_id)
+    return [
+        (t.pk, t.session.channel_id, t.session.channel.name) for t in rows.select_related("session__channel")
+    ]
+
+
+def close_as_error(turn_id: int) -> dict[str, Any] | None:
+    """Close a turn whose generation died with its process; it keeps the text it had."""
+    turn = Turn.objects.filter(pk=turn_id, finish_reason__isnull=True).first()
+    if turn is None:
+        return None
+    turn.finish_reason = Turn.FinishReason.ERROR
+    turn.raw_completion = turn.raw_completion or turn.text
+    turn.timings = {**(turn.timings or {}), "recovered": True}
+    turn.save(update_fields=["finish_reason", "raw_completion", "timings"])
+    return turn.to_dict()

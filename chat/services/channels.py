@@ -1,0 +1,152 @@
+"""Creating channels and changing their settings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+
+from chat import background, events, permissions
+from chat.errors import ServiceError
+from chat.events import publish_on_commit
+from chat.framing import (
+    SettingsInvalidError,
+    effective_framing,
+    effective_params,
+    merge_framing,
+    merge_params,
+)
+from chat.models import Channel, Membership, Session, channel_name_validator, new_watch_key
+
+
+def channel_settings_event(channel: Channel) -> dict[str, Any]:
+    return {
+        "type": "channel_updated",
+        "framing": effective_framing(channel.framing),
+        "params": effective_params(channel.params),
+        "locked": channel.locked,
+        "visibility": channel.visibility,
+    }
+
+
+def create_channel(
+    *,
+    name: str,
+    owner: Any,
+    title: str = "",
+    visibility: str = "public",
+    mode: str = "chat",
+    framing: dict[str, Any] | None = None,
+    params: dict[str, Any] | None = None,
+) -> Channel:
+    """Open a channel with its first session; the creator owns it."""
+    try:
+        channel_name_validator(name)
+    except ValidationError as exc:
+        raise ServiceError("invalid", exc.messages[0], fields={"name": exc.messages}) from exc
+    if visibility not in Channel.Visibility.values:
+        raise ServiceError(
+            "invalid", "visibility must be public or private", fields={"visibility": ["Invalid."]}
+        )
+    if mode not in Channel.Mode.values:
+        raise ServiceError("invalid", "mode must be chat or completion", fields={"mode": ["Invalid."]})
+    try:
+        clean_framing = merge_framing({}, framing or {})
+        clean_params = merge_params({}, params or {})
+    except SettingsInvalidError as exc:
+        raise ServiceError("invalid", "Invalid framing or params.", fields=exc.fields) from exc
+    try:
+        with transaction.atomic():
+            channel = Channel.objects.create(
+                name=name,
+                title=title or name,
+                owner=owner if owner and owner.is_authenticated else None,
+                visibility=visibility,
+                mode=mode,
+                framing=clean_framing,
+                params=clean_params,
+            )
+            Session.objects.create(channel=channel, started_by=channel.owner)
+            if channel.owner:
+                Membership.objects.create(user=channel.owner, channel=channel, role=Membership.Role.OWNER)
+    except IntegrityError as exc:
+        raise ServiceError(
+            "invalid", "A channel with this name exists.", fields={"name": ["Taken."]}
+        ) from exc
+    return channel
+
+
+def update_channel_settings(
+    *, channel: Channel, user: Any, framing: Any = None, params: Any = None
+) -> Channel:
+    """Validate and save new framing/params (owner or moderator) and tell every screen."""
+    if framing is None and params is None:
+        return channel
+    if not permissions.can_configure(user, channel):
+        raise ServiceError("forbidden", "Only the channel owner or a moderator can change its settings.")
+    try:
+        new_framing = merge_framing(channel.framing, framing) if framing is not None else channel.framing
+        new_params = merge_params(channel.params, params) if params is not None else channel.params
+    except SettingsInvalidError as exc:
+        raise ServiceError("invalid", "Invalid framing or params.", fields=exc.fields) from exc
+    with transaction.atomic():
+        channel.framing, channel.params = new_framing, new_params
+        channel.save(update_fields=["framing", "params", "updated_at"])
+        publish_on_commit(channel.pk, channel.name, channel_settings_event(channel))
+    return channel
+
+
+def update_channel(*, channel: Channel, user: Any, changes: dict[str, Any]) -> Channel:
+    """Change title, visibility, lock, framing or params (owner or moderator)."""
+    if not permissions.can_configure(user, channel):
+        raise ServiceError("forbidden", "Only the channel owner or a moderator can change it.")
+    unknown = sorted(set(changes) - {"title", "visibility", "locked", "framing", "params"})
+    if unknown:
+        raise ServiceError("invalid", "Unknown fields.", fields={k: ["Unknown field."] for k in unknown})
+    if "visibility" in changes and changes["visibility"] not in Channel.Visibility.values:
+        raise ServiceError(
+            "invalid", "visibility must be public or private", fields={"visibility": ["Invalid."]}
+        )
+    if "locked" in changes and not isinstance(changes["locked"], bool):
+        raise ServiceError(
+            "invalid", "locked must be true or false", fields={"locked": ["Expected a boolean."]}
+        )
+    if "title" in changes and (not isinstance(changes["title"], str) or len(changes["title"]) > 200):
+        raise ServiceError(
+            "invalid", "title must be a string of at most 200 characters", fields={"title": ["Invalid."]}
+        )
+    try:
+        framing = (
+            merge_framing(channel.framing, changes["framing"]) if "framing" in changes else channel.framing
+        )
+        params = merge_params(channel.params, changes["params"]) if "params" in changes else channel.params
+    except SettingsInvalidError as exc:
+        raise ServiceError("invalid", "Invalid framing or params.", fields=exc.fields) from exc
+    with transaction.atomic():
+        channel.framing, channel.params = framing, params
+        for name in ("title", "visibility", "locked"):
+            if name in changes:
+                setattr(channel, name, changes[name])
+        channel.save()
+        publish_on_commit(channel.pk, channel.name, channel_settings_event(channel))
+    return channel
+
+
+def delete_channel(*, channel: Channel, user: Any) -> None:
+    """Delete a channel with its sessions and turns (owner or admin)."""
+    if not (user and user.is_authenticated and (user.is_staff or channel.owner_id == user.pk)):
+        raise ServiceError("forbidden", "Only the owner or an admin can delete a channel.")
+    channel.delete()
+
+
+def rotate_watch_key(*, channel: Channel, user: Any) -> str:
+    """Issue a new watch key; links and watch sockets using the old one stop working."""
+    if not permissions.can_configure(user, channel):
+        raise ServiceError("forbidden", "Only the channel owner or a moderator can rotate the watch key.")
+    old = channel.watch_key
+    with transaction.atomic():
+        channel.watch_key = new_watch_key()
+        channel.save(update_fields=["watch_key", "updated_at"])
+        transaction.on_commit(lambda: background.run(events.aclose_watch_key_sockets(channel.pk, old)))
+    return channel.watch_key

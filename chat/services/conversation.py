@@ -1,0 +1,131 @@
+"""The verbs of a conversation: post, regenerate, inject, reset, interrupt."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from chat import permissions
+from chat.errors import ServiceError
+from chat.events import publish_on_commit
+from chat.generation import engine
+from chat.models import Channel, Session, Turn
+from chat.services.channels import update_channel_settings
+
+# How long regenerate and reset wait for a running reply to stop before going on.
+INTERRUPT_WAIT_S = 5.0
+
+
+def check_can_write(user: Any, channel: Channel) -> None:
+    """Raise unless the user may write in the channel right now."""
+    if not (user and user.is_authenticated):
+        raise ServiceError("auth_required", "Log in to write in this channel.")
+    if not user.is_active or not permissions.can_post(user, channel):
+        raise ServiceError("forbidden", "You may not write in this channel.")
+    if channel.locked and not permissions.is_moderator(user):
+        raise ServiceError("locked", "This channel is locked.")
+    if permissions.is_muted(user, channel):
+        raise ServiceError("muted", "You are muted in this channel.")
+
+
+def check_text(text: Any, *, allow_empty: bool = False) -> str:
+    if not isinstance(text, str):
+        raise ServiceError("invalid", "text must be a string.", fields={"text": ["Expected a string."]})
+    if len(text) > settings.MAX_MESSAGE_CHARS:
+        raise ServiceError("too_long", f"Messages are limited to {settings.MAX_MESSAGE_CHARS} characters.")
+    if not allow_empty and not text.strip():
+        raise ServiceError(
+            "invalid", "text must not be empty.", fields={"text": ["This field may not be blank."]}
+        )
+    return text
+
+
+def active_session(channel: Channel) -> Session:
+    """The channel's active session, opened if it has none (the constraint keeps it one)."""
+    session = (
+        Session.objects.select_for_update().filter(channel=channel, status=Session.Status.ACTIVE).first()
+    )
+    if session is None:
+        session = Session.objects.create(channel=channel)
+    return session
+
+
+def _add_turn(*, channel: Channel, user: Any, role: str, text: str) -> Turn:
+    with transaction.atomic():
+        Channel.objects.select_for_update().filter(pk=channel.pk).first()  # orders turns per channel
+        session = active_session(channel)
+        # An injected bot line is complete as written: it is not "generating".
+        finish = Turn.FinishReason.STOP if role == Turn.Role.BOT else None
+        turn = Turn.objects.create(session=session, role=role, author=user, text=text, finish_reason=finish)
+        if not session.started_by_id and user is not None:
+            session.started_by = user
+            session.save(update_fields=["started_by"])
+        publish_on_commit(channel.pk, channel.name, {"type": "turn", **turn.to_dict()})
+    return turn
+
+
+def post_message(*, channel: Channel, user: Any, text: Any, framing: Any = None, params: Any = None) -> Turn:
+    """Save a user turn at once and have the bot answer it (right after the reply being
+    written, if there is one). Returns the saved user turn."""
+    check_can_write(user, channel)
+    text = check_text(text)
+    from chat import limits  # late: limits reads settings at call time
+
+    limits.check_and_count_message(user)
+    update_channel_settings(channel=channel, user=user, framing=framing, params=params)
+    turn = _add_turn(channel=channel, user=user, role=Turn.Role.USER, text=text)
+    transaction.on_commit(lambda: engine.request_generation(channel.pk))
+    return turn
+
+
+def inject(*, channel: Channel, user: Any, role: Any, text: Any) -> Turn:
+    """Add a user, agent or bot turn without generating a reply."""
+    check_can_write(user, channel)
+    if role not in Turn.Role.values:
+        raise ServiceError(
+            "invalid", "role must be user, agent or bot.", fields={"role": ["Invalid choice."]}
+        )
+    text = check_text(text)
+    return _add_turn(channel=channel, user=user if role != Turn.Role.BOT else None, role=role, text=text)
+
+
+def regenerate(*, channel: Channel, user: Any, framing: Any = None, params: Any = None) -> Turn | None:
+    """Hide the last bot turn (kept for audit) and have the bot answer again. A running
+    reply is interrupted first. Returns the hidden turn, if there was one."""
+    check_can_write(user, channel)
+    update_channel_settings(channel=channel, user=user, framing=framing, params=params)
+    engine.interrupt(channel.pk, wait=INTERRUPT_WAIT_S)
+    with transaction.atomic():
+        session = active_session(channel)
+        last = Turn.objects.filter(session=session, hidden=False).order_by("-id").first()
+        hidden = None
+        if last is not None and last.role == Turn.Role.BOT:
+            last.hidden = True
+            last.save(update_fields=["hidden"])
+            hidden = last
+            publish_on_commit(channel.pk, channel.name, {"type": "turn_removed", "id": last.pk})
+        transaction.on_commit(lambda: engine.request_generation(channel.pk))
+    return hidden
+
+
+def reset(*, channel: Channel, user: Any) -> Session:
+    """Archive the active session and open a fresh one; nothing is deleted."""
+    check_can_write(user, channel)
+    engine.interrupt(channel.pk, wait=INTERRUPT_WAIT_S)
+    with transaction.atomic():
+        Channel.objects.select_for_update().filter(pk=channel.pk).first()
+        Session.objects.filter(channel=channel, status=Session.Status.ACTIVE).update(
+            status=Session.Status.ARCHIVED, archived_at=timezone.now()
+        )
+        session = Session.objects.create(channel=channel, started_by=user)
+        publish_on_commit(channel.pk, channel.name, {"type": "reset", "session": str(session.pk)})
+    return session
+
+
+def interrupt(*, channel: Channel, user: Any) -> bool:
+    """Stop the reply being written; the partial text is kept as ``interrupted``."""
+    check_can_write(user, channel)
+    return engine.interrupt(channel.pk)
