@@ -1,0 +1,164 @@
+"""Shared fixtures: three users in the healthchecks style (owner, member, outsider), an
+admin, channels built through the services, and clean-up of Redis and generations."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.contrib.auth import get_user_model
+
+from chat import store
+from chat.generation import engine
+from chat.models import Channel, Membership
+
+
+def pytest_configure(config: Any) -> None:
+    # Hashing a password the production way takes a quarter of a second; the tests make
+    # hundreds of users.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _clean_redis_after_run() -> Iterator[None]:
+    yield
+    client = store.sync_redis()
+    for found in client.scan_iter(match=f"{settings.REDIS_PREFIX}*", count=1000):
+        client.delete(found)
+
+
+@pytest.fixture(autouse=True)
+def _no_generation_left_running() -> Iterator[None]:
+    """A reply still being written when a test ends would write into the next test's
+    database; stop them and wait."""
+    yield
+    deadline = time.monotonic() + 10
+    while engine._running and time.monotonic() < deadline:
+        for channel_id in list(engine._running):
+            engine.interrupt(channel_id)
+        time.sleep(0.02)
+
+
+def make_user(username: str, **extra: Any) -> Any:
+    return get_user_model().objects.create_user(username=username, password="pw-" + username, **extra)
+
+
+@pytest.fixture
+def alice(db: Any) -> Any:
+    """Owner of the channels below."""
+    return make_user("alice")
+
+
+@pytest.fixture
+def bob(db: Any) -> Any:
+    """A member."""
+    return make_user("bob")
+
+
+@pytest.fixture
+def carol(db: Any) -> Any:
+    """An outsider."""
+    return make_user("carol")
+
+
+@pytest.fixture
+def admin_user(db: Any) -> Any:
+    return get_user_model().objects.create_superuser(username="root", password="pw-root")
+
+
+@pytest.fixture
+def channel(alice: Any, bob: Any) -> Channel:
+    """A public channel owned by alice, with bob as a member."""
+    from chat.services import create_channel
+
+    created = create_channel(name="lobby", owner=alice, title="Lobby")
+    Membership.objects.create(user=bob, channel=created)
+    return created
+
+
+@pytest.fixture
+def private_channel(alice: Any, bob: Any) -> Channel:
+    from chat.services import create_channel
+
+    created = create_channel(name="backroom", owner=alice, visibility="private")
+    Membership.objects.create(user=bob, channel=created)
+    return created
+
+
+# --- generation helpers ---------------------------------------------------------------------
+
+from tests.fake_models import FakeModelServer  # noqa: E402
+
+
+@pytest.fixture
+def openai_server() -> Iterator[FakeModelServer]:
+    server = FakeModelServer("openai").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def second_openai_server() -> Iterator[FakeModelServer]:
+    server = FakeModelServer("openai").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def anthropic_server() -> Iterator[FakeModelServer]:
+    server = FakeModelServer("anthropic").start()
+    yield server
+    server.stop()
+
+
+def add_provider(name: str, base_url: str, *, kind: str = "openai_compat", priority: int = 10, **extra: Any):
+    from chat.models import Provider
+
+    return Provider.objects.create(
+        name=name, kind=kind, base_url=base_url, default_model="test-model", priority=priority, **extra
+    )
+
+
+def use_provider(channel: Channel, name: str, **params: Any) -> None:
+    channel.params = {**channel.params, "provider": name, **params}
+    channel.save()
+
+
+def use_slow_model(
+    channel: Channel, server: FakeModelServer, *, delay: float, tokens: list[str] | None = None, **params: Any
+) -> None:
+    """Point the channel at a fake model that streams ``tokens`` ``delay`` seconds apart."""
+    if tokens is not None:
+        server.behaviour.tokens = tokens
+    server.behaviour.delay = delay
+    add_provider("slow", server.base_url)
+    use_provider(channel, "slow", **params)
+
+
+def channel_events(channel: Channel) -> list[dict[str, Any]]:
+    """Every event the channel broadcast, read back from its replay log in Redis."""
+    import json
+
+    entries = store.sync_redis().xrange(store.key(channel.pk, "log"))
+    return [json.loads(fields["f"]) for _id, fields in entries]
+
+
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {getattr(predicate, '__name__', 'condition')}")
+
+
+def wait_for_done(channel: Channel, count: int = 1, timeout: float = 10.0) -> list[dict[str, Any]]:
+    def enough_done() -> list[dict[str, Any]] | None:
+        events = channel_events(channel)
+        return events if sum(e["type"] == "done" for e in events) >= count else None
+
+    return wait_for(enough_done, timeout)

@@ -1,0 +1,147 @@
+"""Helpers for tests that run real server processes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+PROJECT_VARS = (
+    "DATABASE_URL",
+    "REDIS_URL",
+    "DEBUG",
+    "SECRET_KEY",
+    "ALLOWED_HOSTS",
+    "HTTPS",
+    "CSRF_TRUSTED_ORIGINS",
+    "COLLOQUY_VAR_DIR",
+    "LLM_BASE_URL",
+)
+
+
+def clean_env(**overrides: str) -> dict[str, str]:
+    """The environment without the project's variables, plus the given ones."""
+    env = {k: v for k, v in os.environ.items() if k not in PROJECT_VARS}
+    env.update(overrides)
+    return env
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_http(url: str, timeout: float = 30, process: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise TimeoutError(url)
+
+
+def manage(*args: str, env: dict[str, str], **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        **kwargs,
+    )
+
+
+@contextlib.contextmanager
+def running(args: list[str], env: dict[str, str], url: str) -> Iterator[subprocess.Popen]:
+    """Start a server process, wait until it answers, stop it with SIGINT afterwards.
+    Its output goes to a file (a pipe nobody reads would fill up and stall it); read it
+    with ``output(process)``."""
+    log = tempfile.NamedTemporaryFile("w+", prefix="colloquy-server-", suffix=".log", delete=False)  # noqa: SIM115 (outlives this frame)
+    process = subprocess.Popen(
+        args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
+    process.log_path = log.name  # type: ignore[attr-defined]
+    try:
+        wait_for_http(url, process=process)
+        yield process
+    finally:
+        stop(process)
+        log.close()
+
+
+def output(process: subprocess.Popen) -> str:
+    with open(process.log_path) as log:  # type: ignore[attr-defined]
+        return log.read()
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGINT)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(5)
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def database_url() -> str:
+    """The URL of the test database, for server processes started by tests."""
+    from django.db import connection
+
+    db = connection.settings_dict
+    if db["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{db['NAME']}"
+    user = db["USER"] or "postgres"
+    return f"postgres://{user}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+@contextlib.contextmanager
+def live_servers(server: str, count: int, **extra_env: str) -> Iterator[list[str]]:
+    """``count`` server processes over the test database and the test Redis; yields
+    their "host:port"s."""
+    import secrets
+
+    from django.conf import settings
+
+    from chat.management.commands.serve import server_command
+
+    defaults = {"DEMO_TOKEN_DELAY": "0.01", "MESSAGES_PER_MINUTE": "0", "RECOVER_ON_START": "0"}
+    env = clean_env(
+        DATABASE_URL=database_url(),
+        REDIS_URL=settings.REDIS_URL,
+        REDIS_PREFIX=settings.REDIS_PREFIX,
+        SECRET_KEY=secrets.token_urlsafe(50),
+        ALLOWED_HOSTS="127.0.0.1,localhost",
+        **{**defaults, **extra_env},
+    )
+    ports = [free_port() for _ in range(count)]
+    with contextlib.ExitStack() as stack:
+        for port in ports:
+            command = server_command(server, "127.0.0.1", port)
+            stack.enter_context(running(command, env, f"http://127.0.0.1:{port}/static/css/colloquy.css"))
+        yield [f"127.0.0.1:{port}" for port in ports]
