@@ -1,0 +1,54 @@
+"""Memory per idle WebSocket, on fresh servers: `python bench/memory.py 1000`.
+
+Run alone it reads plausible figures (46 KiB a socket for Colloquy, 12.5 for the
+reference on this machine); run from `bench/run.py` it reads under 1 KiB for both, for
+a reason not found yet (README, "Performance"). Prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.run import (
+    ROOT,
+    free_port,
+    measure_memory,
+    prepare_stack,
+    start_colloquy,
+    start_reference,
+    stop_target,
+    wait_port,
+)
+
+
+async def measure(stack, connections: int) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    figures = {}
+    for name, start in (
+        ("colloquy", lambda: start_colloquy(stack, "uvicorn", "pubsub", 2)),
+        ("reference", lambda: start_reference(stack)),
+    ):
+        target = start()
+        await asyncio.sleep(1)
+        figures[name] = await measure_memory(target, "bench0", connections)
+        stop_target(stack, target)
+    return figures
+
+
+if __name__ == "__main__":
+    connections = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
+    stub_port = free_port()
+    stub = subprocess.Popen([sys.executable, "-m", "bench.stub_model", str(stub_port)], cwd=ROOT)
+    wait_port(stub_port)
+    stack = prepare_stack(Path(tempfile.mkdtemp(prefix="colloquy-mem-")), stub_port, channels=2)
+    try:
+        print(json.dumps(asyncio.run(measure(stack, connections))))
+    finally:
+        stack.stop_all()
+        stub.terminate()
