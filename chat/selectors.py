@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db.models import Count, Q, QuerySet
 
-from chat import permissions
+from chat import limits, permissions, store
 from chat.framing import effective_framing, effective_params
 from chat.models import Channel, Session, Turn, iso
 
@@ -110,4 +111,39 @@ def session_to_dict(session: Session) -> dict[str, Any]:
         "archived_at": iso(session.archived_at),
         "turns": session.turns.filter(hidden=False).count(),
         "usage": {"prompt_tokens": session.prompt_tokens, "completion_tokens": session.completion_tokens},
+    }
+
+
+def watch_path(user: Any, channel: Channel) -> str:
+    """The channel's watch link. A private channel's carries the key, shown only to
+    those who may see the channel anyway (and so may share it)."""
+    path = f"/watch/{channel.name}"
+    if not channel.is_public and permissions.can_view(user, channel):
+        path += f"?key={channel.watch_key}"
+    return path
+
+
+def generating_flags(channels: list[Channel]) -> list[bool]:
+    """Whether the bot is writing in each channel: its generation lock is held."""
+    if not channels:
+        return []
+    pipe = store.sync_redis().pipeline()
+    for channel in channels:
+        pipe.exists(store.key(channel.pk, "lock"))
+    return [bool(found) for found in pipe.execute()]
+
+
+def account_state(user: Any) -> dict[str, Any]:
+    """Who the user is, what they used today and the limits that apply."""
+    return {
+        "username": user.get_username(),
+        "is_staff": user.is_staff,
+        "is_moderator": permissions.is_moderator(user),
+        "usage": limits.usage_today(user),
+        "limits": {
+            "max_message_chars": settings.MAX_MESSAGE_CHARS,
+            "messages_per_minute": settings.MESSAGES_PER_MINUTE,
+            "daily_messages": settings.DAILY_MESSAGES,
+            "daily_tokens": settings.DAILY_TOKENS,
+        },
     }

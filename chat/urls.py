@@ -4,4 +4,8 @@ from chat import views
 
 urlpatterns = [
     path("", views.index, name="index"),
+    path("channel/<str:name>", views.channel_page, name="channel"),
+    path("watch/<str:name>", views.watch_page, name="watch"),
+    path("account/", views.account, name="account"),
+    path("accounts/signup/", views.signup, name="signup"),
 ]

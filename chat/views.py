@@ -1,13 +1,121 @@
-"""The pages. Thin: read through selectors, write through services."""
+"""The pages. Thin: read through selectors, write through services. Live state reaches
+the channel and watch pages over the WebSocket (static/js/colloquy.js); the pages only
+render the frame around it."""
 
 from __future__ import annotations
 
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from typing import Any
 
-from chat import selectors
+from django.conf import settings
+from django.contrib.auth import login
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_http_methods
+
+from chat import permissions, selectors, services
+from chat.errors import ServiceError
+from chat.forms import ChannelForm, SignupForm
+from chat.models import ApiToken, Channel, Provider
+
+FRAMING_FIELDS = [
+    ("name", "name"),
+    ("preamble", "preamble"),
+    ("user_prefix", "user prefix"),
+    ("bot_prefix", "bot prefix"),
+    ("agent_prefix", "agent prefix"),
+    ("turn_suffix", "turn suffix"),
+    ("stop", "stop sequences (one a line)"),
+    ("quote_user", "quote user text"),
+]
 
 
+@require_http_methods(["GET", "POST"])
 def index(request: HttpRequest) -> HttpResponse:
-    channels = selectors.visible_channels(request.user)
-    return render(request, "chat/index.html", {"channels": channels})
+    form = ChannelForm(request.POST or None)
+    if request.method == "POST":
+        if not request.user.is_authenticated:
+            return redirect(f"{settings.LOGIN_URL}?next=/")
+        if form.is_valid():
+            try:
+                channel = services.create_channel(owner=request.user, **form.cleaned_data)
+            except ServiceError as error:
+                form.add_service_error(error)
+            else:
+                return redirect("channel", name=channel.name)
+    channels = list(selectors.visible_channels(request.user))
+    rows = zip(channels, selectors.generating_flags(channels), strict=True)
+    status = 400 if form.errors else 200
+    return render(request, "chat/index.html", {"rows": rows, "form": form}, status=status)
+
+
+def missing_channel(request: HttpRequest, name: str) -> HttpResponse:
+    """A 404 that offers to open the channel (outsiders see private ones as missing)."""
+    form = ChannelForm(initial={"name": name, "title": name})
+    return render(request, "chat/missing.html", {"name": name, "form": form}, status=404)
+
+
+def channel_page(request: HttpRequest, name: str) -> HttpResponse:
+    channel = selectors.channel_for(request.user, name)
+    if channel is None:
+        return missing_channel(request, name)
+    if not request.user.is_authenticated:
+        # Anyone may follow a public channel; talking in it needs an account.
+        return redirect(f"{settings.LOGIN_URL}?next=/channel/{name}")
+    context = page_context(request, channel, mode="chat")
+    context["can_configure"] = permissions.can_configure(request.user, channel)
+    context["providers"] = Provider.objects.filter(enabled=True).order_by("priority", "name")
+    context["framing_fields"] = FRAMING_FIELDS
+    context["param_fields"] = ["model", "max_tokens", "temperature", "top_p", "top_k", "repeat_penalty"]
+    return render(request, "chat/channel.html", context)
+
+
+def watch_page(request: HttpRequest, name: str) -> HttpResponse:
+    channel = selectors.channel_by_name(name)
+    key = request.GET.get("key")
+    if channel is None or (not key and not permissions.can_view(request.user, channel)):
+        return missing_channel(request, name)
+    if not permissions.can_watch(request.user, channel, key):
+        return render(request, "chat/bad_key.html", {"name": name}, status=403)
+    return render(request, "chat/watch.html", page_context(request, channel, mode="watch", key=key))
+
+
+def page_context(
+    request: HttpRequest, channel: Channel, *, mode: str, key: str | None = None
+) -> dict[str, Any]:
+    return {
+        "channel": channel,
+        "mode": mode,
+        "watch_key": key or "",
+        "watch_url": request.build_absolute_uri(selectors.watch_path(request.user, channel)),
+        "max_message_chars": settings.MAX_MESSAGE_CHARS,
+    }
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def account(request: HttpRequest) -> HttpResponse:
+    token = None
+    if request.method == "POST":
+        # Shown in this answer only; the database keeps its hash.
+        token = ApiToken.issue(request.user)
+    context = {
+        "state": selectors.account_state(request.user),
+        "token": token,
+        "has_token": ApiToken.objects.filter(user_id=request.user.pk).exists(),
+    }
+    response = render(request, "chat/account.html", context)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@require_http_methods(["GET", "POST"])
+def signup(request: HttpRequest) -> HttpResponse:
+    if not settings.ALLOW_SIGNUP:
+        raise Http404("Sign-up is closed on this site.")
+    form = SignupForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        user = form.save()
+        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+        return redirect("index")
+    return render(request, "registration/signup.html", {"form": form}, status=400 if form.errors else 200)

@@ -120,18 +120,14 @@ def database_url() -> str:
     return f"postgres://{user}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
-@contextlib.contextmanager
-def live_servers(server: str, count: int, **extra_env: str) -> Iterator[list[str]]:
-    """``count`` server processes over the test database and the test Redis; yields
-    their "host:port"s."""
+def live_env(**extra_env: str) -> dict[str, str]:
+    """The environment of a server process over the test database and the test Redis."""
     import secrets
 
     from django.conf import settings
 
-    from chat.management.commands.serve import server_command
-
     defaults = {"DEMO_TOKEN_DELAY": "0.01", "MESSAGES_PER_MINUTE": "0", "RECOVER_ON_START": "0"}
-    env = clean_env(
+    return clean_env(
         DATABASE_URL=database_url(),
         REDIS_URL=settings.REDIS_URL,
         REDIS_PREFIX=settings.REDIS_PREFIX,
@@ -139,9 +135,25 @@ def live_servers(server: str, count: int, **extra_env: str) -> Iterator[list[str
         ALLOWED_HOSTS="127.0.0.1,localhost",
         **{**defaults, **extra_env},
     )
+
+
+def live_server(
+    server: str, port: int, env: dict[str, str]
+) -> contextlib.AbstractContextManager[subprocess.Popen]:
+    """One server process on ``port``; it answers when the context is entered."""
+    from chat.management.commands.serve import server_command
+
+    command = server_command(server, "127.0.0.1", port)
+    return running(command, env, f"http://127.0.0.1:{port}/static/css/colloquy.css")
+
+
+@contextlib.contextmanager
+def live_servers(server: str, count: int, **extra_env: str) -> Iterator[list[str]]:
+    """``count`` server processes over the test database and the test Redis; yields
+    their "host:port"s."""
+    env = live_env(**extra_env)
     ports = [free_port() for _ in range(count)]
     with contextlib.ExitStack() as stack:
         for port in ports:
-            command = server_command(server, "127.0.0.1", port)
-            stack.enter_context(running(command, env, f"http://127.0.0.1:{port}/static/css/colloquy.css"))
+            stack.enter_context(live_server(server, port, env))
         yield [f"127.0.0.1:{port}" for port in ports]

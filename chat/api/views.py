@@ -18,7 +18,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from chat import limits, permissions, selectors, services, store
+from chat import permissions, selectors, services, store
 from chat.api.authentication import BearerTokenAuthentication
 from chat.api.serializers import (
     BulkDeleteSerializer,
@@ -63,11 +63,7 @@ def session_or_404(request: Request, session_id: str) -> Session:
 
 
 def watch_url(request: Request, channel: Channel) -> str:
-    url = f"/watch/{channel.name}"
-    # A private channel's link carries the key; only those who may share it see it.
-    if not channel.is_public and permissions.can_view(request.user, channel):
-        url += f"?key={channel.watch_key}"
-    return request.build_absolute_uri(url)
+    return request.build_absolute_uri(selectors.watch_path(request.user, channel))
 
 
 def channel_summary(request: Request, channel: Channel, generating: bool) -> dict[str, Any]:
@@ -83,16 +79,9 @@ def channel_summary(request: Request, channel: Channel, generating: bool) -> dic
     }
 
 
-def generating_flags(channels: list[Channel]) -> list[bool]:
-    pipe = store.sync_redis().pipeline()
-    for channel in channels:
-        pipe.exists(store.key(channel.pk, "lock"))
-    return [bool(found) for found in pipe.execute()] if channels else []
-
-
 def channel_detail(request: Request, channel: Channel) -> dict[str, Any]:
     session = channel.active_session
-    (generating,) = generating_flags([channel])
+    (generating,) = selectors.generating_flags([channel])
     return {
         **channel_summary(request, channel, generating),
         "turns": session.turns.filter(hidden=False).count() if session else 0,
@@ -121,7 +110,7 @@ class ChannelsView(APIView):
         rows = list(selectors.visible_channels(request.user)[(page - 1) * PAGE_SIZE : page * PAGE_SIZE + 1])
         more = len(rows) > PAGE_SIZE
         rows = rows[:PAGE_SIZE]
-        flags = generating_flags(rows)
+        flags = selectors.generating_flags(rows)
         next_url = request.build_absolute_uri(f"/api/channels?page={page + 1}") if more else None
         return Response(
             {
@@ -394,21 +383,7 @@ class MeView(APIView):
     @extend_schema(responses=OBJECT)
     def get(self, request: Request) -> Response:
         require_login(request)
-        user = request.user
-        return Response(
-            {
-                "username": user.get_username(),
-                "is_staff": user.is_staff,
-                "is_moderator": permissions.is_moderator(user),
-                "usage": limits.usage_today(user),
-                "limits": {
-                    "max_message_chars": settings.MAX_MESSAGE_CHARS,
-                    "messages_per_minute": settings.MESSAGES_PER_MINUTE,
-                    "daily_messages": settings.DAILY_MESSAGES,
-                    "daily_tokens": settings.DAILY_TOKENS,
-                },
-            }
-        )
+        return Response(selectors.account_state(request.user))
 
 
 class MeTokenView(APIView):

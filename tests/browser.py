@@ -1,0 +1,96 @@
+"""A real browser for the page tests: Playwright driving Debian's Chromium (or
+Playwright's own where that is not installed)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from tests.processes import ROOT
+
+SYSTEM_CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS", ROOT / "test-artifacts"))
+# Without these, Chromium keeps trying to reach Google's hosts on a closed network.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+expect.set_options(timeout=15_000)
+
+
+@contextmanager
+def chromium() -> Iterator[Browser]:
+    # Playwright's sync API keeps an event loop on this thread (driven by greenlets), so
+    # Django would take every ORM call of the test for one made from async code. The
+    # calls are plain blocking ones; Django documents this switch for such hosts.
+    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    try:
+        with _launched() as browser:
+            yield browser
+    finally:
+        if previous is None:
+            del os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"]
+        else:
+            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
+
+
+@contextmanager
+def _launched() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        executable = SYSTEM_CHROMIUM if os.path.exists(SYSTEM_CHROMIUM) else None
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def new_page(browser: Browser) -> Page:
+    """A page in a fresh context (its own cookies), failing on any script error."""
+    page = browser.new_context(viewport={"width": 1100, "height": 800}).new_page()
+    page.errors = []  # type: ignore[attr-defined]
+    page.on("pageerror", lambda error: page.errors.append(str(error)))  # type: ignore[attr-defined]
+    return page
+
+
+def log_in(browser: Browser, host: str, username: str) -> Page:
+    """Log in through the login form, as a person would."""
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.hashers import PBKDF2PasswordHasher
+
+    # The test process hashes with MD5 for speed; server processes know only the real
+    # hashers, so give the user a password they can check.
+    get_user_model().objects.filter(username=username).update(
+        password=PBKDF2PasswordHasher().encode("pw-" + username, "browsertestsalt")
+    )
+    page = new_page(browser)
+    page.goto(f"http://{host}/accounts/login/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", "pw-" + username)
+    page.click("button[type=submit]")
+    expect(page.locator(".who")).to_have_text(username)
+    return page
+
+
+def open_live(page: Page, url: str) -> Page:
+    page.goto(url)
+    expect(page.locator("#conn")).to_have_attribute("data-state", "connected")
+    return page
+
+
+def screenshot(page: Page, name: str) -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
