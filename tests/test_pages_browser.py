@@ -3,14 +3,19 @@ live, the buttons, hostile text, a server restart."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
+import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
+from chat.models import ApiToken, Turn
 from tests.browser import chromium, log_in, new_page, open_live, screenshot
 from tests.conftest import use_slow_model
-from tests.processes import live_servers
+from tests.processes import free_port, live_env, live_server, live_servers
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -77,3 +82,178 @@ def test_a_reply_streams_live_to_the_chat_page_and_an_anonymous_watch_page(
     screenshot(index, "index")
     screenshot(chat, "channel")
     screenshot(watch, "watch")
+
+
+def test_interrupt_regenerate_inject_and_reset_buttons_act_on_both_pages(
+    host, browser, channel, alice, openai_server
+):
+    use_slow_model(channel, openai_server, delay=0.2, tokens=[f"word{i} " for i in range(60)])
+    chat = open_live(log_in(browser, host, "alice"), f"http://{host}/channel/lobby")
+    watch = open_live(new_page(browser), f"http://{host}/watch/lobby")
+    pages = (chat, watch)
+
+    chat.fill("#text", "Count for me")
+    chat.click("#composer button[type=submit]")
+    for page in pages:
+        expect(page.locator(".turn.role-bot.generating .body")).to_contain_text("word1")
+    chat.click("#interrupt")
+    for page in pages:
+        expect(page.locator(".turn.role-bot .status")).to_have_text("interrupted")
+    first_reply = chat.locator(".turn.role-bot").get_attribute("data-turn-id")
+
+    openai_server.behaviour.delay = 0.0
+    openai_server.behaviour.tokens = ["A ", "fresh ", "answer."]
+    chat.click("#regenerate")
+    for page in pages:
+        expect(page.locator(".turn.role-bot .body")).to_have_text("A fresh answer.")
+        expect(page.locator(f'.turn[data-turn-id="{first_reply}"]')).to_have_count(0)
+
+    chat.select_option("#inject-role", "agent")
+    chat.fill("#text", "The narrator enters.")
+    chat.click("#inject")
+    for page in pages:
+        expect(page.locator(".turn.role-agent .body")).to_have_text("The narrator enters.")
+    assert Turn.objects.filter(role="agent", text="The narrator enters.").exists()
+
+    chat.once("dialog", lambda dialog: dialog.accept())
+    chat.click("#reset")
+    for page in pages:
+        expect(page.locator(".turn")).to_have_count(0)
+        expect(page.locator("#notice")).to_have_text("A new session started.")
+    assert channel.sessions.count() == 2
+
+
+def test_the_owner_edits_framing_and_parameters_and_sees_the_protocols_messages(host, browser, channel, alice):
+    chat = open_live(log_in(browser, host, "alice"), f"http://{host}/channel/lobby")
+    chat.click(".settings summary")
+    chat.fill("#params-temperature", "7")
+    chat.fill("#framing-user_prefix", "Q: ")
+    chat.click("#settings-form button[type=submit]")
+    expect(chat.locator('[data-error-for="params.temperature"]')).to_contain_text("2")
+    chat.fill("#params-temperature", "0.5")
+    chat.click("#settings-form button[type=submit]")
+    expect(chat.locator("#notice")).to_have_text("Settings saved.")
+    channel.refresh_from_db()
+    assert channel.params["temperature"] == 0.5
+    assert channel.framing["user_prefix"] == "Q: "
+
+
+def test_a_member_who_does_not_own_the_channel_gets_no_settings_editor(host, browser, channel, bob):
+    chat = open_live(log_in(browser, host, "bob"), f"http://{host}/channel/lobby")
+    assert chat.locator("#settings-form").count() == 0
+    assert chat.locator("#composer").count() == 1
+
+
+class OutsideHost:
+    """A server on another origin that counts every request made to it: a page that
+    loads an image or anything else from outside shows up here."""
+
+    def __init__(self) -> None:
+        self.hits: list[str] = []
+        outside = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                outside.hits.append(self.path)
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.url = f"http://localhost:{self.httpd.server_address[1]}"
+
+
+def xss_corpus(outside: str) -> list[str]:
+    return [
+        "<script>window.__xss = 'script'</script>",
+        '<img src=x onerror="window.__xss = \'img\'">',
+        "<svg onload=\"window.__xss = 'svg'\"><circle r=5></circle></svg>",
+        "[click me](javascript:window.__xss='md-link')",
+        "<a href=\"javascript:window.__xss='a'\">a link</a>",
+        f"![tracker]({outside}/pixel.png)",
+        f'<img src="{outside}/raw-img.png">',
+        f"<style>body {{ background: url({outside}/css.png) }}</style>",
+        "<iframe src=\"javascript:window.__xss='iframe'\"></iframe>",
+        "<details open ontoggle=\"window.__xss='details'\">x</details>",
+        '"><script>window.__xss = \'attr\'</script>',
+        "```html\n<script>window.__xss = 'code'</script>\n```",
+    ]
+
+
+def test_hostile_text_from_users_and_the_model_runs_no_script_and_loads_nothing_from_outside(
+    host, browser, channel, alice, openai_server
+):
+    outside = OutsideHost()
+    corpus = xss_corpus(outside.url)
+    # The model answers with the whole corpus too.
+    use_slow_model(channel, openai_server, delay=0.0, tokens=["\n\n".join(corpus)])
+    chat = open_live(log_in(browser, host, "alice"), f"http://{host}/channel/lobby")
+    watch = open_live(new_page(browser), f"http://{host}/watch/lobby")
+    requests: list[str] = []
+    dialogs: list[str] = []
+    for page in (chat, watch):
+        page.on("request", lambda request: requests.append(request.url))
+        page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+
+    for number, payload in enumerate(corpus, start=1):
+        chat.fill("#text", payload)
+        chat.press("#text", "Enter")
+        # One at a time: messages sent while the bot writes are answered together.
+        expect(chat.locator(".turn.role-bot:not(.generating)")).to_have_count(number)
+    for page in (chat, watch):
+        expect(page.locator(".turn.role-bot:not(.generating)")).to_have_count(len(corpus))
+        expect(page.locator(".turn.role-user")).to_have_count(len(corpus))
+        # The text is there, as text.
+        expect(page.locator(".turn.role-user").first).to_contain_text("<script>window.__xss")
+        transcript = page.locator("#transcript")
+        assert transcript.locator("script, img, svg, iframe, style, [onerror], [onload], [ontoggle]").count() == 0
+        assert transcript.locator('a[href^="javascript"]').count() == 0
+        assert page.evaluate("window.__xss") is None
+        page.locator("#transcript a").first.hover()
+    assert dialogs == []
+    assert outside.hits == []
+    assert [url for url in requests if not url.startswith(f"http://{host}/")] == []
+    outside.httpd.shutdown()
+
+
+def test_after_a_server_restart_both_pages_reconnect_and_recover_the_transcript_without_a_reload(
+    browser, channel, alice, openai_server
+):
+    use_slow_model(channel, openai_server, delay=0.0, tokens=["Before ", "the ", "restart."])
+    env = live_env()
+    port = free_port()
+    host = f"127.0.0.1:{port}"
+    with live_server("uvicorn", port, env):
+        chat = open_live(log_in(browser, host, "alice"), f"http://{host}/channel/lobby")
+        watch = open_live(new_page(browser), f"http://{host}/watch/lobby")
+        chat.fill("#text", "First message")
+        chat.press("#text", "Enter")
+        for page in (chat, watch):
+            expect(page.locator(".turn.role-bot .body")).to_have_text("Before the restart.")
+            page.evaluate("window.__sameDocument = true")
+
+    for page in (chat, watch):
+        expect(page.locator("#conn")).to_have_attribute("data-state", "reconnecting")
+    # While this server is down, the conversation goes on through another one.
+    token = ApiToken.issue(alice)
+    with live_servers("uvicorn", 1) as (other,):
+        answer = httpx.post(
+            f"http://{other}/api/channels/lobby/inject",
+            json={"role": "agent", "text": "Said while you were away."},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert answer.status_code == 201, answer.text
+
+    with live_server("uvicorn", port, env):
+        for page in (chat, watch):
+            expect(page.locator("#conn")).to_have_attribute("data-state", "connected", timeout=30_000)
+            expect(page.locator(".turn .body")).to_have_text(
+                ["First message", "Before the restart.", "Said while you were away."]
+            )
+            assert page.evaluate("window.__sameDocument") is True
+        chat.fill("#text", "After the restart")
+        chat.press("#text", "Enter")
+        expect(watch.locator(".turn.role-user .body").last).to_have_text("After the restart")
