@@ -1,12 +1,71 @@
-"""The moderation desk. Model and user text is shown escaped (Django's default)."""
+"""The moderation desk. Every moderation action here calls a service, so it writes the
+audit record and has its live effect on open screens, exactly as over the API. Fields
+whose change must reach open screens (a turn's visibility, a channel's lock, a mute)
+are read-only in the forms: they change through the actions. Model and user text is
+always shown escaped (Django's default; links are built with format_html)."""
 
 from __future__ import annotations
 
-from django.contrib import admin
-from django.db.models import Count, QuerySet
-from django.http import HttpRequest
+from collections.abc import Callable
+from typing import Any
 
+from django.contrib import admin, messages
+from django.contrib.admin.helpers import ActionForm
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import UserAdmin
+from django.db.models import Count, Q, QuerySet
+from django.forms import CharField
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html
+
+from chat import permissions, selectors, services
+from chat.errors import ServiceError
 from chat.models import ApiToken, Channel, Membership, ModerationAction, Provider, Session, Turn
+
+
+class ReasonActionForm(ActionForm):
+    reason = CharField(required=False, label="Reason (for the audit log)")
+
+
+class ModerationMixin:
+    """Admin actions that run a service per selected object and report the outcome."""
+
+    action_form = ReasonActionForm
+
+    def has_moderate_permission(self, request: HttpRequest) -> bool:
+        return permissions.is_moderator(request.user)
+
+    def run_each(
+        self,
+        request: HttpRequest,
+        queryset: QuerySet[Any],
+        verb: str,
+        act: Callable[[Any, str], Any],
+    ) -> None:
+        reason = request.POST.get("reason", "")
+        done = 0
+        for obj in queryset:
+            try:
+                act(obj, reason)
+                done += 1
+            except ServiceError as error:
+                self.message_user(request, f"{obj}: {error.text}", messages.ERROR)  # type: ignore[attr-defined]
+        if done:
+            self.message_user(request, f"{verb}: {done}.", messages.SUCCESS)  # type: ignore[attr-defined]
+
+
+def admin_link(obj: Any, text: Any = None) -> str:
+    if obj is None:
+        return "—"
+    url = reverse(f"admin:{obj._meta.app_label}_{obj._meta.model_name}_change", args=[obj.pk])
+    return format_html('<a href="{}">{}</a>', url, text if text is not None else obj)
+
+
+def changelist_link(model: Any, text: str, **filters: Any) -> str:
+    url = reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_changelist")
+    query = "&".join(f"{key}={value}" for key, value in filters.items())
+    return format_html('<a href="{}?{}">{}</a>', url, query, text)
 
 
 @admin.register(Provider)
@@ -21,71 +80,272 @@ class MembershipInline(admin.TabularInline):
     model = Membership
     extra = 0
     autocomplete_fields = ["user"]
+    fields = ["user", "role", "muted", "created_at"]
+    readonly_fields = ["muted", "created_at"]
 
 
 @admin.register(Channel)
-class ChannelAdmin(admin.ModelAdmin):
+class ChannelAdmin(ModerationMixin, admin.ModelAdmin):
     list_display = [
         "name",
         "title",
         "owner",
         "visibility",
         "mode",
-        "provider",
         "locked",
         "turns",
+        "generating",
+        "sessions_link",
         "created_at",
     ]
     list_filter = ["visibility", "mode", "locked", "provider"]
     search_fields = ["name", "title", "owner__username"]
     autocomplete_fields = ["owner"]
-    readonly_fields = ["created_at", "updated_at"]
+    list_select_related = ["owner"]
+    readonly_fields = ["locked", "watch_key", "sessions_link", "turns_link", "created_at", "updated_at"]
     inlines = [MembershipInline]
+    actions = ["lock", "unlock", "interrupt", "rotate_key"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Channel]:
-        return super().get_queryset(request).annotate(turn_total=Count("sessions__turns"))
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                turn_total=Count(
+                    "sessions__turns",
+                    filter=Q(sessions__status=Session.Status.ACTIVE, sessions__turns__hidden=False),
+                )
+            )
+        )
 
-    @admin.display(ordering="turn_total", description="turns")
+    @admin.display(ordering="turn_total", description="turns (active session)")
     def turns(self, channel: Channel) -> int:
         return getattr(channel, "turn_total", 0)
 
+    @admin.display(boolean=True, description="bot writing")
+    def generating(self, channel: Channel) -> bool:
+        return selectors.generating_flags([channel])[0]
+
+    @admin.display(description="sessions")
+    def sessions_link(self, channel: Channel) -> str:
+        return changelist_link(Session, "sessions", channel__id__exact=channel.pk)
+
+    @admin.display(description="turns")
+    def turns_link(self, channel: Channel) -> str:
+        return changelist_link(Turn, "all turns", session__channel__id__exact=channel.pk)
+
+    def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
+        # Members come and go through the services: a removed member of a private
+        # channel loses their open sockets there at once.
+        if formset.model is not Membership:
+            return super().save_formset(request, form, formset, change)
+        channel = form.instance
+        formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
+        for member_form in formset.forms:
+            if not member_form.has_changed() and member_form.instance.pk is None:
+                continue
+            user = member_form.cleaned_data.get("user")
+            if user is None:
+                continue
+            try:
+                if member_form in formset.deleted_forms:
+                    services.remove_member(actor=request.user, channel=channel, user=user)
+                    formset.deleted_objects.append(member_form.instance)
+                elif member_form.instance.pk is None:
+                    membership = services.add_member(actor=request.user, channel=channel, user=user)
+                    membership.role = member_form.cleaned_data.get("role") or membership.role
+                    membership.save(update_fields=["role"])
+                    formset.new_objects.append(membership)
+                elif member_form.has_changed():
+                    formset.changed_objects.append((member_form.save(), member_form.changed_data))
+            except ServiceError as error:
+                self.message_user(request, f"{user}: {error.text}", messages.ERROR)
+
+    @admin.action(description="Lock the selected channels", permissions=["moderate"])
+    def lock(self, request: HttpRequest, queryset: QuerySet[Channel]) -> None:
+        self.run_each(
+            request,
+            queryset,
+            "Locked",
+            lambda c, why: services.set_locked(actor=request.user, channel=c, locked=True, reason=why),
+        )
+
+    @admin.action(description="Unlock the selected channels", permissions=["moderate"])
+    def unlock(self, request: HttpRequest, queryset: QuerySet[Channel]) -> None:
+        self.run_each(
+            request,
+            queryset,
+            "Unlocked",
+            lambda c, why: services.set_locked(actor=request.user, channel=c, locked=False, reason=why),
+        )
+
+    @admin.action(description="Interrupt the reply being written", permissions=["moderate"])
+    def interrupt(self, request: HttpRequest, queryset: QuerySet[Channel]) -> None:
+        self.run_each(
+            request,
+            queryset,
+            "Interrupt sent",
+            lambda c, why: services.interrupt_generation(actor=request.user, channel=c, reason=why),
+        )
+
+    @admin.action(description="Rotate the watch key (old links stop working)", permissions=["moderate"])
+    def rotate_key(self, request: HttpRequest, queryset: QuerySet[Channel]) -> None:
+        self.run_each(
+            request,
+            queryset,
+            "Watch keys rotated",
+            lambda c, why: services.rotate_watch_key(user=request.user, channel=c, reason=why),
+        )
+
+    def has_delete_permission(self, request: HttpRequest, obj: Channel | None = None) -> bool:
+        # Deleting a channel is for admins, or its owner (who may use the API).
+        return bool(request.user.is_staff and super().has_delete_permission(request, obj))
+
 
 @admin.register(Session)
-class SessionAdmin(admin.ModelAdmin):
+class SessionAdmin(ModerationMixin, admin.ModelAdmin):
     list_display = [
         "id",
-        "channel",
+        "channel_link",
         "status",
         "started_by",
+        "turn_count",
         "prompt_tokens",
         "completion_tokens",
         "created_at",
     ]
     list_filter = ["status", "channel"]
     search_fields = ["id", "title", "channel__name", "started_by__username"]
-    readonly_fields = ["id", "created_at", "updated_at", "archived_at"]
+    readonly_fields = ["id", "channel_link", "turns_link", "created_at", "updated_at", "archived_at"]
     list_select_related = ["channel", "started_by"]
+    actions = ["purge"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Session]:
+        return super().get_queryset(request).annotate(turn_total=Count("turns"))
+
+    @admin.display(ordering="turn_total", description="turns")
+    def turn_count(self, session: Session) -> str:
+        return changelist_link(Turn, str(getattr(session, "turn_total", 0)), session__id__exact=session.pk)
+
+    @admin.display(ordering="channel__name", description="channel")
+    def channel_link(self, session: Session) -> str:
+        return admin_link(session.channel)
+
+    @admin.display(description="turns")
+    def turns_link(self, session: Session) -> str:
+        return changelist_link(Turn, "turns of this session", session__id__exact=session.pk)
+
+    @admin.action(description="Purge: delete every turn of the selected sessions", permissions=["moderate"])
+    def purge(self, request: HttpRequest, queryset: QuerySet[Session]) -> None:
+        self.run_each(
+            request,
+            queryset,
+            "Purged",
+            lambda s, why: services.purge_session(actor=request.user, session=s, reason=why),
+        )
 
 
 @admin.register(Turn)
-class TurnAdmin(admin.ModelAdmin):
-    list_display = ["id", "session", "role", "author", "short_text", "hidden", "finish_reason", "created_at"]
+class TurnAdmin(ModerationMixin, admin.ModelAdmin):
+    list_display = [
+        "id",
+        "channel_link",
+        "session_link",
+        "role",
+        "author",
+        "short_text",
+        "hidden",
+        "finish_reason",
+        "created_at",
+    ]
     list_filter = ["role", "hidden", "finish_reason", "session__channel"]
     search_fields = ["text", "author__username"]
     list_select_related = ["session__channel", "author"]
-    readonly_fields = ["created_at", "prompt", "raw_completion", "usage", "timings", "framing", "params"]
+    actions = ["hide", "unhide", "delete_for_good"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Turn | None = None) -> list[str]:
+        # A turn is part of the record: it changes only through the actions.
+        return [field.name for field in Turn._meta.fields] + ["channel_link", "session_link"]
+
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)  # replaced by delete_for_good (audited, live)
+        return actions
+
+    def delete_model(self, request: HttpRequest, obj: Turn) -> None:
+        services.delete_turn(actor=request.user, turn=obj)
 
     @admin.display(description="text")
     def short_text(self, turn: Turn) -> str:
         return turn.text[:80]
 
+    @admin.display(ordering="session__channel__name", description="channel")
+    def channel_link(self, turn: Turn) -> str:
+        return admin_link(turn.session.channel)
+
+    @admin.display(description="session")
+    def session_link(self, turn: Turn) -> str:
+        return admin_link(turn.session, str(turn.session_id)[:8])
+
+    @admin.action(description="Hide the selected turns", permissions=["moderate"])
+    def hide(self, request: HttpRequest, queryset: QuerySet[Turn]) -> None:
+        self.run_each(
+            request,
+            queryset,
+            "Hidden",
+            lambda t, why: services.hide_turn(actor=request.user, turn=t, reason=why),
+        )
+
+    @admin.action(description="Unhide the selected turns", permissions=["moderate"])
+    def unhide(self, request: HttpRequest, queryset: QuerySet[Turn]) -> None:
+        self.run_each(
+            request,
+            queryset,
+            "Shown again",
+            lambda t, why: services.unhide_turn(actor=request.user, turn=t, reason=why),
+        )
+
+    @admin.action(description="Delete the selected turns for good", permissions=["delete"])
+    def delete_for_good(self, request: HttpRequest, queryset: QuerySet[Turn]) -> None:
+        self.run_each(
+            request,
+            queryset,
+            "Deleted",
+            lambda t, why: services.delete_turn(actor=request.user, turn=t, reason=why),
+        )
+
 
 @admin.register(Membership)
-class MembershipAdmin(admin.ModelAdmin):
+class MembershipAdmin(ModerationMixin, admin.ModelAdmin):
     list_display = ["user", "channel", "role", "muted", "created_at"]
-    list_filter = ["role", "muted"]
+    list_filter = ["role", "muted", "channel"]
     search_fields = ["user__username", "channel__name"]
     autocomplete_fields = ["user", "channel"]
+    readonly_fields = ["muted", "created_at"]
+    list_select_related = ["user", "channel"]
+    actions = ["mute", "unmute"]
+
+    @admin.action(description="Mute the selected users in their channel", permissions=["moderate"])
+    def mute(self, request: HttpRequest, queryset: QuerySet[Membership]) -> None:
+        self.run_each(
+            request,
+            queryset,
+            "Muted",
+            lambda m, why: services.set_muted(
+                actor=request.user, channel=m.channel, user=m.user, muted=True, reason=why
+            ),
+        )
+
+    @admin.action(description="Unmute the selected users in their channel", permissions=["moderate"])
+    def unmute(self, request: HttpRequest, queryset: QuerySet[Membership]) -> None:
+        self.run_each(
+            request,
+            queryset,
+            "Unmuted",
+            lambda m, why: services.set_muted(
+                actor=request.user, channel=m.channel, user=m.user, muted=False, reason=why
+            ),
+        )
 
 
 @admin.register(ModerationAction)
@@ -93,8 +353,9 @@ class ModerationActionAdmin(admin.ModelAdmin):
     """The audit log: read-only."""
 
     list_display = ["created_at", "actor", "action", "target_type", "target_id", "channel", "reason"]
-    list_filter = ["action", "target_type"]
+    list_filter = ["action", "target_type", "channel"]
     search_fields = ["reason", "target_id", "actor__username"]
+    list_select_related = ["actor", "channel"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -115,3 +376,37 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
+
+
+User = get_user_model()
+admin.site.unregister(User)
+
+
+@admin.register(User)
+class ColloquyUserAdmin(ModerationMixin, UserAdmin):
+    actions = ["ban", "unban"]
+    list_display = ["username", "email", "is_active", "is_staff", "last_login", "date_joined"]
+
+    def has_moderate_permission(self, request: HttpRequest) -> bool:
+        return bool(request.user.has_perm("chat.ban_user") or request.user.is_staff)
+
+    @admin.action(
+        description="Ban the selected users (deactivate, end their logins and sockets)",
+        permissions=["moderate"],
+    )
+    def ban(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        self.run_each(
+            request,
+            queryset,
+            "Banned",
+            lambda u, why: services.ban_user(actor=request.user, user=u, reason=why),
+        )
+
+    @admin.action(description="Unban the selected users", permissions=["moderate"])
+    def unban(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        self.run_each(
+            request,
+            queryset,
+            "Unbanned",
+            lambda u, why: services.unban_user(actor=request.user, user=u, reason=why),
+        )

@@ -70,9 +70,19 @@ def publish_on_commit(channel_id: int, channel_name: str, event: dict[str, Any])
     transaction.on_commit(send)
 
 
-async def aclose_user_sockets(user_id: int, code: int = 4003) -> None:
-    """Close every socket of a user, in every process (ban, deactivation)."""
-    await send_group(store.CONTROL_GROUP, {"type": "ctl.close", "user_id": user_id, "code": code})
+async def aclose_user_sockets(user_id: int, code: int = 4003, *, channel_id: int | None = None) -> None:
+    """Close every socket of a user, in every process (ban, deactivation), or only
+    those in one channel (removed from a private channel)."""
+    message: dict[str, Any] = {"type": "ctl.close", "user_id": user_id, "code": code}
+    if channel_id is not None:
+        message["channel_id"] = channel_id
+    await send_group(store.CONTROL_GROUP, message)
+
+
+async def aresync_channel(channel_id: int) -> None:
+    """Give every open connection of a channel, in every process, a fresh ``history``
+    (after a purge, which no event describes)."""
+    await send_group(store.CONTROL_GROUP, {"type": "ctl.resync", "channel_id": channel_id})
 
 
 async def aclose_watch_key_sockets(channel_id: int, old_key: str) -> None:

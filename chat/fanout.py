@@ -40,6 +40,8 @@ class Connection(Protocol):
 
     def close_with(self, code: int) -> None: ...
 
+    def request_resync(self, since: int | None) -> None: ...
+
 
 class Room:
     """The local connections of one chat channel and the last seq delivered to them."""
@@ -123,6 +125,10 @@ class Hub:
                         connection.push(None, message["frame"])
                 elif kind == "ctl.close":
                     self._close_matching(message)
+                elif kind == "ctl.resync":
+                    room = self.rooms.get(message["channel_id"])
+                    for connection in list(room.connections) if room else []:
+                        connection.request_resync(None)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -155,14 +161,16 @@ class Hub:
             room.last_seq = seq
 
     def _close_matching(self, message: dict[str, Any]) -> None:
-        for connection in list(self.connections()):
-            if (message.get("user_id") is not None and connection.user_id == message["user_id"]) or (
-                message.get("channel_id") is not None
-                and message.get("old_watch_key")
-                and connection.is_watcher
-                and connection.watch_key == message["old_watch_key"]
-            ):
-                connection.close_with(int(message.get("code", 4003)))
+        user_id, channel_id = message.get("user_id"), message.get("channel_id")
+        old_key = message.get("old_watch_key")
+        for room in list(self.rooms.values()):
+            if channel_id is not None and room.channel_id != channel_id:
+                continue
+            for connection in list(room.connections):
+                if (user_id is not None and connection.user_id == user_id) or (
+                    old_key and connection.is_watcher and connection.watch_key == old_key
+                ):
+                    connection.close_with(int(message.get("code", 4003)))
 
     # --- presence -----------------------------------------------------------------------
 

@@ -115,6 +115,9 @@ class Channel(models.Model):
 
     class Meta:
         ordering = ["name"]
+        permissions = [
+            ("moderate_channel", "Can lock, purge, interrupt and rotate the watch key of channels")
+        ]
         constraints = [
             models.CheckConstraint(
                 condition=Q(name__regex=CHANNEL_NAME_PATTERN.replace(r"\Z", "$")),
@@ -302,6 +305,7 @@ class ModerationAction(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        permissions = [("ban_user", "Can ban and unban users")]
         indexes = [models.Index(fields=["target_type", "target_id"])]
 
     def __str__(self) -> str:

@@ -8,6 +8,33 @@ from typing import Any
 from chat.models import Channel, Membership
 
 MODERATORS_GROUP = "moderators"
+# What the moderation desk needs: to see channels, sessions, turns, memberships, users
+# and the audit log; to hide, delete and purge turns; to lock channels, mute and ban.
+# Not to delete channels, nor to change users. (Migration 0004 grants the same.)
+MODERATOR_PERMISSIONS = [
+    ("chat", "view_channel"),
+    ("chat", "moderate_channel"),
+    ("chat", "view_session"),
+    ("chat", "view_turn"),
+    ("chat", "change_turn"),
+    ("chat", "delete_turn"),
+    ("chat", "view_membership"),
+    ("chat", "add_membership"),
+    ("chat", "change_membership"),
+    ("chat", "delete_membership"),
+    ("chat", "view_moderationaction"),
+    ("chat", "ban_user"),
+    ("auth", "view_user"),
+]
+
+
+def ensure_moderators_group() -> None:
+    """The moderators group with its permissions (again, if someone changed it)."""
+    from django.contrib.auth.models import Group, Permission
+
+    group, _ = Group.objects.get_or_create(name=MODERATORS_GROUP)
+    for app_label, codename in MODERATOR_PERMISSIONS:
+        group.permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
 
 
 def is_moderator(user: Any) -> bool:

@@ -113,6 +113,11 @@ async def replay_since(channel_id: int, since: int) -> list[str] | None:
     return [fields["f"] for _id, fields in entries]
 
 
+async def forget_log(channel_id: int) -> None:
+    """Drop a channel's replay log: every ``since`` before now gets a full history."""
+    await async_redis().delete(key(channel_id, "log"))
+
+
 async def snapshot(channel_id: int) -> tuple[int, dict[str, Any] | None]:
     """The channel's last seq and the generation in progress at that seq, read atomically."""
     raw = await async_redis().eval(SNAPSHOT_SCRIPT, 5, *channel_keys(channel_id))

@@ -37,7 +37,7 @@ ALLOW_SIGNUP = env.bool("ALLOW_SIGNUP", default=False)
 
 INSTALLED_APPS = [
     "daphne",
-    "django.contrib.admin",
+    "chat.admin_site.ColloquyAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",

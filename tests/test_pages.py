@@ -31,7 +31,9 @@ def test_the_index_lists_private_channels_to_their_members(private_channel, bob,
 
 
 def test_a_logged_in_user_opens_a_channel_from_the_index(alice):
-    response = client_for(alice).post("/", {"name": "garden", "title": "Garden", "visibility": "public", "mode": "chat"})
+    response = client_for(alice).post(
+        "/", {"name": "garden", "title": "Garden", "visibility": "public", "mode": "chat"}
+    )
     assert response.status_code == 302 and response["Location"] == "/channel/garden"
     assert Channel.objects.get(name="garden").owner == alice
 

@@ -123,7 +123,9 @@ def test_interrupt_regenerate_inject_and_reset_buttons_act_on_both_pages(
     assert channel.sessions.count() == 2
 
 
-def test_the_owner_edits_framing_and_parameters_and_sees_the_protocols_messages(host, browser, channel, alice):
+def test_the_owner_edits_framing_and_parameters_and_sees_the_protocols_messages(
+    host, browser, channel, alice
+):
     chat = open_live(log_in(browser, host, "alice"), f"http://{host}/channel/lobby")
     chat.click(".settings summary")
     chat.fill("#params-temperature", "7")
@@ -169,7 +171,7 @@ class OutsideHost:
 def xss_corpus(outside: str) -> list[str]:
     return [
         "<script>window.__xss = 'script'</script>",
-        '<img src=x onerror="window.__xss = \'img\'">',
+        "<img src=x onerror=\"window.__xss = 'img'\">",
         "<svg onload=\"window.__xss = 'svg'\"><circle r=5></circle></svg>",
         "[click me](javascript:window.__xss='md-link')",
         "<a href=\"javascript:window.__xss='a'\">a link</a>",
@@ -178,7 +180,7 @@ def xss_corpus(outside: str) -> list[str]:
         f"<style>body {{ background: url({outside}/css.png) }}</style>",
         "<iframe src=\"javascript:window.__xss='iframe'\"></iframe>",
         "<details open ontoggle=\"window.__xss='details'\">x</details>",
-        '"><script>window.__xss = \'attr\'</script>',
+        "\"><script>window.__xss = 'attr'</script>",
         "```html\n<script>window.__xss = 'code'</script>\n```",
     ]
 
@@ -209,7 +211,10 @@ def test_hostile_text_from_users_and_the_model_runs_no_script_and_loads_nothing_
         # The text is there, as text.
         expect(page.locator(".turn.role-user").first).to_contain_text("<script>window.__xss")
         transcript = page.locator("#transcript")
-        assert transcript.locator("script, img, svg, iframe, style, [onerror], [onload], [ontoggle]").count() == 0
+        assert (
+            transcript.locator("script, img, svg, iframe, style, [onerror], [onload], [ontoggle]").count()
+            == 0
+        )
         assert transcript.locator('a[href^="javascript"]').count() == 0
         assert page.evaluate("window.__xss") is None
         page.locator("#transcript a").first.hover()
@@ -257,3 +262,26 @@ def test_after_a_server_restart_both_pages_reconnect_and_recover_the_transcript_
         chat.fill("#text", "After the restart")
         chat.press("#text", "Enter")
         expect(watch.locator(".turn.role-user .body").last).to_have_text("After the restart")
+
+
+def test_a_watch_page_whose_key_is_rotated_says_so_and_stops_retrying(host, browser, private_channel, alice):
+    from chat import services
+
+    watch = open_live(new_page(browser), f"http://{host}/watch/backroom?key={private_channel.watch_key}")
+    services.rotate_watch_key(channel=private_channel, user=alice)
+    expect(watch.locator("#conn")).to_have_attribute("data-state", "closed")
+    expect(watch.locator("#notice")).to_contain_text("watch link is no longer valid")
+    watch.reload()
+    expect(watch.locator("h1")).to_have_text("This watch link is not valid")
+
+
+def test_a_turn_hidden_by_a_moderator_vanishes_from_the_watch_page(host, browser, channel, alice, admin_user):
+    from chat import services
+
+    turn = services.inject(channel=channel, user=alice, role="user", text="Something regrettable")
+    watch = open_live(new_page(browser), f"http://{host}/watch/lobby")
+    expect(watch.locator(".turn .body")).to_have_text(["Something regrettable"])
+    services.hide_turn(actor=admin_user, turn=turn)
+    expect(watch.locator(".turn")).to_have_count(0)
+    services.unhide_turn(actor=admin_user, turn=turn)
+    expect(watch.locator(".turn .body")).to_have_text(["Something regrettable"])

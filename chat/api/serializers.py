@@ -34,6 +34,10 @@ class ChannelUpdateSerializer(serializers.Serializer):
     params = serializers.DictField(required=False)
 
 
+class MemberSerializer(serializers.Serializer):
+    username = serializers.CharField(max_length=150)
+
+
 class MessageSerializer(serializers.Serializer):
     text = StrictCharField(allow_blank=True, trim_whitespace=False)
     framing = serializers.DictField(required=False)

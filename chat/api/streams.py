@@ -73,6 +73,11 @@ class EventFeed:
     def close_with(self, code: int) -> None:
         self.queue.put_nowait(None)
 
+    def request_resync(self, since: int | None) -> None:
+        # An SSE stream cannot take back what it sent: end it; the client's reconnect
+        # with Last-Event-ID gets a fresh `history` (the replay log no longer covers it).
+        self.close_with(0)
+
     async def events(self, last: int) -> AsyncIterator[tuple[int | None, str] | None]:
         """Live events after ``last`` (None every HEARTBEAT_S while quiet)."""
         while True:

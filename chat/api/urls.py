@@ -7,6 +7,8 @@ urlpatterns = [
     path("channels", views.ChannelsView.as_view()),
     path("channels/<str:name>", views.ChannelDetailView.as_view()),
     path("channels/<str:name>/watch-key", views.WatchKeyView.as_view()),
+    path("channels/<str:name>/members", views.MembersView.as_view()),
+    path("channels/<str:name>/members/<str:username>", views.MemberDetailView.as_view()),
     path("channels/<str:name>/messages", views.MessagesView.as_view()),
     path("channels/<str:name>/events", views.ChannelEventsView.as_view()),
     path("channels/<str:name>/regenerate", views.RegenerateView.as_view()),

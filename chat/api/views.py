@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.http import Http404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
@@ -25,6 +26,7 @@ from chat.api.serializers import (
     ChannelCreateSerializer,
     ChannelUpdateSerializer,
     InjectSerializer,
+    MemberSerializer,
     MessageSerializer,
     RegenerateSerializer,
     TruncateSerializer,
@@ -32,7 +34,7 @@ from chat.api.serializers import (
 )
 from chat.api.streams import EventFeed, EventStreamRenderer, follow_channel, follow_exchange, stream_response
 from chat.framing import effective_framing, effective_params
-from chat.models import ApiToken, Channel, Provider, Session, Turn
+from chat.models import ApiToken, Channel, Membership, Provider, Session, Turn, iso
 
 PAGE_SIZE = 100
 ANY = serializers.JSONField()
@@ -161,6 +163,50 @@ class WatchKeyView(APIView):
         channel = channel_or_404(request, name)
         services.rotate_watch_key(channel=channel, user=request.user)
         return Response({"watch_url": watch_url(request, channel)})
+
+
+def member_to_dict(membership: Membership) -> dict[str, Any]:
+    return {
+        "username": membership.user.get_username(),
+        "role": membership.role,
+        "muted": membership.muted,
+        "since": iso(membership.created_at),
+    }
+
+
+class MembersView(APIView):
+    @extend_schema(responses=OBJECT)
+    def get(self, request: Request, name: str) -> Response:
+        """The channel's members (whoever may see the channel may see them)."""
+        channel = channel_or_404(request, name)
+        rows = Membership.objects.filter(channel=channel).select_related("user").order_by("created_at")
+        return Response({"members": [member_to_dict(m) for m in rows]})
+
+    @extend_schema(request=MemberSerializer, responses={201: OBJECT})
+    def post(self, request: Request, name: str) -> Response:
+        """Invite a user (owner or moderator)."""
+        require_login(request)
+        channel = channel_or_404(request, name)
+        user = user_or_404(parse(MemberSerializer, request)["username"])
+        membership = services.add_member(actor=request.user, channel=channel, user=user)
+        return Response(member_to_dict(membership), status=status.HTTP_201_CREATED)
+
+
+class MemberDetailView(APIView):
+    @extend_schema(responses={204: None})
+    def delete(self, request: Request, name: str, username: str) -> Response:
+        """Remove a member (owner or moderator; members may remove themselves)."""
+        require_login(request)
+        channel = channel_or_404(request, name)
+        services.remove_member(actor=request.user, channel=channel, user=user_or_404(username))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+def user_or_404(username: str) -> Any:
+    user = get_user_model().objects.filter(username=username).first()
+    if user is None:
+        raise Http404("No such user.")
+    return user
 
 
 class MessagesView(APIView):

@@ -8,22 +8,44 @@ from chat.services.channels import (
     update_channel_settings,
 )
 from chat.services.conversation import inject, interrupt, post_message, regenerate, reset
-from chat.services.moderation import ban_user
+from chat.services.moderation import (
+    add_member,
+    ban_user,
+    delete_turn,
+    hide_turn,
+    interrupt_generation,
+    purge_session,
+    remove_member,
+    set_locked,
+    set_muted,
+    unban_user,
+    unhide_turn,
+)
 from chat.services.sessions import bulk_delete_sessions, delete_session, truncate_session
 
 __all__ = [
+    "add_member",
     "ban_user",
     "bulk_delete_sessions",
     "create_channel",
     "delete_channel",
     "delete_session",
+    "delete_turn",
+    "hide_turn",
     "inject",
     "interrupt",
+    "interrupt_generation",
     "post_message",
+    "purge_session",
     "regenerate",
+    "remove_member",
     "reset",
     "rotate_watch_key",
+    "set_locked",
+    "set_muted",
     "truncate_session",
+    "unban_user",
+    "unhide_turn",
     "update_channel",
     "update_channel_settings",
 ]

@@ -17,7 +17,7 @@ from chat.framing import (
     merge_framing,
     merge_params,
 )
-from chat.models import Channel, Membership, Session, channel_name_validator, new_watch_key
+from chat.models import Channel, Membership, ModerationAction, Session, channel_name_validator, new_watch_key
 
 
 def channel_settings_event(channel: Channel) -> dict[str, Any]:
@@ -140,13 +140,22 @@ def delete_channel(*, channel: Channel, user: Any) -> None:
     channel.delete()
 
 
-def rotate_watch_key(*, channel: Channel, user: Any) -> str:
-    """Issue a new watch key; links and watch sockets using the old one stop working."""
+def rotate_watch_key(*, channel: Channel, user: Any, reason: str = "") -> str:
+    """Issue a new watch key; links and watch sockets using the old one stop working.
+    Audited like a moderation action, whether the owner or a moderator rotates it."""
     if not permissions.can_configure(user, channel):
         raise ServiceError("forbidden", "Only the channel owner or a moderator can rotate the watch key.")
     old = channel.watch_key
     with transaction.atomic():
         channel.watch_key = new_watch_key()
         channel.save(update_fields=["watch_key", "updated_at"])
+        ModerationAction.objects.create(
+            actor=user,
+            action="rotate_watch_key",
+            target_type="channel",
+            target_id=str(channel.pk),
+            channel=channel,
+            reason=reason,
+        )
         transaction.on_commit(lambda: background.run(events.aclose_watch_key_sockets(channel.pk, old)))
     return channel.watch_key

@@ -1,4 +1,7 @@
-"""Moderation verbs. Each writes an audit record and has its live effect everywhere."""
+"""Moderation verbs and channel membership. Each moderation verb checks that the actor
+may moderate, writes an audit record (ModerationAction) in the same transaction as its
+change, and has its live effect on every open connection of every process once that
+transaction commits."""
 
 from __future__ import annotations
 
@@ -8,21 +11,190 @@ from django.contrib.auth import get_user_model
 from django.contrib.sessions.models import Session as LoginSession
 from django.db import transaction
 
-from chat import background, events
-from chat.models import ApiToken, ModerationAction
+from chat import background, events, permissions, store
+from chat.errors import ServiceError
+from chat.events import publish_on_commit
+from chat.generation import engine
+from chat.models import ApiToken, Channel, Membership, ModerationAction, Session, Turn
+from chat.services.channels import channel_settings_event
+
+# How long a purge waits for a running reply to stop before deleting its turns.
+INTERRUPT_WAIT_S = 5.0
+
+
+def check_can_moderate(actor: Any) -> None:
+    if not permissions.is_moderator(actor):
+        raise ServiceError("forbidden", "Only moderators and admins can do this.")
+
+
+def record(
+    *,
+    actor: Any,
+    action: str,
+    target: Any,
+    channel: Channel | None,
+    reason: str = "",
+    **details: Any,
+) -> ModerationAction:
+    """Write the audit record of one action."""
+    return ModerationAction.objects.create(
+        actor=actor if actor and actor.is_authenticated else None,
+        action=action,
+        target_type=type(target).__name__.lower(),
+        target_id=str(target.pk),
+        channel=channel,
+        reason=reason or "",
+        details=details,
+    )
+
+
+def _is_live(turn: Turn) -> bool:
+    """Open screens show only the active session's turns."""
+    return turn.session.status == Session.Status.ACTIVE
+
+
+# --- turns -------------------------------------------------------------------------------
+
+
+def hide_turn(*, actor: Any, turn: Turn, reason: str = "") -> None:
+    """Take a turn out of every transcript (and every future prompt); kept for audit."""
+    check_can_moderate(actor)
+    channel = turn.session.channel
+    with transaction.atomic():
+        Turn.objects.filter(pk=turn.pk).update(hidden=True)
+        turn.hidden = True
+        record(actor=actor, action="hide_turn", target=turn, channel=channel, reason=reason)
+        if _is_live(turn):
+            publish_on_commit(channel.pk, channel.name, {"type": "turn_removed", "id": turn.pk})
+
+
+def unhide_turn(*, actor: Any, turn: Turn, reason: str = "") -> None:
+    """Bring a hidden turn back; open screens get it again as a ``turn`` event."""
+    check_can_moderate(actor)
+    channel = turn.session.channel
+    with transaction.atomic():
+        Turn.objects.filter(pk=turn.pk).update(hidden=False)
+        turn.hidden = False
+        record(actor=actor, action="unhide_turn", target=turn, channel=channel, reason=reason)
+        if _is_live(turn) and not (turn.role == Turn.Role.BOT and turn.finish_reason is None):
+            publish_on_commit(channel.pk, channel.name, {"type": "turn", **turn.to_dict()})
+
+
+def delete_turn(*, actor: Any, turn: Turn, reason: str = "") -> None:
+    """Delete a turn for good (the audit record keeps who, when and why)."""
+    check_can_moderate(actor)
+    channel = turn.session.channel
+    live = _is_live(turn)
+    with transaction.atomic():
+        record(actor=actor, action="delete_turn", target=turn, channel=channel, reason=reason, role=turn.role)
+        turn_id = turn.pk
+        turn.delete()
+        if live:
+            publish_on_commit(channel.pk, channel.name, {"type": "turn_removed", "id": turn_id})
+
+
+# --- channels ----------------------------------------------------------------------------
+
+
+def set_locked(*, actor: Any, channel: Channel, locked: bool, reason: str = "") -> None:
+    """Lock (writes refused with ``locked``) or unlock a channel."""
+    check_can_moderate(actor)
+    with transaction.atomic():
+        Channel.objects.filter(pk=channel.pk).update(locked=locked)
+        channel.locked = locked
+        record(
+            actor=actor,
+            action="lock_channel" if locked else "unlock_channel",
+            target=channel,
+            channel=channel,
+            reason=reason,
+        )
+        publish_on_commit(channel.pk, channel.name, channel_settings_event(channel))
+
+
+def interrupt_generation(*, actor: Any, channel: Channel, reason: str = "") -> bool:
+    """Stop the reply being written in a channel; False when none was running."""
+    check_can_moderate(actor)
+    stopped = engine.interrupt(channel.pk)
+    record(
+        actor=actor,
+        action="interrupt_generation",
+        target=channel,
+        channel=channel,
+        reason=reason,
+        stopped=stopped,
+    )
+    return stopped
+
+
+def purge_session(*, actor: Any, session: Session, reason: str = "") -> int:
+    """Delete every turn of a session. Open screens of its channel get a fresh
+    ``history``; the replay log is dropped so no reconnecting client replays the
+    purged turns. Returns how many turns went."""
+    check_can_moderate(actor)
+    channel = session.channel
+    live = session.status == Session.Status.ACTIVE
+    if live:
+        engine.interrupt(channel.pk, wait=INTERRUPT_WAIT_S)
+    with transaction.atomic():
+        deleted, _ = Turn.objects.filter(session=session).delete()
+        record(
+            actor=actor, action="purge_session", target=session, channel=channel, reason=reason, turns=deleted
+        )
+        if live:
+            transaction.on_commit(lambda: background.run(_resync_everyone(channel.pk)))
+    return deleted
+
+
+async def _resync_everyone(channel_id: int) -> None:
+    await store.forget_log(channel_id)
+    await events.aresync_channel(channel_id)
+
+
+# --- users -------------------------------------------------------------------------------
+
+
+def set_muted(*, actor: Any, channel: Channel, user: Any, muted: bool, reason: str = "") -> None:
+    """Mute (writes refused with ``muted``) or unmute a user in one channel. In a public
+    channel a muted non-member gets a membership row that carries the mute."""
+    check_can_moderate(actor)
+    with transaction.atomic():
+        membership = Membership.objects.filter(user=user, channel=channel).first()
+        if membership is None:
+            if not channel.is_public:
+                raise ServiceError("invalid", f"{user.get_username()} is not a member of this channel.")
+            membership = Membership(user=user, channel=channel)
+        membership.muted = muted
+        membership.save()
+        record(
+            actor=actor,
+            action="mute_user" if muted else "unmute_user",
+            target=user,
+            channel=channel,
+            reason=reason,
+        )
 
 
 def ban_user(*, actor: Any, user: Any, reason: str = "") -> None:
     """Deactivate a user: their API token and logins stop working at once and every
     socket they have open, in every process, closes with 4003."""
+    check_can_moderate(actor)
+    if user.is_superuser and not actor.is_superuser:
+        raise ServiceError("forbidden", "Only a superuser can ban a superuser.")
     with transaction.atomic():
         get_user_model().objects.filter(pk=user.pk).update(is_active=False)
         ApiToken.objects.filter(user=user).delete()
         _end_logins(user.pk)
-        ModerationAction.objects.create(
-            actor=actor, action="ban_user", target_type="user", target_id=str(user.pk), reason=reason
-        )
+        record(actor=actor, action="ban_user", target=user, channel=None, reason=reason)
         transaction.on_commit(lambda: background.run(events.aclose_user_sockets(user.pk, 4003)))
+
+
+def unban_user(*, actor: Any, user: Any, reason: str = "") -> None:
+    """Reactivate a user. Their old logins and token stay ended: they log in again."""
+    check_can_moderate(actor)
+    with transaction.atomic():
+        get_user_model().objects.filter(pk=user.pk).update(is_active=True)
+        record(actor=actor, action="unban_user", target=user, channel=None, reason=reason)
 
 
 def _end_logins(user_id: int) -> None:
@@ -30,3 +202,31 @@ def _end_logins(user_id: int) -> None:
     for login in LoginSession.objects.all().iterator():
         if str(login.get_decoded().get("_auth_user_id")) == str(user_id):
             login.delete()
+
+
+# --- membership ----------------------------------------------------------------------------
+
+
+def add_member(*, actor: Any, channel: Channel, user: Any) -> Membership:
+    """Invite a user into a channel (owner or moderator)."""
+    if not permissions.can_configure(actor, channel):
+        raise ServiceError("forbidden", "Only the channel owner or a moderator can invite members.")
+    if not user.is_active:
+        raise ServiceError("invalid", f"{user.get_username()} is not an active user.")
+    membership, _ = Membership.objects.get_or_create(user=user, channel=channel)
+    return membership
+
+
+def remove_member(*, actor: Any, channel: Channel, user: Any) -> None:
+    """Remove a member (owner or moderator; members may leave). In a private channel
+    their open sockets there close with 4003 at once."""
+    if not (permissions.can_configure(actor, channel) or (actor.is_authenticated and actor.pk == user.pk)):
+        raise ServiceError("forbidden", "Only the channel owner or a moderator can remove members.")
+    if channel.owner_id == user.pk:
+        raise ServiceError("invalid", "The owner cannot be removed from their channel.")
+    with transaction.atomic():
+        deleted, _ = Membership.objects.filter(user=user, channel=channel).delete()
+        if deleted and not channel.is_public:
+            transaction.on_commit(
+                lambda: background.run(events.aclose_user_sockets(user.pk, 4003, channel_id=channel.pk))
+            )

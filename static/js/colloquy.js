@@ -135,7 +135,9 @@ function turnView(id) {
     element.append(head, reasoning, body);
     view = { element, data: { id }, text: "", reasoning: "", dirty: false };
     state.turns.set(id, view);
-    transcript.append(element);
+    // In id order: a turn a moderator brings back returns to its place.
+    const later = [...transcript.querySelectorAll(".turn")].find((other) => Number(other.dataset.turnId) > id);
+    transcript.insertBefore(element, later || null);
   }
   return view;
 }

@@ -1,4 +1,5 @@
-"""Prepare an instance: providers, an admin account and a public demo channel."""
+"""Prepare an instance: providers, the moderators group, an admin account and a public
+demo channel."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from django.core.management.base import BaseCommand
 
 from chat.generation.records import ensure_default_providers
 from chat.models import Channel
+from chat.permissions import ensure_moderators_group
 from chat.services import create_channel
 
 
@@ -19,6 +21,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         ensure_default_providers()
+        ensure_moderators_group()
         user_model = get_user_model()
         username = os.environ.get("DJANGO_SUPERUSER_USERNAME", "admin")
         admin = user_model.objects.filter(username=username).first()

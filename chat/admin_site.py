@@ -1,0 +1,25 @@
+"""The admin site of the moderation desk: admins (staff) and moderators (the group)
+may enter; their permissions decide what each may do there. Named in INSTALLED_APPS
+through ColloquyAdminConfig, so this module is imported before the models are: it
+must not import them at load time."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.contrib.admin.apps import AdminConfig
+from django.http import HttpRequest
+
+
+class ColloquyAdminSite(admin.AdminSite):
+    site_header = "Colloquy moderation desk"
+    site_title = "Colloquy"
+    index_title = "Moderation"
+
+    def has_permission(self, request: HttpRequest) -> bool:
+        from chat.permissions import is_moderator
+
+        return is_moderator(request.user)
+
+
+class ColloquyAdminConfig(AdminConfig):
+    default_site = "chat.admin_site.ColloquyAdminSite"
