@@ -42,7 +42,7 @@ def test_serve_takes_the_admin_credentials_from_the_environment(tmp_path):
             headers={"Referer": base + "/admin/login/"},
             follow_redirects=True,
         )
-        assert "Site administration" in answer.text
+        assert "Colloquy moderation desk" in answer.text and "Log out" in answer.text
 
 
 def _redis_answers(path):
