@@ -557,12 +557,6 @@ async def main(smoke: bool, stack: Stack, stub: subprocess.Popen) -> dict[str, A
         fanout = []
         target = start_colloquy(stack, server, layer, 2)
         reference = start_reference(stack)
-        # 4. Memory per idle connection, on the fresh processes (before any other run
-        # leaves freed memory behind for the connections to reuse).
-        results["memory_per_connection_kib"] = await measure_memory(target, "bench0", size["idle"])
-        results["reference_memory_per_connection_kib"] = await measure_memory(
-            reference, "bench0", size["idle"]
-        )
         cpu, ref_cpu_total, deliveries, ref_deliveries = 0.0, 0.0, 0, 0
         for n in size["fanout"]:
             got = await run_fanout(target, "bench0", n, size["rate"], size["tokens"])
@@ -592,12 +586,6 @@ async def main(smoke: bool, stack: Stack, stub: subprocess.Popen) -> dict[str, A
         results["cpu_s_per_1000_deliveries"] = round(cpu / max(deliveries, 1) * 1000, 4)
         results["reference_cpu_s_per_1000_deliveries"] = round(
             ref_cpu_total / max(ref_deliveries, 1) * 1000, 4
-        )
-
-        # 4. Memory per idle connection.
-        results["memory_per_connection_kib"] = await measure_memory(target, "bench0", size["idle"])
-        results["reference_memory_per_connection_kib"] = await measure_memory(
-            reference, "bench0", size["idle"]
         )
 
         # 5. Fifty channels at once.
