@@ -17,7 +17,8 @@ from chat.framing import (
     merge_framing,
     merge_params,
 )
-from chat.models import Channel, Membership, ModerationAction, Session, channel_name_validator, new_watch_key
+from chat.models import Channel, Membership, Session, channel_name_validator, new_watch_key
+from chat.services.audit import record
 
 
 def channel_settings_event(channel: Channel) -> dict[str, Any]:
@@ -149,13 +150,6 @@ def rotate_watch_key(*, channel: Channel, user: Any, reason: str = "") -> str:
     with transaction.atomic():
         channel.watch_key = new_watch_key()
         channel.save(update_fields=["watch_key", "updated_at"])
-        ModerationAction.objects.create(
-            actor=user,
-            action="rotate_watch_key",
-            target_type="channel",
-            target_id=str(channel.pk),
-            channel=channel,
-            reason=reason,
-        )
+        record(actor=user, action="rotate_watch_key", target=channel, channel=channel, reason=reason)
         transaction.on_commit(lambda: background.run(events.aclose_watch_key_sockets(channel.pk, old)))
     return channel.watch_key

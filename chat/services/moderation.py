@@ -15,7 +15,8 @@ from chat import background, events, permissions, store
 from chat.errors import ServiceError
 from chat.events import publish_on_commit
 from chat.generation import engine
-from chat.models import ApiToken, Channel, Membership, ModerationAction, Session, Turn
+from chat.models import ApiToken, Channel, Membership, Session, Turn
+from chat.services.audit import record
 from chat.services.channels import channel_settings_event
 
 # How long a purge waits for a running reply to stop before deleting its turns.
@@ -25,27 +26,6 @@ INTERRUPT_WAIT_S = 5.0
 def check_can_moderate(actor: Any) -> None:
     if not permissions.is_moderator(actor):
         raise ServiceError("forbidden", "Only moderators and admins can do this.")
-
-
-def record(
-    *,
-    actor: Any,
-    action: str,
-    target: Any,
-    channel: Channel | None,
-    reason: str = "",
-    **details: Any,
-) -> ModerationAction:
-    """Write the audit record of one action."""
-    return ModerationAction.objects.create(
-        actor=actor if actor and actor.is_authenticated else None,
-        action=action,
-        target_type=type(target).__name__.lower(),
-        target_id=str(target.pk),
-        channel=channel,
-        reason=reason or "",
-        details=details,
-    )
 
 
 def _is_live(turn: Turn) -> bool:
