@@ -1,8 +1,7 @@
-"""Memory per idle WebSocket, on fresh servers: `python bench/memory.py 1000`.
+"""Memory per idle WebSocket, on fresh servers, alone: `python bench/memory.py 1000`.
 
-Run alone it reads plausible figures (46 KiB a socket for Colloquy, 12.5 for the
-reference on this machine); run from `bench/run.py` it reads under 1 KiB for both, for
-a reason not found yet (README, "Performance"). Prints one JSON line.
+The same measurement as the first step of `bench/run.py` (46 KiB a socket for
+Colloquy, 12.5 for the reference on this machine). Prints one JSON line.
 """
 
 from __future__ import annotations
