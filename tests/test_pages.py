@@ -153,3 +153,9 @@ def test_sign_up_creates_an_account_and_logs_in_when_allowed(db):
     )
     assert response.status_code == 302
     assert client.get("/account/").context["state"]["username"] == "dora"
+
+
+def test_pages_answer_head_requests(channel, alice):
+    for path in ("/", "/watch/lobby", "/accounts/login/"):
+        assert client_for().head(path).status_code == 200, path
+    assert client_for(alice).head("/account/").status_code == 200
