@@ -153,6 +153,10 @@ class ChannelConsumer(AsyncWebsocketConsumer):
                     kind, payload = queue.get_nowait()
         except asyncio.CancelledError:
             raise
+        except (RuntimeError, OSError) as exc:
+            # The socket closed under us (the client left; the server answered its close
+            # before our disconnect handler ran): nothing to send to any more.
+            log.debug("socket gone while sending: %s", exc)
         except Exception:
             log.exception("socket writer failed; closing the socket")
             await self.close(code=1011)

@@ -13,7 +13,7 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 from django.conf import settings  # noqa: E402
 
 from channels_app import daphne_close  # noqa: E402
-from channels_app.auth import SessionOrTokenAuthMiddleware  # noqa: E402
+from channels_app.auth import RawSendMiddleware, SessionOrTokenAuthMiddleware  # noqa: E402
 from channels_app.routing import websocket_urlpatterns  # noqa: E402
 from chat import background  # noqa: E402
 from chat.generation import engine  # noqa: E402
@@ -24,7 +24,7 @@ application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
         "websocket": AllowedHostsOriginValidator(
-            SessionOrTokenAuthMiddleware(URLRouter(websocket_urlpatterns))
+            RawSendMiddleware(SessionOrTokenAuthMiddleware(URLRouter(websocket_urlpatterns)))
         ),
     }
 )
