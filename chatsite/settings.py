@@ -128,12 +128,17 @@ REDIS_PREFIX = env.str("REDIS_PREFIX", default="colloquy")
 # "core": Redis lists with capacity and expiry. README, "Performance", has the
 # measurements behind the default.
 CHANNEL_LAYER = env.str("CHANNEL_LAYER", default="pubsub")
+_LAYER_CONFIG: dict = {"hosts": [REDIS_URL], "prefix": f"{REDIS_PREFIX}:layer"}
+if CHANNEL_LAYER == "core":
+    # One inbox per process receives every event of every channel it serves; the
+    # default capacity of 100 messages drops tokens as soon as 50 channels stream at once.
+    _LAYER_CONFIG["capacity"] = 10_000
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer"
         if CHANNEL_LAYER == "core"
         else "channels_redis.pubsub.RedisPubSubChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "prefix": f"{REDIS_PREFIX}:layer"},
+        "CONFIG": _LAYER_CONFIG,
     }
 }
 
