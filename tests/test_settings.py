@@ -85,3 +85,20 @@ def test_development_defaults_fail_the_deploy_check(tmp_path):
     env = clean_env(COLLOQUY_VAR_DIR=str(tmp_path), REDIS_URL="redis://127.0.0.1:6399/0")
     result = manage("check", "--deploy", "--fail-level", "WARNING", env=env)
     assert result.returncode != 0
+
+
+def test_the_core_layer_gets_room_for_every_channel_a_process_serves(tmp_path):
+    env = clean_env(
+        COLLOQUY_VAR_DIR=str(tmp_path),
+        DJANGO_SETTINGS_MODULE="chatsite.settings",
+        REDIS_URL="redis://127.0.0.1:6399/0",
+        CHANNEL_LAYER="core",
+    )
+    code = (
+        "import django, json; django.setup(); from django.conf import settings as s; "
+        "print(json.dumps(s.CHANNEL_LAYERS['default']))"
+    )
+    layer = json.loads(run_python(code, env).stdout.strip().splitlines()[-1])
+    assert layer["BACKEND"] == "channels_redis.core.RedisChannelLayer"
+    # One hub inbox per process carries every channel's events: 100 (the default) drops.
+    assert layer["CONFIG"]["capacity"] >= 10_000
