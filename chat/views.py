@@ -73,11 +73,13 @@ def channel_page(request: HttpRequest, name: str) -> HttpResponse:
 def watch_page(request: HttpRequest, name: str) -> HttpResponse:
     channel = selectors.channel_by_name(name)
     key = request.GET.get("key")
-    if channel is None or (not key and not permissions.can_view(request.user, channel)):
-        return missing_channel(request, name)
-    if not permissions.can_watch(request.user, channel, key):
+    if channel is not None and permissions.can_watch(request.user, channel, key):
+        return render(request, "chat/watch.html", page_context(request, channel, mode="watch", key=key))
+    if key:
+        # The same answer whether or not the channel exists: a guessed name with any
+        # key must not reveal a private channel.
         return render(request, "chat/bad_key.html", {"name": name}, status=403)
-    return render(request, "chat/watch.html", page_context(request, channel, mode="watch", key=key))
+    return missing_channel(request, name)
 
 
 def page_context(
