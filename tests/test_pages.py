@@ -162,3 +162,15 @@ def test_pages_answer_head_requests(channel, alice):
     for path in ("/", "/watch/lobby", "/accounts/login/"):
         assert client_for().head(path).status_code == 200, path
     assert client_for(alice).head("/account/").status_code == 200
+
+
+def test_the_index_tells_when_the_bot_is_writing(channel):
+    from chat import store
+
+    lock = store.key(channel.pk, "lock")
+    assert "bot is writing" not in client_for().get("/").content.decode()
+    store.sync_redis().set(lock, "someone", px=5000)
+    try:
+        assert "bot is writing" in client_for().get("/").content.decode()
+    finally:
+        store.sync_redis().delete(lock)
