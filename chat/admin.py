@@ -55,6 +55,19 @@ class ModerationMixin:
             self.message_user(request, f"{verb}: {done}.", messages.SUCCESS)  # type: ignore[attr-defined]
 
 
+def moderation_action(
+    description: str, verb: str, act: Callable[[Any, Any, str], Any], permission: str = "moderate"
+) -> Any:
+    """An admin action that runs ``act(actor, obj, reason)`` (a service) on each selected
+    object and reports how many went through."""
+
+    @admin.action(description=description, permissions=[permission])
+    def action(modeladmin: Any, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        modeladmin.run_each(request, queryset, verb, lambda obj, why: act(request.user, obj, why))
+
+    return action
+
+
 def admin_link(obj: Any, text: Any = None) -> str:
     if obj is None:
         return "—"
@@ -161,41 +174,29 @@ class ChannelAdmin(ModerationMixin, admin.ModelAdmin):
             except ServiceError as error:
                 self.message_user(request, f"{user}: {error.text}", messages.ERROR)
 
-    @admin.action(description="Lock the selected channels", permissions=["moderate"])
-    def lock(self, request: HttpRequest, queryset: QuerySet[Channel]) -> None:
-        self.run_each(
-            request,
-            queryset,
-            "Locked",
-            lambda c, why: services.set_locked(actor=request.user, channel=c, locked=True, reason=why),
-        )
+    lock = moderation_action(
+        "Lock the selected channels",
+        "Locked",
+        lambda actor, c, why: services.set_locked(actor=actor, channel=c, locked=True, reason=why),
+    )
 
-    @admin.action(description="Unlock the selected channels", permissions=["moderate"])
-    def unlock(self, request: HttpRequest, queryset: QuerySet[Channel]) -> None:
-        self.run_each(
-            request,
-            queryset,
-            "Unlocked",
-            lambda c, why: services.set_locked(actor=request.user, channel=c, locked=False, reason=why),
-        )
+    unlock = moderation_action(
+        "Unlock the selected channels",
+        "Unlocked",
+        lambda actor, c, why: services.set_locked(actor=actor, channel=c, locked=False, reason=why),
+    )
 
-    @admin.action(description="Interrupt the reply being written", permissions=["moderate"])
-    def interrupt(self, request: HttpRequest, queryset: QuerySet[Channel]) -> None:
-        self.run_each(
-            request,
-            queryset,
-            "Interrupt sent",
-            lambda c, why: services.interrupt_generation(actor=request.user, channel=c, reason=why),
-        )
+    interrupt = moderation_action(
+        "Interrupt the reply being written",
+        "Interrupt sent",
+        lambda actor, c, why: services.interrupt_generation(actor=actor, channel=c, reason=why),
+    )
 
-    @admin.action(description="Rotate the watch key (old links stop working)", permissions=["moderate"])
-    def rotate_key(self, request: HttpRequest, queryset: QuerySet[Channel]) -> None:
-        self.run_each(
-            request,
-            queryset,
-            "Watch keys rotated",
-            lambda c, why: services.rotate_watch_key(user=request.user, channel=c, reason=why),
-        )
+    rotate_key = moderation_action(
+        "Rotate the watch key (old links stop working)",
+        "Watch keys rotated",
+        lambda actor, c, why: services.rotate_watch_key(user=actor, channel=c, reason=why),
+    )
 
     def has_delete_permission(self, request: HttpRequest, obj: Channel | None = None) -> bool:
         # Deleting a channel is for admins, or its owner (who may use the API).
@@ -235,14 +236,11 @@ class SessionAdmin(ModerationMixin, admin.ModelAdmin):
     def turns_link(self, session: Session) -> str:
         return changelist_link(Turn, "turns of this session", session__id__exact=session.pk)
 
-    @admin.action(description="Purge: delete every turn of the selected sessions", permissions=["moderate"])
-    def purge(self, request: HttpRequest, queryset: QuerySet[Session]) -> None:
-        self.run_each(
-            request,
-            queryset,
-            "Purged",
-            lambda s, why: services.purge_session(actor=request.user, session=s, reason=why),
-        )
+    purge = moderation_action(
+        "Purge: delete every turn of the selected sessions",
+        "Purged",
+        lambda actor, s, why: services.purge_session(actor=actor, session=s, reason=why),
+    )
 
 
 @admin.register(Turn)
@@ -287,32 +285,24 @@ class TurnAdmin(ModerationMixin, admin.ModelAdmin):
     def session_link(self, turn: Turn) -> str:
         return admin_link(turn.session, str(turn.session_id)[:8])
 
-    @admin.action(description="Hide the selected turns", permissions=["moderate"])
-    def hide(self, request: HttpRequest, queryset: QuerySet[Turn]) -> None:
-        self.run_each(
-            request,
-            queryset,
-            "Hidden",
-            lambda t, why: services.hide_turn(actor=request.user, turn=t, reason=why),
-        )
+    hide = moderation_action(
+        "Hide the selected turns",
+        "Hidden",
+        lambda actor, t, why: services.hide_turn(actor=actor, turn=t, reason=why),
+    )
 
-    @admin.action(description="Unhide the selected turns", permissions=["moderate"])
-    def unhide(self, request: HttpRequest, queryset: QuerySet[Turn]) -> None:
-        self.run_each(
-            request,
-            queryset,
-            "Shown again",
-            lambda t, why: services.unhide_turn(actor=request.user, turn=t, reason=why),
-        )
+    unhide = moderation_action(
+        "Unhide the selected turns",
+        "Shown again",
+        lambda actor, t, why: services.unhide_turn(actor=actor, turn=t, reason=why),
+    )
 
-    @admin.action(description="Delete the selected turns for good", permissions=["delete"])
-    def delete_for_good(self, request: HttpRequest, queryset: QuerySet[Turn]) -> None:
-        self.run_each(
-            request,
-            queryset,
-            "Deleted",
-            lambda t, why: services.delete_turn(actor=request.user, turn=t, reason=why),
-        )
+    delete_for_good = moderation_action(
+        "Delete the selected turns for good",
+        "Deleted",
+        lambda actor, t, why: services.delete_turn(actor=actor, turn=t, reason=why),
+        permission="delete",
+    )
 
 
 @admin.register(Membership)
@@ -325,27 +315,21 @@ class MembershipAdmin(ModerationMixin, admin.ModelAdmin):
     list_select_related = ["user", "channel"]
     actions = ["mute", "unmute"]
 
-    @admin.action(description="Mute the selected users in their channel", permissions=["moderate"])
-    def mute(self, request: HttpRequest, queryset: QuerySet[Membership]) -> None:
-        self.run_each(
-            request,
-            queryset,
-            "Muted",
-            lambda m, why: services.set_muted(
-                actor=request.user, channel=m.channel, user=m.user, muted=True, reason=why
-            ),
-        )
+    mute = moderation_action(
+        "Mute the selected users in their channel",
+        "Muted",
+        lambda actor, m, why: services.set_muted(
+            actor=actor, channel=m.channel, user=m.user, muted=True, reason=why
+        ),
+    )
 
-    @admin.action(description="Unmute the selected users in their channel", permissions=["moderate"])
-    def unmute(self, request: HttpRequest, queryset: QuerySet[Membership]) -> None:
-        self.run_each(
-            request,
-            queryset,
-            "Unmuted",
-            lambda m, why: services.set_muted(
-                actor=request.user, channel=m.channel, user=m.user, muted=False, reason=why
-            ),
-        )
+    unmute = moderation_action(
+        "Unmute the selected users in their channel",
+        "Unmuted",
+        lambda actor, m, why: services.set_muted(
+            actor=actor, channel=m.channel, user=m.user, muted=False, reason=why
+        ),
+    )
 
 
 @admin.register(ModerationAction)
@@ -390,23 +374,14 @@ class ColloquyUserAdmin(ModerationMixin, UserAdmin):
     def has_moderate_permission(self, request: HttpRequest) -> bool:
         return bool(request.user.has_perm("chat.ban_user") or request.user.is_staff)
 
-    @admin.action(
-        description="Ban the selected users (deactivate, end their logins and sockets)",
-        permissions=["moderate"],
+    ban = moderation_action(
+        "Ban the selected users (deactivate, end their logins and sockets)",
+        "Banned",
+        lambda actor, u, why: services.ban_user(actor=actor, user=u, reason=why),
     )
-    def ban(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
-        self.run_each(
-            request,
-            queryset,
-            "Banned",
-            lambda u, why: services.ban_user(actor=request.user, user=u, reason=why),
-        )
 
-    @admin.action(description="Unban the selected users", permissions=["moderate"])
-    def unban(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
-        self.run_each(
-            request,
-            queryset,
-            "Unbanned",
-            lambda u, why: services.unban_user(actor=request.user, user=u, reason=why),
-        )
+    unban = moderation_action(
+        "Unban the selected users",
+        "Unbanned",
+        lambda actor, u, why: services.unban_user(actor=actor, user=u, reason=why),
+    )

@@ -30,6 +30,23 @@ def _clean_redis_after_run() -> Iterator[None]:
         client.delete(found)
 
 
+def wait_until_no_generation(timeout: float = 30) -> None:
+    """Wait until no process (server processes included) writes or owes a reply: a
+    reply still running when a transactional test ends would race its database flush."""
+    client = store.sync_redis()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        busy = [
+            key
+            for pattern in (f"{settings.REDIS_PREFIX}:*:lock", f"{settings.REDIS_PREFIX}:*:pending")
+            for key in client.scan_iter(match=pattern, count=1000)
+        ]
+        if not busy:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"replies still running after {timeout} s: {busy}")
+
+
 @pytest.fixture(autouse=True)
 def _no_generation_left_running() -> Iterator[None]:
     """A reply still being written when a test ends would write into the next test's

@@ -12,6 +12,7 @@ import pytest
 import websockets
 
 from chat.models import ApiToken, Turn
+from tests.conftest import wait_until_no_generation
 from tests.processes import live_servers
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -75,3 +76,4 @@ def test_fifty_parallel_sends_over_http_and_websocket_let_exactly_ten_through(se
     assert len(outcomes) == 50
     assert sum(outcomes) == 10
     assert Turn.objects.filter(role="user").count() == 10  # nothing refused was saved
+    wait_until_no_generation()  # the servers answer those ten; let them finish first

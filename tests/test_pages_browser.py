@@ -14,7 +14,7 @@ from playwright.sync_api import Browser, Page, expect
 
 from chat.models import ApiToken, Turn
 from tests.browser import chromium, log_in, new_page, open_live, screenshot
-from tests.conftest import use_slow_model
+from tests.conftest import use_slow_model, wait_until_no_generation
 from tests.processes import free_port, live_env, live_server, live_servers
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -262,6 +262,7 @@ def test_after_a_server_restart_both_pages_reconnect_and_recover_the_transcript_
         chat.fill("#text", "After the restart")
         chat.press("#text", "Enter")
         expect(watch.locator(".turn.role-user .body").last).to_have_text("After the restart")
+        wait_until_no_generation()
 
 
 def test_a_watch_page_whose_key_is_rotated_says_so_and_stops_retrying(host, browser, private_channel, alice):
