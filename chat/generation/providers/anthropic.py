@@ -15,7 +15,7 @@ from chat.generation.providers.base import (
     ModelProvider,
     ProviderError,
     cached_client,
-    http_failure,
+    sdk_failure,
 )
 
 
@@ -72,14 +72,8 @@ class AnthropicProvider(ModelProvider):
             if not stopped:
                 raise ProviderError(f"{self.config.name}: the stream ended early", retryable=True)
             yield finish
-        except anthropic.APIStatusError as exc:
-            raise http_failure(exc.status_code, f"{self.config.name}: HTTP {exc.status_code}") from exc
-        except anthropic.APITimeoutError as exc:
-            raise ProviderError(f"{self.config.name}: timed out", retryable=True) from exc
-        except anthropic.APIConnectionError as exc:
-            raise ProviderError(f"{self.config.name}: connection failed", retryable=True) from exc
         except anthropic.APIError as exc:
-            raise ProviderError(f"{self.config.name}: {exc.message}", retryable=False) from exc
+            raise sdk_failure(anthropic, exc, self.config.name) from exc
         finally:
             if upstream is not None:
                 await upstream.close()

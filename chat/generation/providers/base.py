@@ -95,3 +95,15 @@ def cached_client(key: tuple[Any, ...], build: Callable[[], T]) -> T:
 def http_failure(status: int | None, message: str) -> ProviderError:
     retryable = status is None or status == 429 or status >= 500
     return ProviderError(message=message, retryable=retryable, status=status)
+
+
+def sdk_failure(sdk: Any, exc: Exception, provider: str) -> ProviderError:
+    """An error of a provider SDK as ours. The openai and anthropic SDKs are generated
+    from the same template and share these exception classes."""
+    if isinstance(exc, sdk.APIStatusError):
+        return http_failure(exc.status_code, f"{provider}: HTTP {exc.status_code}")
+    if isinstance(exc, sdk.APITimeoutError):  # before its base, APIConnectionError
+        return ProviderError(f"{provider}: timed out", retryable=True)
+    if isinstance(exc, sdk.APIConnectionError):
+        return ProviderError(f"{provider}: connection failed", retryable=True)
+    return ProviderError(f"{provider}: {getattr(exc, 'message', exc)}", retryable=False)

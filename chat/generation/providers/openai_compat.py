@@ -17,7 +17,7 @@ from chat.generation.providers.base import (
     ModelProvider,
     ProviderError,
     cached_client,
-    http_failure,
+    sdk_failure,
 )
 
 _FINISH = {"length": "length"}  # anything else the server says counts as a stop
@@ -93,14 +93,8 @@ class OpenAICompatProvider(ModelProvider):
                 # connection was cut short.
                 raise ProviderError(f"{self.config.name}: the stream ended early", retryable=True)
             yield finish
-        except openai.APIStatusError as exc:
-            raise http_failure(exc.status_code, f"{self.config.name}: HTTP {exc.status_code}") from exc
-        except openai.APITimeoutError as exc:
-            raise ProviderError(f"{self.config.name}: timed out", retryable=True) from exc
-        except openai.APIConnectionError as exc:
-            raise ProviderError(f"{self.config.name}: connection failed", retryable=True) from exc
         except openai.APIError as exc:
-            raise ProviderError(f"{self.config.name}: {exc.message}", retryable=False) from exc
+            raise sdk_failure(openai, exc, self.config.name) from exc
         finally:
             # On interrupt (cancellation) this closes the HTTP response, so the model
             # server sees the disconnect and stops generating.
