@@ -89,8 +89,10 @@ class SettingsInvalidError(Exception):
 
 
 def _flatten(errors: Any) -> Any:
+    """DRF's errors as plain JSON: list items' errors come keyed by their index (an int),
+    which JSON object keys cannot be, so keys become strings ("0")."""
     if isinstance(errors, dict):
-        return {key: _flatten(value) for key, value in errors.items()}
+        return {str(key): _flatten(value) for key, value in errors.items()}
     if isinstance(errors, list):
         return [str(item) if not isinstance(item, (dict, list)) else _flatten(item) for item in errors]
     return str(errors)

@@ -2,6 +2,8 @@
 
 import asyncio
 import json
+import logging
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -49,6 +51,33 @@ frames = st.lists(
 )
 
 
+class ErrorRecords(logging.Handler):
+    """Every record at ERROR or above, from any logger: an unexpected exception that the
+    consumer turned into an `invalid` answer is still a bug, and fails the test."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+def logged_errors() -> Iterator[list[logging.LogRecord]]:
+    handler = ErrorRecords()
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield handler.records
+    finally:
+        root.removeHandler(handler)
+
+
+def assert_no_errors(records, sequence):
+    assert not records, f"logged {records[0].getMessage()!r} ({records[0].exc_info}) after {sequence!r}"
+
+
 async def survives(path, token, sequence):
     """Send the frames, then a ping: the pong proves the socket is alive and in order."""
     socket, _, _ = await open_socket(path, token=token)
@@ -71,11 +100,13 @@ async def survives(path, token, sequence):
 @pytest.mark.django_db(transaction=True)
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(sequence=frames)
-def test_a_watch_socket_survives_anything_and_changes_nothing(channel, alice, sequence):
+def test_a_watch_socket_survives_anything_and_changes_nothing(channel, alice, logged_errors, sequence):
+    logged_errors.clear()  # the fixture spans hypothesis's examples
     token = asyncio.run(token_for(alice))
     seq_before = store.sync_redis().get(store.key(channel.pk, "seq"))
     turns_before = Turn.objects.count()
     asyncio.run(survives("/ws/lobby?watch=1", token, sequence))
+    assert_no_errors(logged_errors, sequence)
     assert store.sync_redis().get(store.key(channel.pk, "seq")) == seq_before
     assert Turn.objects.count() == turns_before
 
@@ -83,6 +114,8 @@ def test_a_watch_socket_survives_anything_and_changes_nothing(channel, alice, se
 @pytest.mark.django_db(transaction=True)
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(sequence=frames)
-def test_a_chat_socket_survives_anything(channel, alice, sequence):
+def test_a_chat_socket_survives_anything(channel, alice, logged_errors, sequence):
+    logged_errors.clear()
     token = asyncio.run(token_for(alice))
     asyncio.run(survives("/ws/lobby", token, sequence))
+    assert_no_errors(logged_errors, sequence)

@@ -3,6 +3,7 @@ the caller, call one service, and answer; outsiders get 404 for private things."
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -37,6 +38,8 @@ from chat.framing import effective_framing, effective_params
 from chat.models import ApiToken, Channel, Membership, Provider, Session, Turn, iso
 
 PAGE_SIZE = 100
+MAX_PAGE = 100_000  # far beyond any real list; keeps the SQL OFFSET in range
+ASCII_DIGITS = re.compile(r"[0-9]{1,18}")  # str.isdigit() also takes "²" and "١"
 ANY = serializers.JSONField()
 OBJECT = OpenApiTypes.OBJECT
 
@@ -48,6 +51,26 @@ def detail(text: str) -> dict[str, str]:
 def require_login(request: Request) -> None:
     if not request.user.is_authenticated:
         raise NotAuthenticated("Log in or send Authorization: Bearer <token>.")
+
+
+def query_int(request: Request, name: str, *, default: int, low: int, high: int) -> int:
+    """A whole-number query parameter in [low, high], or a 400 naming it."""
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    if not ASCII_DIGITS.fullmatch(raw) or not low <= int(raw) <= high:
+        raise serializers.ValidationError({name: [f"Expected a whole number from {low} to {high}."]})
+    return int(raw)
+
+
+def last_event_id(request: Request) -> int | None:
+    """The SSE `Last-Event-ID` (a seq this server sent), None when absent, else a 400."""
+    raw = request.META.get("HTTP_LAST_EVENT_ID", "")
+    if raw == "":
+        return None
+    if not ASCII_DIGITS.fullmatch(raw):
+        raise serializers.ValidationError({"Last-Event-ID": ["Expected a seq: a whole number ≥ 0."]})
+    return int(raw)
 
 
 def channel_or_404(request: Request, name: str) -> Channel:
@@ -105,10 +128,7 @@ class ChannelsView(APIView):
     )
     def get(self, request: Request) -> Response:
         """The channels the caller may see."""
-        try:
-            page = max(int(request.query_params.get("page", "1")), 1)
-        except ValueError:
-            page = 1
+        page = query_int(request, "page", default=1, low=1, high=MAX_PAGE)
         rows = list(selectors.visible_channels(request.user)[(page - 1) * PAGE_SIZE : page * PAGE_SIZE + 1])
         more = len(rows) > PAGE_SIZE
         rows = rows[:PAGE_SIZE]
@@ -290,9 +310,9 @@ class ChannelEventsView(APIView):
         channel = selectors.channel_by_name(name)
         if channel is None or not permissions.can_watch(request.user, channel, key):
             raise Http404("No such channel.")
-        last = request.META.get("HTTP_LAST_EVENT_ID", "")
+        last = last_event_id(request)
         feed = EventFeed(request.user.pk if request.user.is_authenticated else None, key)
-        return stream_response(follow_channel(channel, feed, int(last) if last.isdigit() else None))
+        return stream_response(follow_channel(channel, feed, last))
 
 
 class RegenerateView(APIView):
