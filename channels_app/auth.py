@@ -3,18 +3,15 @@
 
 from __future__ import annotations
 
-from importlib import import_module
 from typing import Any
 
 from channels.auth import AuthMiddlewareStack
 from channels.middleware import BaseMiddleware
-from django.conf import settings
-from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY, get_user_model
 from django.contrib.auth.models import AnonymousUser
-from django.utils.crypto import constant_time_compare
 
+from chat import logins
 from chat.api.authentication import bearer_from_header, user_for_token
-from chat.models import ApiToken, hash_token
+from chat.models import hash_token
 from chat.threads import db_call
 
 
@@ -40,23 +37,13 @@ def SessionOrTokenAuthMiddleware(inner: Any) -> Any:  # noqa: N802 (a middleware
 
 
 def login_still_valid(scope: dict[str, Any], user_id: int) -> bool:
-    """Is the login this socket was opened with still good? False after logout, session
-    expiry, a password change, a revoked token, or deactivation."""
-    user = get_user_model().objects.filter(pk=user_id, is_active=True).first()
-    if user is None:
-        return False
-    token_hash = scope.get("auth_token_hash")
-    if token_hash:
-        return ApiToken.objects.filter(user=user, key_hash=token_hash).exists()
+    """Is the login this socket was opened with still good? (chat.logins decides.)"""
     session = scope.get("session")
-    session_key = getattr(session, "session_key", None)
-    if not session_key:
-        return False
-    engine = import_module(settings.SESSION_ENGINE)
-    data = engine.SessionStore(session_key).load()
-    if str(data.get(SESSION_KEY)) != str(user_id):
-        return False
-    return constant_time_compare(data.get(HASH_SESSION_KEY, ""), user.get_session_auth_hash())
+    return logins.login_still_valid(
+        user_id,
+        token_hash=scope.get("auth_token_hash"),
+        session_key=getattr(session, "session_key", None),
+    )
 
 
 class RawSendMiddleware:

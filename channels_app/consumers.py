@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -21,20 +22,31 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 
 from channels_app.auth import login_still_valid
-from chat import permissions, selectors, services, store
-from chat.errors import ServiceError
+from chat import frames, permissions, selectors, services, store
+from chat.errors import UNAVAILABLE, ServiceError, unavailable_error
 from chat.fanout import Room, get_hub, presence_totals
 from chat.history import build_history
 from chat.models import Channel, channel_name_validator
+from chat.schemas import SOCKET_MESSAGES, validate_socket_message
 from chat.threads import db_call
 
 log = logging.getLogger(__name__)
 
 SEND_QUEUE_LIMIT = 2000
-LOGIN_CHECK_INTERVAL_S = 30.0
+# A full history is the costliest answer (up to a frame, built from the database): one
+# socket asking in a loop pulled 1.2 GB in 50 s. At most one a second per socket; the
+# requests in between are answered together by the next one.
+HISTORY_INTERVAL_S = 1.0
+# A replay longer than this costs more than the full history that replaces it.
+REPLAY_MAX_EVENTS = 500
+REPLAY_MAX_BYTES = 256 * 1024
+# get_turn answers up to a frame each; a person unfolding replies asks far less often.
+GET_TURN_PER_SECOND = 10
 
 WRITE_TYPES = {"message", "regenerate", "inject", "reset", "interrupt"}
-READ_TYPES = {"get_history", "ping"}
+READ_TYPES = {"get_history", "get_turn", "ping"}
+# What turn_detail cuts, in this order, when a turn would not fit one frame.
+DETAIL_CUTS = ("prompt", "raw_completion", "reasoning", "text")
 
 
 def _resolve(name: str, user: Any, want_watch: bool, key: str | None) -> tuple[Channel | None, int | None]:
@@ -67,6 +79,12 @@ class ChannelConsumer(AsyncWebsocketConsumer):
     user_id: int | None = None
     watch_key: str | None = None
     is_watcher = False
+    # The waiting resync order: ``resync_pending`` is set while one waits, and
+    # ``resync_since`` is what it replays after (None: a full history).
+    resync_pending = False
+    resync_since: int | None = None
+    resync_timer: asyncio.TimerHandle | None = None
+    history_sent_at = float("-inf")  # time.monotonic() of the last full history
 
     async def connect(self) -> None:
         # Frames to write, or a resync order: ("resync", since) sends a replay after
@@ -75,6 +93,7 @@ class ChannelConsumer(AsyncWebsocketConsumer):
         self.ready = False
         self.early: list[tuple[int | None, str]] = []
         self.resync_pending = False
+        self.turn_requests: deque[float] = deque()  # when the last get_turn were answered
         self.closing = False
         self.writer: asyncio.Task[None] | None = None
         self.checker: asyncio.Task[None] | None = None
@@ -104,6 +123,8 @@ class ChannelConsumer(AsyncWebsocketConsumer):
         for task in (self.writer, self.checker):
             if task is not None:
                 task.cancel()
+        if self.resync_timer is not None:
+            self.resync_timer.cancel()
         if self.channel is not None and self.room is not None:
             await get_hub().leave(self.channel.pk, self)
 
@@ -127,8 +148,14 @@ class ChannelConsumer(AsyncWebsocketConsumer):
 
     def request_resync(self, since: int | None) -> None:
         """Have the writer send a replay after ``since`` or a full history, in order;
-        live events are dropped until then, since the resync covers them."""
-        self.resync_pending = True
+        live events are dropped until then, since the resync covers them. A request made
+        while another waits joins it: a full history covers any replay, and of two
+        replays the earlier one covers both (clients skip the seqs they have)."""
+        if self.resync_pending:
+            if self.resync_since is not None:
+                self.resync_since = None if since is None else min(self.resync_since, since)
+            return
+        self.resync_pending, self.resync_since = True, since
         self.queue.put_nowait(("resync", since))
 
     def send_event(self, event: dict[str, Any]) -> None:
@@ -144,8 +171,7 @@ class ChannelConsumer(AsyncWebsocketConsumer):
                 kind, payload = await queue.get()
                 while True:
                     if kind == "resync":
-                        self.resync_pending = False
-                        await self._send_history(since=payload if isinstance(payload, int) else None)
+                        await self._resync(due=payload == "due")
                     else:
                         await send({"type": "websocket.send", "text": payload})
                     if queue.empty():
@@ -161,15 +187,54 @@ class ChannelConsumer(AsyncWebsocketConsumer):
             log.exception("socket writer failed; closing the socket")
             await self.close(code=1011)
 
-    async def _send_history(self, since: int | None = None) -> None:
-        """Send what the client lacks: the events after ``since`` when they are all
-        kept, else a full history; then the live events that came in meanwhile."""
+    async def _resync(self, *, due: bool) -> None:
+        """Answer the waiting resync order: the replay it asks for, or a full history,
+        unless the last one went out less than HISTORY_INTERVAL_S ago; then the order
+        waits for that (``due``), and every request until then joins it."""
+        if not self.resync_pending:
+            return  # already answered (a request came while its order was being read)
+        since = self.resync_since
+        self.resync_pending = False
+        self.ready = False  # live events wait in ``early`` from here on
+        replay = await self._replay(since) if since is not None else None
+        wait = self.history_sent_at + HISTORY_INTERVAL_S - time.monotonic()
+        if replay is None and wait > 0 and not due:
+            # The full history to come covers the events until then: drop them.
+            self.early, self.ready = [], True
+            self.resync_pending, self.resync_since = True, None
+            if self.resync_timer is None:
+                self.resync_timer = asyncio.get_running_loop().call_later(wait, self._resync_due)
+            return
+        await self._send_history(since, replay)
+
+    def _resync_due(self) -> None:
+        self.resync_timer = None
+        if not self.closing:
+            self.queue.put_nowait(("resync", "due"))
+
+    async def _replay(self, since: int) -> list[str] | None:
+        """The events after ``since`` when they are all kept and a replay of them is
+        bounded (REPLAY_MAX_EVENTS, REPLAY_MAX_BYTES); else None: a full history, which
+        fits one frame, answers instead."""
+        assert self.channel is not None
+        current = int(await store.async_redis().get(store.key(self.channel.pk, "seq")) or 0)
+        if current - since > REPLAY_MAX_EVENTS:
+            return None  # not even read
+        replay = await store.replay_since(self.channel.pk, since)
+        if replay is None or len(replay) > REPLAY_MAX_EVENTS:
+            return None
+        if sum(len(frame.encode()) for frame in replay) > REPLAY_MAX_BYTES:
+            return None
+        return replay
+
+    async def _send_history(self, since: int | None = None, replay: list[str] | None = None) -> None:
+        """Send what the client lacks: ``replay`` (the events after ``since``), or a full
+        history; then the live events that came in meanwhile."""
         assert self.channel is not None
         self.ready = False  # live events wait in ``early`` from here on
-        frames = await store.replay_since(self.channel.pk, since) if since is not None else None
-        if frames is not None:
-            last_seq = since + len(frames) if since is not None else 0
-            for frame in frames:
+        if replay is not None and since is not None:
+            last_seq = since + len(replay)
+            for frame in replay:
                 await self.send(text_data=frame)
         else:
             watchers, _participants = await presence_totals(self.channel.pk)
@@ -177,7 +242,8 @@ class ChannelConsumer(AsyncWebsocketConsumer):
                 self.channel, mode="watch" if self.is_watcher else "chat", watchers=watchers
             )
             last_seq = history["seq"]
-            get_hub().note_seq(self.channel.pk, last_seq)
+            get_hub().note_seq(self.channel.pk, last_seq, history["epoch"])
+            self.history_sent_at = time.monotonic()
             await self.send(text_data=orjson.dumps(history).decode())
         early, self.early = self.early, []
         for seq, frame in early:
@@ -191,7 +257,7 @@ class ChannelConsumer(AsyncWebsocketConsumer):
     async def _check_login(self) -> None:
         """Close with 4001 soon after the login this socket was opened with ends."""
         while True:
-            await asyncio.sleep(LOGIN_CHECK_INTERVAL_S)
+            await asyncio.sleep(settings.LOGIN_RECHECK_SECONDS)
             assert self.user_id is not None
             if not await db_call(login_still_valid)(self.scope, self.user_id):
                 await self.close(code=4001)
@@ -228,19 +294,34 @@ class ChannelConsumer(AsyncWebsocketConsumer):
         if not isinstance(kind, str) or kind not in WRITE_TYPES | READ_TYPES:
             self._error("unknown_type", f"Unknown message type: {str(kind)[:40]!r}.")
             return
+        if self.is_watcher and kind in WRITE_TYPES:
+            self._error("read_only", "This is a watch connection: it cannot change anything.")
+            return
+        if kind in SOCKET_MESSAGES:
+            # The action's schema, the one REST uses: same types, same unknown keys refused.
+            try:
+                message = {"type": kind, **validate_socket_message(message)}
+            except ServiceError as exc:
+                self.send_event(exc.to_event(self.channel.name))
+                return
         if kind == "ping":
             self.send_event({"type": "pong", "ts": time.time()})
             return
         if kind == "get_history":
             await self._get_history(message)
             return
-        if self.is_watcher:
-            self._error("read_only", "This is a watch connection: it cannot change anything.")
+        if kind == "get_turn":
+            await self._get_turn(message)
             return
         try:
             await db_call(self._perform)(kind, message)
         except ServiceError as exc:
             self.send_event(exc.to_event(self.channel.name))
+        except UNAVAILABLE as exc:
+            # Redis or the database is down: the client's request was fine, and nothing
+            # was saved (services touch Redis before they commit); it may try again.
+            log.warning("a %s could not be handled: %s", kind, exc)
+            self.send_event(unavailable_error().to_event(self.channel.name))
 
     def _perform(self, kind: str, message: dict[str, Any]) -> None:
         """Run one write in a worker thread, with a freshly read channel and user."""
@@ -251,24 +332,20 @@ class ChannelConsumer(AsyncWebsocketConsumer):
         user = get_user_model().objects.filter(pk=self.user_id).first() if self.user_id else None
         if user is None or not user.is_active:
             raise ServiceError("forbidden", "Your account cannot write here.")
+        # ``message`` has passed its schema (chat/schemas.py) in _handle.
         if kind == "message":
-            _require_fields(message, text=str)
             services.post_message(
                 channel=channel,
                 user=user,
                 text=message["text"],
-                framing=_optional_object(message, "framing"),
-                params=_optional_object(message, "params"),
+                framing=message.get("framing"),
+                params=message.get("params"),
             )
         elif kind == "regenerate":
             services.regenerate(
-                channel=channel,
-                user=user,
-                framing=_optional_object(message, "framing"),
-                params=_optional_object(message, "params"),
+                channel=channel, user=user, framing=message.get("framing"), params=message.get("params")
             )
         elif kind == "inject":
-            _require_fields(message, role=str, text=str)
             services.inject(channel=channel, user=user, role=message["role"], text=message["text"])
         elif kind == "reset":
             services.reset(channel=channel, user=user)
@@ -283,6 +360,37 @@ class ChannelConsumer(AsyncWebsocketConsumer):
             )
             return
         self.request_resync(since)
+
+    async def _get_turn(self, message: dict[str, Any]) -> None:
+        """Answer the sender with one turn of this channel, substrate included (history
+        and turn events leave it out), cut to one frame if need be."""
+        assert self.channel is not None
+        turn_id = message.get("id")
+        if not isinstance(turn_id, int) or isinstance(turn_id, bool) or not 0 < turn_id < 2**63:
+            self._error("invalid", "id must be a turn id.", fields={"id": ["Expected a positive integer."]})
+            return
+        now = time.monotonic()
+        recent = self.turn_requests
+        while recent and now - recent[0] >= 1.0:
+            recent.popleft()
+        if len(recent) >= GET_TURN_PER_SECOND:
+            self._error("rate_limited", f"At most {GET_TURN_PER_SECOND} get_turn a second.", retry_after=1)
+            return
+        recent.append(now)
+        turn = await db_call(self._readable_turn)(turn_id)
+        if turn is None:
+            self._error("not_found", "No such turn in this channel.")
+            return
+        detail = {"type": "turn_detail", **turn.to_dict(substrate=True), "channel": self.channel.name}
+        self.send_event(frames.fit(detail, frames.frame_limit(), DETAIL_CUTS, keep_end={"prompt"}))
+
+    def _readable_turn(self, turn_id: int) -> Any:
+        """The turn, when it belongs to this channel and, if hidden, the socket's user is
+        (still) a moderator. Whoever holds the socket may watch the channel: that was
+        checked when it opened, and sockets that lose the right are closed."""
+        assert self.channel is not None
+        user = get_user_model().objects.filter(pk=self.user_id).first() if self.user_id else None
+        return selectors.channel_turn(user, self.channel.pk, turn_id)
 
     async def _close_too_big(self) -> None:
         """The server normally refuses such frames itself (daphne's
@@ -301,20 +409,3 @@ class ChannelConsumer(AsyncWebsocketConsumer):
         self.send_event(
             ServiceError(code, text, **extra).to_event(self.channel.name if self.channel else None)
         )
-
-
-def _require_fields(message: dict[str, Any], **types: type) -> None:
-    bad = {
-        name: ["Required, and must be a string."]
-        for name, kind in types.items()
-        if not isinstance(message.get(name), kind)
-    }
-    if bad:
-        raise ServiceError("invalid", "Missing or wrong-typed fields.", fields=bad)
-
-
-def _optional_object(message: dict[str, Any], name: str) -> Any:
-    value = message.get(name)
-    if value is not None and not isinstance(value, dict):
-        raise ServiceError("invalid", f"{name} must be an object.", fields={name: ["Expected an object."]})
-    return value

@@ -4,7 +4,9 @@ channel-layer group of the channel. Only services and the generation engine call
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import uuid
 from typing import Any
 
 import orjson
@@ -25,8 +27,13 @@ def encode_head(event: dict[str, Any]) -> str:
     return orjson.dumps(event).decode()[:-1]
 
 
-async def apublish(channel_id: int, channel_name: str, event: dict[str, Any]) -> int:
-    """Number, log and broadcast one event; returns its seq. Runs on any event loop."""
+async def apublish(channel_id: int, channel_name: str, event: dict[str, Any], *, redact: bool = False) -> int:
+    """Number, log and broadcast one event; returns its seq. Runs on any event loop.
+
+    ``redact``: the event takes text out of the transcript (a turn hidden, deleted,
+    truncated; a session deleted). The replay log is dropped in the same script, so no
+    replay (``get_history`` ``since``, ``Last-Event-ID``) from before this event can
+    serve what ``history`` now hides: such requests get a fresh ``history`` instead."""
     event = {**event, "channel": channel_name}
     event_type = event["type"]
     op = GEN_OPS.get(event_type, "")
@@ -35,39 +42,87 @@ async def apublish(channel_id: int, channel_name: str, event: dict[str, Any]) ->
         arg = str(event["turn_id"])
     elif op in ("text", "reasoning"):
         arg = event["data"]
-    seq, frame = await store.async_redis().eval(
+    seq, frame, access, epoch = await store.async_redis().eval(
         store.PUBLISH_SCRIPT,
-        5,
+        7,
         *store.channel_keys(channel_id),
+        *store.global_keys(),
         encode_head(event),
         settings.REPLAY_BUFFER_EVENTS,
         op,
         arg,
+        "1" if redact else "0",
+        uuid.uuid4().hex,
     )
     layer = get_channel_layer()
     assert layer is not None
     await layer.group_send(
         store.group_name(channel_id),
-        {"type": "chan.event", "channel_id": channel_id, "seq": int(seq), "frame": frame},
+        {
+            "type": "chan.event",
+            "channel_id": channel_id,
+            "seq": int(seq),
+            "frame": frame,
+            "access": int(access),
+            "epoch": epoch,
+        },
     )
     return int(seq)
 
 
-def publish(channel_id: int, channel_name: str, event: dict[str, Any]) -> int:
+def publish(channel_id: int, channel_name: str, event: dict[str, Any], *, redact: bool = False) -> int:
     """Synchronous publish, through the background loop (reuses its Redis connections)."""
-    return background.run(apublish(channel_id, channel_name, event))
+    return background.run(apublish(channel_id, channel_name, event, redact=redact))
 
 
-def publish_on_commit(channel_id: int, channel_name: str, event: dict[str, Any]) -> None:
+def publish_on_commit(
+    channel_id: int, channel_name: str, event: dict[str, Any], *, redact: bool = False
+) -> None:
     """Publish once the current transaction commits, so nobody sees a rolled-back row."""
 
     def send() -> None:
         try:
-            publish(channel_id, channel_name, event)
+            publish(channel_id, channel_name, event, redact=redact)
         except Exception:  # the row is saved; clients heal the gap from history
             log.exception("could not publish %s for channel %s", event.get("type"), channel_name)
+            if redact:  # still, no replay may serve what was taken away
+                with contextlib.suppress(Exception):
+                    store.forget_log_sync(channel_id)
 
     transaction.on_commit(send)
+
+
+def redact_on_commit(channel_id: int) -> None:
+    """Text left the transcript without an event (an archived session's turn, a session
+    that was not the active one): drop the replay log once the change commits, so no
+    replay serves it. Clients that ask for one get a fresh ``history``."""
+
+    def forget() -> None:
+        try:
+            store.forget_log_sync(channel_id)
+        except Exception:
+            log.exception("could not drop the replay log of channel %s", channel_id)
+
+    transaction.on_commit(forget)
+
+
+def access_changed_on_commit(channel_id: int | None) -> None:
+    """Who may see a channel (None: any channel) changed. Once the change commits, every
+    process rechecks its connections of that channel and closes those no longer allowed
+    (4003 for sockets; SSE streams end). Events numbered after the change carry the new
+    access version, so no process delivers one before it has rechecked."""
+
+    async def tell() -> None:
+        await store.bump_access()
+        await send_group(store.CONTROL_GROUP, {"type": "ctl.recheck", "channel_id": channel_id})
+
+    def run() -> None:
+        try:
+            background.run(tell())
+        except Exception:
+            log.exception("could not announce an access change of channel %s", channel_id)
+
+    transaction.on_commit(run)
 
 
 async def aclose_user_sockets(user_id: int, code: int = 4003, *, channel_id: int | None = None) -> None:
@@ -83,14 +138,6 @@ async def aresync_channel(channel_id: int) -> None:
     """Give every open connection of a channel, in every process, a fresh ``history``
     (after a purge, which no event describes)."""
     await send_group(store.CONTROL_GROUP, {"type": "ctl.resync", "channel_id": channel_id})
-
-
-async def aclose_watch_key_sockets(channel_id: int, old_key: str) -> None:
-    """Close the watch sockets let in with a key that has since been rotated."""
-    await send_group(
-        store.CONTROL_GROUP,
-        {"type": "ctl.close", "channel_id": channel_id, "old_watch_key": old_key, "code": 4003},
-    )
 
 
 async def send_group(group: str, message: dict[str, Any]) -> None:

@@ -51,6 +51,8 @@ class Room:
         self.channel_name = channel_name
         self.connections: set[Connection] = set()
         self.last_seq: int | None = None
+        self.epoch: str | None = None  # of the numbering last_seq belongs to
+        self.access: int | None = None  # access version the connections were checked at
 
     def counts(self) -> tuple[int, int]:
         watchers = sum(1 for c in self.connections if c.is_watcher)
@@ -118,13 +120,23 @@ class Hub:
                 message = await layer.receive(self.inbox)
                 kind = message.get("type")
                 if kind == "chan.event":
-                    await self._deliver(message["channel_id"], int(message["seq"]), message["frame"])
+                    await self._deliver(
+                        message["channel_id"],
+                        int(message["seq"]),
+                        message["frame"],
+                        access=message.get("access"),
+                        epoch=message.get("epoch"),
+                    )
                 elif kind == "chan.presence":
                     room = self.rooms.get(message["channel_id"])
                     for connection in list(room.connections) if room else []:
                         connection.push(None, message["frame"])
                 elif kind == "ctl.close":
                     self._close_matching(message)
+                elif kind == "ctl.recheck":
+                    for room in list(self.rooms.values()):
+                        if message.get("channel_id") in (None, room.channel_id):
+                            await self._recheck(room)
                 elif kind == "ctl.resync":
                     room = self.rooms.get(message["channel_id"])
                     for connection in list(room.connections) if room else []:
@@ -135,10 +147,26 @@ class Hub:
                 log.exception("fan-out listener error; going on")
                 await asyncio.sleep(0.1)
 
-    async def _deliver(self, channel_id: int, seq: int, frame: str) -> None:
+    async def _deliver(
+        self, channel_id: int, seq: int, frame: str, *, access: int | None = None, epoch: str | None = None
+    ) -> None:
         room = self.rooms.get(channel_id)
         if room is None:
             return
+        if access is not None and access != room.access:
+            # Who may see channels changed since these connections were checked: check
+            # again before this event, or a removed member would read what follows.
+            await self._recheck(room)
+            room.access = access
+        if epoch is not None and room.epoch not in (None, epoch):
+            # Redis lost its data and numbering began again: what each connection holds
+            # cannot be continued by seq, so each gets a fresh history (SSE streams end
+            # and their clients come back for one).
+            room.epoch, room.last_seq = epoch, seq
+            for connection in list(room.connections):
+                connection.request_resync(None)
+            return
+        room.epoch = epoch or room.epoch
         if room.last_seq is not None and seq <= room.last_seq:
             return  # already delivered (filled from the log earlier)
         frames = [(seq, frame)]
@@ -154,22 +182,37 @@ class Hub:
             for item_seq, item in frames:
                 connection.push(item_seq, item)
 
-    def note_seq(self, channel_id: int, seq: int) -> None:
+    def note_seq(self, channel_id: int, seq: int, epoch: str) -> None:
         """A connection's history was taken at ``seq``: the room has everything up to it."""
         room = self.rooms.get(channel_id)
-        if room is not None and room.last_seq is None:
-            room.last_seq = seq
+        if room is not None and (room.last_seq is None or (epoch and room.epoch not in (None, epoch))):
+            room.last_seq, room.epoch = seq, epoch or None
+
+    async def _recheck(self, room: Room) -> None:
+        """Close the room's connections that may no longer see the channel, at once:
+        they leave the room before anything else is delivered to it."""
+        connections = list(room.connections)
+        if not connections:
+            return
+        from chat.permissions import still_allowed  # late: models load after the app registry
+        from chat.threads import db_call
+
+        allowed = await db_call(still_allowed)(
+            room.channel_id, [(c.user_id, c.watch_key, c.is_watcher) for c in connections]
+        )
+        for connection, ok in zip(connections, allowed, strict=True):
+            if not ok:
+                room.connections.discard(connection)
+                connection.close_with(4003)
 
     def _close_matching(self, message: dict[str, Any]) -> None:
         user_id, channel_id = message.get("user_id"), message.get("channel_id")
-        old_key = message.get("old_watch_key")
         for room in list(self.rooms.values()):
             if channel_id is not None and room.channel_id != channel_id:
                 continue
             for connection in list(room.connections):
-                if (user_id is not None and connection.user_id == user_id) or (
-                    old_key and connection.is_watcher and connection.watch_key == old_key
-                ):
+                if user_id is not None and connection.user_id == user_id:
+                    room.connections.discard(connection)
                     connection.close_with(int(message.get("code", 4003)))
 
     # --- presence -----------------------------------------------------------------------

@@ -92,3 +92,27 @@ def can_configure(user: Any, channel: Channel) -> bool:
 def is_muted(user: Any, channel: Channel) -> bool:
     found = membership(user, channel)
     return bool(found and found.muted)
+
+
+def still_allowed(channel_id: int, connections: list[tuple[int | None, str | None, bool]]) -> list[bool]:
+    """For open connections of a channel, given as (user id, watch key, is watcher):
+    whether each may still be open. Watchers need to see the channel (or the current
+    key); chat connections need to be allowed to write in it."""
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import AnonymousUser
+
+    channel = Channel.objects.filter(pk=channel_id).first()
+    if channel is None:
+        return [False] * len(connections)
+    ids = {user_id for user_id, _, _ in connections if user_id is not None}
+    users = {user.pk: user for user in get_user_model().objects.filter(pk__in=ids)}
+    answers = []
+    for user_id, key, is_watcher in connections:
+        user = users.get(user_id) if user_id is not None else AnonymousUser()
+        if user is None:  # deleted
+            answers.append(False)
+        elif is_watcher:
+            answers.append(can_watch(user, channel, key) and (user_id is None or user.is_active))
+        else:
+            answers.append(can_post(user, channel))
+    return answers

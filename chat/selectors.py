@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+import redis
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db.models import Count, Q, QuerySet
@@ -11,6 +13,8 @@ from django.db.models import Count, Q, QuerySet
 from chat import limits, permissions, store
 from chat.framing import effective_framing, effective_params
 from chat.models import Channel, Session, Turn, iso
+
+log = logging.getLogger(__name__)
 
 HISTORY_TURNS = 50
 
@@ -59,6 +63,27 @@ def history_state(channel: Channel, *, limit: int = HISTORY_TURNS) -> dict[str, 
     }
 
 
+def channel_turn(user: Any, channel_id: int, turn_id: int) -> Turn | None:
+    """A turn of any session of the channel, for someone already let in to watch it
+    (a socket); hidden turns for moderators only."""
+    turn = Turn.objects.select_related("author").filter(pk=turn_id, session__channel_id=channel_id).first()
+    if turn is None or (turn.hidden and not permissions.is_moderator(user)):
+        return None
+    return turn
+
+
+def readable_turn(user: Any, turn_id: int, key: str | None) -> Turn | None:
+    """A turn for whoever may watch its channel (public, member, moderator, or with the
+    watch key), whichever session it belongs to; hidden turns for moderators only.
+    None (a 404) otherwise, so outsiders cannot tell a private turn from a missing one."""
+    turn = Turn.objects.select_related("author", "session__channel").filter(pk=turn_id).first()
+    if turn is None or not permissions.can_watch(user, turn.session.channel, key):
+        return None
+    if turn.hidden and not permissions.is_moderator(user):
+        return None
+    return turn
+
+
 def channel_for(user: Any, name: str) -> Channel | None:
     """The channel if the user may see it; None (a 404) otherwise, so outsiders cannot
     tell a private channel from a missing one."""
@@ -69,25 +94,32 @@ def channel_for(user: Any, name: str) -> Channel | None:
 
 
 def sessions_for(user: Any) -> QuerySet[Session]:
-    """The caller's sessions: those they started and those of channels they own or
-    belong to; every session for moderators."""
+    """The caller's sessions: those of channels they own or belong to, and those they
+    started in channels they may still see; every session for moderators."""
     sessions = Session.objects.select_related("channel", "started_by")
     if permissions.is_moderator(user):
         return sessions.order_by("-created_at")
-    if not (user and user.is_authenticated):
+    if not (user and user.is_authenticated and user.is_active):
         return sessions.none()
-    return (
-        sessions.filter(Q(started_by=user) | Q(channel__owner=user) | Q(channel__memberships__user=user))
-        .distinct()
-        .order_by("-created_at")
-    )
+    mine = Q(channel__owner=user) | Q(channel__memberships__user=user)
+    started_where_visible = Q(started_by=user, channel__visibility=Channel.Visibility.PUBLIC)
+    return sessions.filter(mine | started_where_visible).distinct().order_by("-created_at")
 
 
 def session_for(user: Any, session_id: Any) -> Session | None:
+    """A session, if the user may see its channel: access to a session is access to
+    its channel, whoever started it."""
     try:
-        return sessions_for(user).filter(pk=session_id).first()
+        session = (
+            Session.objects.select_related("channel", "channel__owner", "started_by")
+            .filter(pk=session_id)
+            .first()
+        )
     except (ValueError, TypeError, ValidationError):
         return None
+    if session is None or not permissions.can_view(user, session.channel):
+        return None
+    return session
 
 
 def turns_page(session: Session, *, limit: int, before: int | None, include_hidden: bool) -> list[Turn]:
@@ -124,13 +156,19 @@ def watch_path(user: Any, channel: Channel) -> str:
 
 
 def generating_flags(channels: list[Channel]) -> list[bool]:
-    """Whether the bot is writing in each channel: its generation lock is held."""
+    """Whether the bot is writing in each channel: its generation lock is held. With
+    Redis unreachable, false: an extra of a listing or of an answer to a change already
+    committed, which must not turn that answer into a failure."""
     if not channels:
         return []
     pipe = store.sync_redis().pipeline()
     for channel in channels:
         pipe.exists(store.key(channel.pk, "lock"))
-    return [bool(found) for found in pipe.execute()]
+    try:
+        return [bool(found) for found in pipe.execute()]
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        log.warning("generating flags unknown, shown as false: %s", exc)
+        return [False] * len(channels)
 
 
 def account_state(user: Any) -> dict[str, Any]:

@@ -45,6 +45,19 @@ def channel_keys(channel_id: int) -> list[str]:
     return [key(channel_id, k) for k in ("seq", "log", "gen_turn", "gen_text", "gen_reasoning")]
 
 
+def global_keys() -> list[str]:
+    """access, epoch: the two keys every publish also reads.
+
+    ``access`` grows whenever who may see a channel changes (visibility, members, watch
+    keys, bans); each event carries it, so a process rechecks its connections before it
+    delivers the first event numbered after such a change. ``epoch`` is a random id set
+    once: when Redis comes back empty, numbering starts again at 1 under a new epoch,
+    and every connection is given a fresh ``history`` instead of having its events
+    dropped as already seen. (Two keys outside the channel's hash tag: Colloquy assumes
+    one Redis, not a cluster.)"""
+    return [f"{settings.REDIS_PREFIX}:access", f"{settings.REDIS_PREFIX}:epoch"]
+
+
 # Every server process listens here for orders such as "close this user's sockets".
 CONTROL_GROUP = "colloquy.control"
 
@@ -59,6 +72,10 @@ def group_name(channel_id: int) -> str:
 PUBLISH_SCRIPT = """
 local seq = redis.call('INCR', KEYS[1])
 local frame = ARGV[1] .. ',"seq":' .. seq .. '}'
+if ARGV[5] == '1' then
+  -- A redaction: no replay may reach back past this event to what it took away.
+  redis.call('DEL', KEYS[2])
+end
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], seq .. '-1', 'f', frame)
 local op = ARGV[3]
 if op == 'start' then
@@ -72,12 +89,17 @@ elseif op == 'reasoning' then
 elseif op == 'end' then
   redis.call('DEL', KEYS[3], KEYS[4], KEYS[5])
 end
-return {seq, frame}
+local epoch = redis.call('GET', KEYS[7])
+if not epoch then
+  epoch = ARGV[6]
+  redis.call('SET', KEYS[7], epoch)
+end
+return {seq, frame, tonumber(redis.call('GET', KEYS[6]) or '0'), epoch}
 """
 
 SNAPSHOT_SCRIPT = """
 return {redis.call('GET', KEYS[1]), redis.call('GET', KEYS[3]),
-        redis.call('GET', KEYS[4]), redis.call('GET', KEYS[5])}
+        redis.call('GET', KEYS[4]), redis.call('GET', KEYS[5]), redis.call('GET', KEYS[7])}
 """
 
 # Release or extend a lock only while we still own it.
@@ -118,7 +140,17 @@ async def forget_log(channel_id: int) -> None:
     await async_redis().delete(key(channel_id, "log"))
 
 
-async def snapshot(channel_id: int) -> tuple[int, dict[str, Any] | None]:
-    """The channel's last seq and the generation in progress at that seq, read atomically."""
-    raw = await async_redis().eval(SNAPSHOT_SCRIPT, 5, *channel_keys(channel_id))
-    return parse_snapshot(raw)
+def forget_log_sync(channel_id: int) -> None:
+    sync_redis().delete(key(channel_id, "log"))
+
+
+async def snapshot(channel_id: int) -> tuple[int, dict[str, Any] | None, str]:
+    """The channel's last seq, the generation in progress at that seq and the epoch of
+    the numbering, read atomically."""
+    raw = await async_redis().eval(SNAPSHOT_SCRIPT, 7, *channel_keys(channel_id), *global_keys())
+    seq, generating = parse_snapshot(raw)
+    return seq, generating, raw[4] or ""
+
+
+async def bump_access() -> None:
+    await async_redis().incr(global_keys()[0])

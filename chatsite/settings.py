@@ -11,10 +11,24 @@ from csp.constants import NONE, SELF
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("COLLOQUY_VAR_DIR", BASE_DIR / "var"))
+# The SQLite database, the generated secret key and the embedded Redis's socket live
+# here: only the account that runs Colloquy may enter it.
+VAR_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
 
 env = environ.Env()
 
 DEBUG = env.bool("DEBUG", default=False)
+
+
+def _create_private(path: Path, text: str = "") -> None:
+    """Create ``path`` with ``text``, readable by its owner only from the first moment,
+    unless it exists."""
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        return
+    with os.fdopen(fd, "w") as file:
+        file.write(text)
 
 
 def _secret_key() -> str:
@@ -22,11 +36,8 @@ def _secret_key() -> str:
     key = env.str("SECRET_KEY", default="")
     if key:
         return key
-    VAR_DIR.mkdir(parents=True, exist_ok=True)
     key_file = VAR_DIR / "secret_key"
-    if not key_file.exists():
-        key_file.write_text(secrets.token_urlsafe(50))
-        key_file.chmod(0o600)
+    _create_private(key_file, secrets.token_urlsafe(50))
     return key_file.read_text().strip()
 
 
@@ -102,7 +113,11 @@ TEMPLATES = [
 # --- Database -------------------------------------------------------------------------
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}")}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    _db_file = Path(DATABASES["default"]["NAME"])
+    if str(_db_file) != ":memory:" and _db_file.parent.is_dir():
+        # SQLite would create it 0644; an empty file is an empty database, and SQLite
+        # gives its -wal and -shm files the database file's mode.
+        _create_private(_db_file)
     # Several threads and processes write at once (generation, sockets, API): WAL lets
     # readers go on during a write, IMMEDIATE takes the write lock up front instead of
     # failing mid-transaction with "database is locked".
@@ -149,6 +164,18 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# Every password check is throttled (chat/login_throttle.py). ModelBackend stays listed
+# only so that logins made before the throttle existed stay valid (a session names its
+# backend); the throttled backend answers every password check itself.
+AUTHENTICATION_BACKENDS = [
+    "chat.login_throttle.ThrottledModelBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# Failed logins allowed per username and per client address (0 = unlimited); a counter
+# is forgotten LOGIN_FAILURE_WINDOW seconds after its last failure.
+LOGIN_FAILURES_PER_USER = env.int("LOGIN_FAILURES_PER_USER", default=10)
+LOGIN_FAILURES_PER_ADDRESS = env.int("LOGIN_FAILURES_PER_ADDRESS", default=30)
+LOGIN_FAILURE_WINDOW = env.int("LOGIN_FAILURE_WINDOW", default=15 * 60)
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/"
@@ -210,6 +237,8 @@ MESSAGES_PER_MINUTE = env.int("MESSAGES_PER_MINUTE", default=20)
 DAILY_MESSAGES = env.int("DAILY_MESSAGES", default=0)
 DAILY_TOKENS = env.int("DAILY_TOKENS", default=0)
 MAX_TOKENS_LIMIT = env.int("MAX_TOKENS_LIMIT", default=4096)
+# How often open sockets and SSE streams check that their login still holds.
+LOGIN_RECHECK_SECONDS = env.float("LOGIN_RECHECK_SECONDS", default=30.0)
 REPLAY_BUFFER_EVENTS = env.int("REPLAY_BUFFER_EVENTS", default=5000)
 TOKEN_COALESCE_MS = env.int("TOKEN_COALESCE_MS", default=25)
 PROVIDER_TIMEOUT = env.float("PROVIDER_TIMEOUT", default=60.0)

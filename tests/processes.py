@@ -126,12 +126,16 @@ def live_env(**extra_env: str) -> dict[str, str]:
 
     from django.conf import settings
 
-    defaults = {"DEMO_TOKEN_DELAY": "0.01", "MESSAGES_PER_MINUTE": "0", "RECOVER_ON_START": "0"}
+    defaults = {
+        "DEMO_TOKEN_DELAY": "0.01",
+        "MESSAGES_PER_MINUTE": "0",
+        "RECOVER_ON_START": "0",
+        "SECRET_KEY": secrets.token_urlsafe(50),
+    }
     return clean_env(
         DATABASE_URL=database_url(),
         REDIS_URL=settings.REDIS_URL,
         REDIS_PREFIX=settings.REDIS_PREFIX,
-        SECRET_KEY=secrets.token_urlsafe(50),
         ALLOWED_HOSTS="127.0.0.1,localhost",
         **{**defaults, **extra_env},
     )

@@ -32,13 +32,14 @@ def test_sessions_are_scoped_to_the_caller(channel, private_channel, alice, bob,
     assert client_for().get("/api/sessions").status_code == 401
 
 
-def test_a_session_with_its_usage(channel, alice, carol):
+def test_a_session_with_its_usage(channel, private_channel, alice, carol):
     session = channel.active_session
     fill(channel, alice, 2)
     body = client_for(alice).get(f"/api/sessions/{session.pk}").json()
     assert body["id"] == str(session.pk) and body["turns"] == 2 and body["status"] == "active"
     assert body["usage"] == {"prompt_tokens": 0, "completion_tokens": 0}
-    assert client_for(carol).get(f"/api/sessions/{session.pk}").status_code == 404
+    assert client_for(carol).get(f"/api/sessions/{session.pk}").status_code == 200  # a public channel
+    assert client_for(carol).get(f"/api/sessions/{private_channel.active_session.pk}").status_code == 404
     assert client_for(alice).get("/api/sessions/not-a-uuid").status_code == 404
 
 

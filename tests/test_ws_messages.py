@@ -238,24 +238,22 @@ async def test_presence_counts_watchers_and_participants(channel, alice):
     await watcher.disconnect()
 
 
-async def test_a_socket_closes_within_the_check_interval_after_logout(channel, bob, monkeypatch):
+async def test_a_socket_closes_within_the_check_interval_after_logout(channel, bob, settings):
     from django.contrib.sessions.models import Session as DjangoSession
 
-    from channels_app import consumers
     from tests.ws_helpers import session_cookie_for
 
-    monkeypatch.setattr(consumers, "LOGIN_CHECK_INTERVAL_S", 0.2)
+    settings.LOGIN_RECHECK_SECONDS = 0.2
     socket, _, _ = await open_socket("/ws/lobby", cookie=await session_cookie_for(bob))
     await receive(socket)
     await db_call(DjangoSession.objects.all().delete)()  # logout everywhere
     assert await close_code(socket, timeout=5) == 4001
 
 
-async def test_a_password_change_ends_token_free_sockets(channel, bob, monkeypatch):
-    from channels_app import consumers
+async def test_a_password_change_ends_token_free_sockets(channel, bob, settings):
     from tests.ws_helpers import session_cookie_for
 
-    monkeypatch.setattr(consumers, "LOGIN_CHECK_INTERVAL_S", 0.2)
+    settings.LOGIN_RECHECK_SECONDS = 0.2
     socket, _, _ = await open_socket("/ws/lobby", cookie=await session_cookie_for(bob))
     await receive(socket)
     bob.set_password("a-brand-new-password")

@@ -12,13 +12,16 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import orjson
+from django.conf import settings
 from django.http import StreamingHttpResponse
 from rest_framework.renderers import BaseRenderer
 
 from chat import store
 from chat.fanout import get_hub
 from chat.history import build_history
+from chat.logins import login_still_valid
 from chat.models import Channel
+from chat.threads import db_call
 
 HEARTBEAT_S = 15.0
 FEED_LIMIT = 5000
@@ -59,9 +62,18 @@ class EventFeed:
 
     is_watcher = True
 
-    def __init__(self, user_id: int | None, watch_key: str | None):
+    def __init__(
+        self,
+        user_id: int | None,
+        watch_key: str | None,
+        *,
+        token_hash: str | None = None,
+        session_key: str | None = None,
+    ):
         self.user_id = user_id
         self.watch_key = watch_key
+        # The login the stream was opened with, rechecked like a socket's.
+        self.token_hash, self.session_key = token_hash, session_key
         self.queue: asyncio.Queue[tuple[int | None, str] | None] = asyncio.Queue()
 
     def push(self, seq: int | None, frame: str) -> None:
@@ -78,14 +90,34 @@ class EventFeed:
         # with Last-Event-ID gets a fresh `history` (the replay log no longer covers it).
         self.close_with(0)
 
+    async def login_ended(self) -> bool:
+        if self.user_id is None:
+            return False
+        valid = await db_call(login_still_valid)(
+            self.user_id, token_hash=self.token_hash, session_key=self.session_key
+        )
+        return not valid
+
     async def events(self, last: int) -> AsyncIterator[tuple[int | None, str] | None]:
-        """Live events after ``last`` (None every HEARTBEAT_S while quiet)."""
+        """Live events after ``last`` (None every HEARTBEAT_S while quiet). Ends when
+        the login it was opened with ends (logout, token rotated or deleted, ban)."""
+        loop = asyncio.get_running_loop()
+        next_check = loop.time() + settings.LOGIN_RECHECK_SECONDS
+        quiet_since = loop.time()
         while True:
+            if loop.time() >= next_check:
+                if await self.login_ended():
+                    return
+                next_check = loop.time() + settings.LOGIN_RECHECK_SECONDS
+            wait = min(next_check, quiet_since + HEARTBEAT_S) - loop.time()
             try:
-                item = await asyncio.wait_for(self.queue.get(), HEARTBEAT_S)
+                item = await asyncio.wait_for(self.queue.get(), max(wait, 0.0))
             except TimeoutError:
-                yield None
+                if loop.time() >= quiet_since + HEARTBEAT_S:
+                    quiet_since = loop.time()
+                    yield None
                 continue
+            quiet_since = loop.time()
             if item is None:
                 return
             seq, frame = item
@@ -110,7 +142,7 @@ async def follow_channel(channel: Channel, feed: EventFeed, since: int | None) -
         else:
             history = await build_history(channel, mode="watch")
             last = history["seq"]
-            hub.note_seq(channel.pk, last)
+            hub.note_seq(channel.pk, last, history["epoch"])
             yield sse(orjson.dumps(history).decode(), last or None)
         async for item in feed.events(last):
             yield b": keep-alive\n\n" if item is None else sse(item[1], item[0])

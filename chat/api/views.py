@@ -9,7 +9,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.http import Http404
+from django.http import Http404, QueryDict
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers, status
@@ -21,21 +21,26 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from chat import permissions, selectors, services, store
-from chat.api.authentication import BearerTokenAuthentication
-from chat.api.serializers import (
+from chat.api.authentication import BearerTokenAuthentication, bearer_from_header
+from chat.api.serializers import TurnsQuerySerializer
+from chat.api.streams import EventFeed, EventStreamRenderer, follow_channel, follow_exchange, stream_response
+from chat.errors import ServiceError
+from chat.framing import effective_framing, effective_params
+from chat.models import ApiToken, Channel, Membership, Provider, Session, Turn, hash_token, iso
+from chat.schemas import (
     BulkDeleteSerializer,
     ChannelCreateSerializer,
     ChannelUpdateSerializer,
     InjectSerializer,
+    InterruptSerializer,
     MemberSerializer,
     MessageSerializer,
     RegenerateSerializer,
+    ResetSerializer,
+    StrictSerializer,
     TruncateSerializer,
-    TurnsQuerySerializer,
+    validate,
 )
-from chat.api.streams import EventFeed, EventStreamRenderer, follow_channel, follow_exchange, stream_response
-from chat.framing import effective_framing, effective_params
-from chat.models import ApiToken, Channel, Membership, Provider, Session, Turn, iso
 
 PAGE_SIZE = 100
 MAX_PAGE = 100_000  # far beyond any real list; keeps the SQL OFFSET in range
@@ -250,7 +255,7 @@ class MessagesView(APIView):
             # joining the fan-out hub.
             after = int(store.sync_redis().get(store.key(channel.pk, "seq")) or 0)
             turn = services.post_message(channel=channel, user=request.user, **data)
-            feed = EventFeed(request.user.pk, None)
+            feed = event_feed(request, None)
             return stream_response(follow_exchange(channel, feed, after, turn.pk))  # type: ignore[return-value]
         turn = services.post_message(channel=channel, user=request.user, **data)
         bot = wait_for_answer(turn, settings.SYNC_REPLY_TIMEOUT)
@@ -258,14 +263,30 @@ class MessagesView(APIView):
             return Response(
                 {
                     "detail": "The bot is still writing; poll the session's turns.",
-                    "user_turn": turn.to_dict(),
+                    "user_turn": turn.to_dict(substrate=True),
                     "session": str(turn.session_id),
                 },
                 status=status.HTTP_202_ACCEPTED,
             )
         return Response(
-            {"user_turn": turn.to_dict(), "bot_turn": bot.to_dict(), "session": str(turn.session_id)}
+            {
+                "user_turn": turn.to_dict(substrate=True),
+                "bot_turn": bot.to_dict(substrate=True),
+                "session": str(turn.session_id),
+            }
         )
+
+
+def event_feed(request: Request, key: str | None) -> EventFeed:
+    """A stream's place in the fan-out, with the login it was opened with (a token or a
+    session), which it rechecks like a socket does."""
+    if not request.user.is_authenticated:
+        return EventFeed(None, key)
+    raw = bearer_from_header(request.META.get("HTTP_AUTHORIZATION", ""))
+    session_key = None if raw else getattr(request.session, "session_key", None)
+    return EventFeed(
+        request.user.pk, key, token_hash=hash_token(raw) if raw else None, session_key=session_key
+    )
 
 
 def wants_stream(request: Any) -> bool:
@@ -311,7 +332,7 @@ class ChannelEventsView(APIView):
         if channel is None or not permissions.can_watch(request.user, channel, key):
             raise Http404("No such channel.")
         last = last_event_id(request)
-        feed = EventFeed(request.user.pk if request.user.is_authenticated else None, key)
+        feed = event_feed(request, key)
         return stream_response(follow_channel(channel, feed, last))
 
 
@@ -332,22 +353,26 @@ class InjectView(APIView):
         require_login(request)
         channel = channel_or_404(request, name)
         turn = services.inject(channel=channel, user=request.user, **parse(InjectSerializer, request))
-        return Response(turn.to_dict(), status=status.HTTP_201_CREATED)
+        return Response(turn.to_dict(substrate=True), status=status.HTTP_201_CREATED)
 
 
 class ResetView(APIView):
-    @extend_schema(request=None, responses={201: OBJECT})
+    @extend_schema(request=ResetSerializer, responses={201: OBJECT})
     def post(self, request: Request, name: str) -> Response:
         require_login(request)
-        session = services.reset(channel=channel_or_404(request, name), user=request.user)
+        channel = channel_or_404(request, name)
+        parse(ResetSerializer, request)
+        session = services.reset(channel=channel, user=request.user)
         return Response({"session": str(session.pk)}, status=status.HTTP_201_CREATED)
 
 
 class InterruptView(APIView):
-    @extend_schema(request=None, responses=OBJECT)
+    @extend_schema(request=InterruptSerializer, responses=OBJECT)
     def post(self, request: Request, name: str) -> Response:
         require_login(request)
-        running = services.interrupt(channel=channel_or_404(request, name), user=request.user)
+        channel = channel_or_404(request, name)
+        parse(InterruptSerializer, request)
+        running = services.interrupt(channel=channel, user=request.user)
         return Response({"interrupted": running})
 
 
@@ -412,7 +437,26 @@ class TurnsView(APIView):
             before=query.validated_data.get("before"),
             include_hidden=include_hidden,
         )
-        return Response({"turns": [t.to_dict() for t in turns]})
+        return Response({"turns": [t.to_dict(substrate=True) for t in turns]})
+
+
+class TurnDetailView(APIView):
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("key", str, required=False, description="a private channel's watch key")
+        ],
+        responses=OBJECT,
+    )
+    def get(self, request: Request, turn_id: str) -> Response:
+        """One turn with every field, its prompt whole (`history` and turn events leave
+        a bot turn's substrate out). Same read rules as watch; hidden turns for
+        moderators only."""
+        turn = None
+        if ASCII_DIGITS.fullmatch(turn_id):
+            turn = selectors.readable_turn(request.user, int(turn_id), request.query_params.get("key"))
+        if turn is None:
+            raise Http404("No such turn.")
+        return Response(turn.to_dict(substrate=True))
 
 
 class TruncateView(APIView):
@@ -466,9 +510,17 @@ class MeTokenView(APIView):
         return Response({"token": ApiToken.issue(request.user)}, status=status.HTTP_201_CREATED)
 
 
-def parse(serializer_class: type[serializers.Serializer], request: Request) -> dict[str, Any]:
-    if not isinstance(request.data, dict):
-        raise serializers.ValidationError({"non_field_errors": ["Expected a JSON object."]})
-    serializer = serializer_class(data=request.data)
-    serializer.is_valid(raise_exception=True)
-    return dict(serializer.validated_data)
+def parse(schema: type[StrictSerializer], request: Request) -> dict[str, Any]:
+    """The body checked against the action's schema, the one the WebSocket uses too."""
+    data = request.data
+    if isinstance(data, QueryDict):
+        # A form or multipart body: form rules would read every value as a string and a
+        # missing boolean as false, so only JSON carries what the schemas ask for.
+        if data:
+            raise ServiceError(
+                "invalid",
+                "Send the body as a JSON object (Content-Type: application/json).",
+                fields={"non_field_errors": ["Expected a JSON object."]},
+            )
+        data = {}
+    return validate(schema, data)

@@ -7,7 +7,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
-from chat import background, events, permissions
+from chat import events, permissions
 from chat.errors import ServiceError
 from chat.events import publish_on_commit
 from chat.framing import (
@@ -78,12 +78,13 @@ def create_channel(
     return channel
 
 
-def update_channel_settings(
+def check_channel_settings(
     *, channel: Channel, user: Any, framing: Any = None, params: Any = None
-) -> Channel:
-    """Validate and save new framing/params (owner or moderator) and tell every screen."""
+) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The channel's framing and params with the changes applied, or a refusal (owner
+    or moderator only; invalid values). None when nothing is to change."""
     if framing is None and params is None:
-        return channel
+        return None
     if not permissions.can_configure(user, channel):
         raise ServiceError("forbidden", "Only the channel owner or a moderator can change its settings.")
     try:
@@ -91,6 +92,17 @@ def update_channel_settings(
         new_params = merge_params(channel.params, params) if params is not None else channel.params
     except SettingsInvalidError as exc:
         raise ServiceError("invalid", "Invalid framing or params.", fields=exc.fields) from exc
+    return new_framing, new_params
+
+
+def update_channel_settings(
+    *, channel: Channel, user: Any, framing: Any = None, params: Any = None
+) -> Channel:
+    """Validate and save new framing/params (owner or moderator) and tell every screen."""
+    checked = check_channel_settings(channel=channel, user=user, framing=framing, params=params)
+    if checked is None:
+        return channel
+    new_framing, new_params = checked
     with transaction.atomic():
         channel.framing, channel.params = new_framing, new_params
         channel.save(update_fields=["framing", "params", "updated_at"])
@@ -131,6 +143,8 @@ def update_channel(*, channel: Channel, user: Any, changes: dict[str, Any]) -> C
                 setattr(channel, name, changes[name])
         channel.save()
         publish_on_commit(channel.pk, channel.name, channel_settings_event(channel))
+        if "visibility" in changes:
+            events.access_changed_on_commit(channel.pk)
     return channel
 
 
@@ -146,10 +160,10 @@ def rotate_watch_key(*, channel: Channel, user: Any, reason: str = "") -> str:
     Audited like a moderation action, whether the owner or a moderator rotates it."""
     if not permissions.can_configure(user, channel):
         raise ServiceError("forbidden", "Only the channel owner or a moderator can rotate the watch key.")
-    old = channel.watch_key
     with transaction.atomic():
         channel.watch_key = new_watch_key()
         channel.save(update_fields=["watch_key", "updated_at"])
         record(actor=user, action="rotate_watch_key", target=channel, channel=channel, reason=reason)
-        transaction.on_commit(lambda: background.run(events.aclose_watch_key_sockets(channel.pk, old)))
+        # Watch connections let in with the old key close (4003) in every process.
+        events.access_changed_on_commit(channel.pk)
     return channel.watch_key

@@ -13,7 +13,7 @@ from chat.errors import ServiceError
 from chat.events import publish_on_commit
 from chat.generation import engine
 from chat.models import Channel, Session, Turn
-from chat.services.channels import update_channel_settings
+from chat.services.channels import check_channel_settings, update_channel_settings
 
 # How long regenerate and reset wait for a running reply to stop before going on.
 INTERRUPT_WAIT_S = 5.0
@@ -77,7 +77,9 @@ def post_message(*, channel: Channel, user: Any, text: Any, framing: Any = None,
     limits.check_and_count_message(user)
     update_channel_settings(channel=channel, user=user, framing=framing, params=params)
     turn = _add_turn(channel=channel, user=user, role=Turn.Role.USER, text=text)
-    transaction.on_commit(lambda: engine.request_generation(channel.pk))
+    # robust: the turn is saved whatever happens here (Redis gone since the limits were
+    # counted); a failure is logged, and must not report the saved message as failed.
+    transaction.on_commit(lambda: engine.request_generation(channel.pk), robust=True)
     return turn
 
 
@@ -96,8 +98,11 @@ def regenerate(*, channel: Channel, user: Any, framing: Any = None, params: Any 
     """Hide the last bot turn (kept for audit) and have the bot answer again. A running
     reply is interrupted first. Returns the hidden turn, if there was one."""
     check_can_write(user, channel)
-    update_channel_settings(channel=channel, user=user, framing=framing, params=params)
+    # Bad settings are refused before anything stops; the interrupt reaches Redis before
+    # anything is saved, so with Redis down the request fails having changed nothing.
+    check_channel_settings(channel=channel, user=user, framing=framing, params=params)
     engine.interrupt(channel.pk, wait=INTERRUPT_WAIT_S)
+    update_channel_settings(channel=channel, user=user, framing=framing, params=params)
     with transaction.atomic():
         session = active_session(channel)
         last = Turn.objects.filter(session=session, hidden=False).order_by("-id").first()
@@ -106,8 +111,8 @@ def regenerate(*, channel: Channel, user: Any, framing: Any = None, params: Any 
             last.hidden = True
             last.save(update_fields=["hidden"])
             hidden = last
-            publish_on_commit(channel.pk, channel.name, {"type": "turn_removed", "id": last.pk})
-        transaction.on_commit(lambda: engine.request_generation(channel.pk))
+            publish_on_commit(channel.pk, channel.name, {"type": "turn_removed", "id": last.pk}, redact=True)
+        transaction.on_commit(lambda: engine.request_generation(channel.pk), robust=True)
     return hidden
 
 

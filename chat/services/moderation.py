@@ -44,8 +44,7 @@ def hide_turn(*, actor: Any, turn: Turn, reason: str = "") -> None:
         Turn.objects.filter(pk=turn.pk).update(hidden=True)
         turn.hidden = True
         record(actor=actor, action="hide_turn", target=turn, channel=channel, reason=reason)
-        if _is_live(turn):
-            publish_on_commit(channel.pk, channel.name, {"type": "turn_removed", "id": turn.pk})
+        _removed_on_commit(channel, turn.pk, live=_is_live(turn))
 
 
 def unhide_turn(*, actor: Any, turn: Turn, reason: str = "") -> None:
@@ -69,8 +68,16 @@ def delete_turn(*, actor: Any, turn: Turn, reason: str = "") -> None:
         record(actor=actor, action="delete_turn", target=turn, channel=channel, reason=reason, role=turn.role)
         turn_id = turn.pk
         turn.delete()
-        if live:
-            publish_on_commit(channel.pk, channel.name, {"type": "turn_removed", "id": turn_id})
+        _removed_on_commit(channel, turn_id, live=live)
+
+
+def _removed_on_commit(channel: Channel, turn_id: int, *, live: bool) -> None:
+    """Tell open screens a turn left the transcript (when it was on them), and make sure
+    no replay serves it any more."""
+    if live:
+        publish_on_commit(channel.pk, channel.name, {"type": "turn_removed", "id": turn_id}, redact=True)
+    else:
+        events.redact_on_commit(channel.pk)
 
 
 # --- channels ----------------------------------------------------------------------------
@@ -123,6 +130,8 @@ def purge_session(*, actor: Any, session: Session, reason: str = "") -> int:
         )
         if live:
             transaction.on_commit(lambda: background.run(_resync_everyone(channel.pk)))
+        else:
+            events.redact_on_commit(channel.pk)
     return deleted
 
 
@@ -167,6 +176,7 @@ def ban_user(*, actor: Any, user: Any, reason: str = "") -> None:
         _end_logins(user.pk)
         record(actor=actor, action="ban_user", target=user, channel=None, reason=reason)
         transaction.on_commit(lambda: background.run(events.aclose_user_sockets(user.pk, 4003)))
+        events.access_changed_on_commit(None)
 
 
 def unban_user(*, actor: Any, user: Any, reason: str = "") -> None:
@@ -206,7 +216,5 @@ def remove_member(*, actor: Any, channel: Channel, user: Any) -> None:
         raise ServiceError("invalid", "The owner cannot be removed from their channel.")
     with transaction.atomic():
         deleted, _ = Membership.objects.filter(user=user, channel=channel).delete()
-        if deleted and not channel.is_public:
-            transaction.on_commit(
-                lambda: background.run(events.aclose_user_sockets(user.pk, 4003, channel_id=channel.pk))
-            )
+        if deleted:  # in a private channel their connections there close (4003)
+            events.access_changed_on_commit(channel.pk)

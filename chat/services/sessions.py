@@ -8,16 +8,16 @@ from django.db import transaction
 
 from chat import permissions
 from chat.errors import ServiceError
-from chat.events import publish_on_commit
+from chat.events import publish_on_commit, redact_on_commit
 from chat.generation import engine
 from chat.models import Session, Turn
 
 
 def can_manage_session(user: Any, session: Session) -> bool:
-    """The channel's owner, a moderator, or who started the session."""
-    if not (user and user.is_authenticated and user.is_active):
-        return False
-    return permissions.can_configure(user, session.channel) or session.started_by_id == user.pk
+    """Deleting or truncating a session takes turns away from everyone who shares the
+    channel: only its owner, moderators and admins may. Having started the session (a
+    reset makes anyone its starter) gives no such right."""
+    return permissions.can_configure(user, session.channel)
 
 
 def delete_session(*, session: Session, user: Any) -> None:
@@ -32,7 +32,11 @@ def delete_session(*, session: Session, user: Any) -> None:
         session.delete()
         if was_active:
             fresh = Session.objects.create(channel=channel, started_by=user)
-            publish_on_commit(channel.pk, channel.name, {"type": "reset", "session": str(fresh.pk)})
+            publish_on_commit(
+                channel.pk, channel.name, {"type": "reset", "session": str(fresh.pk)}, redact=True
+            )
+        else:
+            redact_on_commit(channel.pk)
 
 
 def bulk_delete_sessions(*, ids: list[Any], user: Any) -> int:
@@ -46,20 +50,28 @@ def bulk_delete_sessions(*, ids: list[Any], user: Any) -> int:
 
 
 def truncate_session(*, session: Session, user: Any, keep: Any) -> dict[str, Any]:
-    """Keep the first ``keep`` turns of a session and delete the rest."""
+    """Keep the first ``keep`` visible turns of a session and delete every turn after
+    them (hidden ones included; hidden turns before the cut stay, for audit)."""
     if not can_manage_session(user, session):
         raise ServiceError("forbidden", "You may not truncate this session.")
     if not isinstance(keep, int) or isinstance(keep, bool) or keep < 0:
         raise ServiceError("invalid", "keep must be a whole number ≥ 0.", fields={"keep": ["Invalid."]})
     channel = session.channel
-    if session.status == Session.Status.ACTIVE:
+    live = session.status == Session.Status.ACTIVE
+    if live:
         engine.interrupt(channel.pk, wait=5.0)
     with transaction.atomic():
-        ids = list(Turn.objects.filter(session=session).order_by("id").values_list("id", "hidden"))
-        doomed = ids[keep:]
+        rows = list(Turn.objects.filter(session=session).order_by("id").values_list("id", "hidden"))
+        visible = [turn_id for turn_id, hidden in rows if not hidden]
+        # Nothing to cut when every visible turn is kept; else cut after the last kept one.
+        cut_after = None if keep >= len(visible) else (visible[keep - 1] if keep else 0)
+        doomed = [] if cut_after is None else [(t, h) for t, h in rows if t > cut_after]
         Turn.objects.filter(pk__in=[turn_id for turn_id, _ in doomed]).delete()
-        if session.status == Session.Status.ACTIVE:
-            for turn_id, hidden in doomed:
-                if not hidden:
-                    publish_on_commit(channel.pk, channel.name, {"type": "turn_removed", "id": turn_id})
-    return {"session": str(session.pk), "kept": len(ids) - len(doomed), "deleted": len(doomed)}
+        for turn_id, hidden in doomed:
+            if live and not hidden:
+                publish_on_commit(
+                    channel.pk, channel.name, {"type": "turn_removed", "id": turn_id}, redact=True
+                )
+        if doomed and (not live or any(hidden for _, hidden in doomed)):
+            redact_on_commit(channel.pk)
+    return {"session": str(session.pk), "kept": min(keep, len(visible)), "deleted": len(doomed)}
