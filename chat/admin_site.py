@@ -5,6 +5,8 @@ must not import them at load time."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin
 from django.contrib.admin.apps import AdminConfig
 from django.http import HttpRequest
@@ -14,6 +16,14 @@ class ColloquyAdminSite(admin.AdminSite):
     site_header = "Colloquy moderation desk"
     site_title = "Colloquy"
     index_title = "Moderation"
+
+    @property
+    def login_form(self) -> Any:  # type: ignore[override]
+        """Throttled like the login page (chat.login_throttle); a property because this
+        module may not import forms, and through them models, when it loads."""
+        from chat.forms import AdminLoginForm
+
+        return AdminLoginForm
 
     def has_permission(self, request: HttpRequest) -> bool:
         from chat.permissions import is_moderator

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django import forms
-from django.contrib.auth.forms import UserCreationForm
+from django.contrib.admin.forms import AdminAuthenticationForm
+from django.contrib.auth.forms import AuthenticationForm, UserCreationForm
+from django.core.exceptions import ValidationError
 
 from chat.errors import ServiceError
 from chat.models import Channel
@@ -31,4 +35,26 @@ class ChannelForm(forms.Form):
 
 
 class SignupForm(UserCreationForm):
+    pass
+
+
+class ThrottledLoginMixin:
+    """A login form that shows a throttled attempt (chat.login_throttle) as its error,
+    in place of the server error the backend's refusal would otherwise be."""
+
+    throttled: ServiceError | None = None
+
+    def clean(self) -> Any:
+        try:
+            return super().clean()  # type: ignore[misc]
+        except ServiceError as error:
+            self.throttled = error
+            raise ValidationError(error.text, code=error.code) from error
+
+
+class LoginForm(ThrottledLoginMixin, AuthenticationForm):
+    pass
+
+
+class AdminLoginForm(ThrottledLoginMixin, AdminAuthenticationForm):
     pass

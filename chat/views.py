@@ -8,6 +8,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import login
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -15,7 +16,7 @@ from django.views.decorators.http import require_http_methods
 
 from chat import permissions, selectors, services
 from chat.errors import ServiceError
-from chat.forms import ChannelForm, SignupForm
+from chat.forms import ChannelForm, LoginForm, SignupForm
 from chat.models import ApiToken, Channel, Provider
 
 FRAMING_FIELDS = [
@@ -122,3 +123,16 @@ def signup(request: HttpRequest) -> HttpResponse:
         login(request, user, backend="django.contrib.auth.backends.ModelBackend")
         return redirect("index")
     return render(request, "registration/signup.html", {"form": form}, status=400 if form.errors else 200)
+
+
+class LoginView(auth_views.LoginView):
+    """Django's login page; a throttled attempt is answered 429 with the form's error."""
+
+    form_class = LoginForm
+
+    def form_invalid(self, form: Any) -> HttpResponse:
+        response = super().form_invalid(form)
+        if form.throttled is not None:
+            response.status_code = 429
+            response["Retry-After"] = str(form.throttled.retry_after)
+        return response

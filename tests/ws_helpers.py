@@ -41,8 +41,13 @@ async def open_socket(
     token: str | None = None,
     cookie: str | None = None,
     origin: bytes | None = b"http://localhost",
+    host: bytes | None = b"localhost",
+    extra_headers: tuple[tuple[bytes, bytes], ...] = (),
 ) -> tuple[WebsocketCommunicator, bool, Any]:
-    headers = []
+    # WebsocketCommunicator sends no Host header of its own; a browser always does, and
+    # the origin check compares the Origin with it.
+    headers = [(b"host", host)] if host is not None else []
+    headers += list(extra_headers)
     if origin is not None:
         headers.append((b"origin", origin))
     if token:
