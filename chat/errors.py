@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import redis
+from django import db
+
 # Protocol error code -> HTTP status.
 HTTP_STATUS = {
     "bad_json": 400,
@@ -19,7 +22,20 @@ HTTP_STATUS = {
     "quota_exceeded": 429,
     "provider_error": 502,
     "not_found": 404,
+    "unavailable": 503,
 }
+
+# Redis or the database cannot be reached: the request was fine, the service is not.
+# (OperationalError also covers SQLite's "database is locked"; that is a moment's
+# unavailability too.)
+UNAVAILABLE: tuple[type[Exception], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    db.OperationalError,
+    db.InterfaceError,
+)
+# Seconds a client should wait before trying again.
+UNAVAILABLE_RETRY_AFTER_S = 5
 
 
 class ServiceError(Exception):
@@ -52,3 +68,13 @@ class ServiceError(Exception):
         if self.retry_after is not None:
             event["retry_after"] = self.retry_after
         return event
+
+
+def unavailable_error() -> ServiceError:
+    """The answer to a request that failed because Redis or the database is down."""
+    return ServiceError(
+        "unavailable",
+        "The service is briefly unavailable (its database or Redis cannot be reached); "
+        "nothing was changed. Try again shortly.",
+        retry_after=UNAVAILABLE_RETRY_AFTER_S,
+    )

@@ -1,6 +1,7 @@
 """Framing and sampling parameters: their defaults and their validation.
 
-Both are validated here once, for every transport, with the protocol's ranges.
+Both are validated here once, for every transport, with the protocol's ranges and the
+strict fields of chat/schemas.py (no "5" for 5, no "yes" for true, no NUL).
 """
 
 from __future__ import annotations
@@ -9,6 +10,16 @@ from typing import Any
 
 from django.conf import settings
 from rest_framework import serializers
+
+from chat.schemas import (
+    StrictBooleanField,
+    StrictCharField,
+    StrictFloatField,
+    StrictIntegerField,
+    StrictListField,
+    StrictSerializer,
+    error_fields,
+)
 
 DEFAULT_FRAMING: dict[str, Any] = {
     "name": "Conversation",
@@ -32,38 +43,25 @@ DEFAULT_PARAMS: dict[str, Any] = {
 }
 
 
-class StrictSerializer(serializers.Serializer):
-    """Rejects keys it does not know instead of ignoring them."""
-
-    def to_internal_value(self, data: Any) -> Any:
-        if isinstance(data, dict):
-            unknown = sorted(set(data) - set(self.fields))
-            if unknown:
-                raise serializers.ValidationError({key: ["Unknown field."] for key in unknown})
-        return super().to_internal_value(data)
-
-
 class FramingSerializer(StrictSerializer):
-    name = serializers.CharField(max_length=100, allow_blank=True, trim_whitespace=False)
-    preamble = serializers.CharField(max_length=20000, allow_blank=True, trim_whitespace=False)
-    user_prefix = serializers.CharField(max_length=200, allow_blank=True, trim_whitespace=False)
-    bot_prefix = serializers.CharField(max_length=200, allow_blank=True, trim_whitespace=False)
-    agent_prefix = serializers.CharField(max_length=200, allow_blank=True, trim_whitespace=False)
-    turn_suffix = serializers.CharField(max_length=200, allow_blank=True, trim_whitespace=False)
-    stop = serializers.ListField(
-        child=serializers.CharField(max_length=200, trim_whitespace=False), max_length=8
-    )
-    quote_user = serializers.BooleanField()
+    name = StrictCharField(max_length=100, allow_blank=True)
+    preamble = StrictCharField(max_length=20000, allow_blank=True)
+    user_prefix = StrictCharField(max_length=200, allow_blank=True)
+    bot_prefix = StrictCharField(max_length=200, allow_blank=True)
+    agent_prefix = StrictCharField(max_length=200, allow_blank=True)
+    turn_suffix = StrictCharField(max_length=200, allow_blank=True)
+    stop = StrictListField(child=StrictCharField(max_length=200), max_length=8)
+    quote_user = StrictBooleanField()
 
 
 class ParamsSerializer(StrictSerializer):
-    provider = serializers.CharField(max_length=64, allow_blank=True)
-    model = serializers.CharField(max_length=200, allow_blank=True)
-    max_tokens = serializers.IntegerField(min_value=1)
-    temperature = serializers.FloatField(min_value=0, max_value=2)
-    top_p = serializers.FloatField(min_value=0, max_value=1)
-    top_k = serializers.IntegerField(min_value=0, max_value=1000)
-    repeat_penalty = serializers.FloatField(min_value=0.5, max_value=2)
+    provider = StrictCharField(max_length=64, allow_blank=True)
+    model = StrictCharField(max_length=200, allow_blank=True)
+    max_tokens = StrictIntegerField(min_value=1)
+    temperature = StrictFloatField(min_value=0, max_value=2)
+    top_p = StrictFloatField(min_value=0, max_value=1)
+    top_k = StrictIntegerField(min_value=0, max_value=1000)
+    repeat_penalty = StrictFloatField(min_value=0.5, max_value=2)
 
     def validate_max_tokens(self, value: int) -> int:
         if value > settings.MAX_TOKENS_LIMIT:
@@ -88,16 +86,6 @@ class SettingsInvalidError(Exception):
         self.fields = fields
 
 
-def _flatten(errors: Any) -> Any:
-    """DRF's errors as plain JSON: list items' errors come keyed by their index (an int),
-    which JSON object keys cannot be, so keys become strings ("0")."""
-    if isinstance(errors, dict):
-        return {str(key): _flatten(value) for key, value in errors.items()}
-    if isinstance(errors, list):
-        return [str(item) if not isinstance(item, (dict, list)) else _flatten(item) for item in errors]
-    return str(errors)
-
-
 def merge_framing(current: dict[str, Any], changes: Any) -> dict[str, Any]:
     """Apply a (partial) framing to the current one, or raise SettingsInvalidError."""
     return _merge(FramingSerializer, DEFAULT_FRAMING, current, changes, "framing")
@@ -120,7 +108,7 @@ def _merge(
     merged = {**defaults, **(current or {}), **changes}
     serializer = serializer_class(data=merged)
     if not serializer.is_valid():
-        raise SettingsInvalidError({label: _flatten(serializer.errors)})
+        raise SettingsInvalidError({label: error_fields(serializer.errors)})
     return dict(serializer.validated_data)
 
 

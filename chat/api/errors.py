@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_handler
 
-from chat.errors import ServiceError
+from chat.errors import UNAVAILABLE, ServiceError, unavailable_error
+
+log = logging.getLogger(__name__)
 
 
 def service_error_response(exc: ServiceError) -> Response:
@@ -25,6 +28,11 @@ def service_error_response(exc: ServiceError) -> Response:
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, ServiceError):
         return service_error_response(exc)
+    if isinstance(exc, UNAVAILABLE):
+        # An outage, not a bug: one line in the log, and a 503 the client can act on
+        # (services reach Redis before they commit, so nothing was saved).
+        log.warning("%s answered 503: %s", getattr(context.get("request"), "path", "a request"), exc)
+        return service_error_response(unavailable_error())
     if isinstance(exc, exceptions.ValidationError):
         return Response(
             {"detail": "Invalid input.", "code": "invalid", "fields": exc.detail},

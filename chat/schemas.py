@@ -1,0 +1,223 @@
+"""What clients may send: one strict schema per action, shared by the REST API and the
+WebSocket, so both transports accept exactly the same input and refuse it in the same
+words (`invalid` with `fields`).
+
+Strict means: no key the action does not define, and no coercion. DRF's own fields turn
+"5" and 5.0 into 5, "yes" into True and 5 into "5", and trim strings; a client that sends
+those gets an answer built from something it did not send. Here an integer is a JSON
+integer, a number a JSON number, a string a JSON string (as sent, and without NUL, which
+PostgreSQL text cannot hold), a boolean a JSON boolean. Checks that need the database or
+the settings of the moment (text length, blank text, a provider's existence, framing
+merged with the channel's) stay in the services and answer with their own codes.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from rest_framework import serializers
+
+from chat.errors import ServiceError
+from chat.models import channel_name_validator
+
+# --- strict fields -----------------------------------------------------------------------
+
+
+class StrictCharField(serializers.CharField):
+    """A JSON string, taken as sent: not trimmed unless asked, never NUL (DRF's
+    CharField refuses "\\u0000" already: "Null characters are not allowed.")."""
+
+    default_error_messages = {"invalid": "Expected a string."}
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("trim_whitespace", False)
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return str(super().to_internal_value(data))
+
+
+class StrictIntegerField(serializers.IntegerField):
+    """A JSON integer: not a bool (Python's bool is an int), not "5", not 5.0."""
+
+    default_error_messages = {"invalid": "Expected an integer."}
+
+    def to_internal_value(self, data: Any) -> int:
+        if not isinstance(data, int) or isinstance(data, bool):
+            self.fail("invalid")
+        return int(super().to_internal_value(data))
+
+
+class StrictFloatField(serializers.FloatField):
+    """A JSON number (integer or not), finite; not a bool, not "0.5"."""
+
+    default_error_messages = {"invalid": "Expected a number."}
+
+    def to_internal_value(self, data: Any) -> float:
+        if not isinstance(data, (int, float)) or isinstance(data, bool) or not math.isfinite(data):
+            self.fail("invalid")
+        return float(super().to_internal_value(data))
+
+
+class StrictBooleanField(serializers.BooleanField):
+    """true or false; not "yes", "true", 1 or "on"."""
+
+    default_error_messages = {"invalid": "Expected true or false."}
+
+    def to_internal_value(self, data: Any) -> bool:
+        if not isinstance(data, bool):
+            self.fail("invalid")
+        return data
+
+
+class StrictChoiceField(serializers.ChoiceField):
+    """One of the choices, as a JSON string (DRF would match 5 to "5")."""
+
+    default_error_messages = {"invalid_choice": "Expected one of: {choices}."}
+
+    def to_internal_value(self, data: Any) -> Any:
+        if not isinstance(data, str) or data not in self.choice_strings_to_values:
+            self.fail("invalid_choice", choices=", ".join(str(choice) for choice in self.choices))
+        return self.choice_strings_to_values[data]
+
+
+class StrictUUIDField(serializers.UUIDField):
+    """A UUID as a JSON string (DRF would read an integer as one)."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if not isinstance(data, str):
+            self.fail("invalid", value=data)
+        return super().to_internal_value(data)
+
+
+class StrictObjectField(serializers.DictField):
+    """A JSON object, passed on whole (framing and params are checked key by key when
+    they are merged with the channel's own, in chat/framing.py)."""
+
+    default_error_messages = {"not_a_dict": "Expected an object."}
+
+
+class StrictListField(serializers.ListField):
+    default_error_messages = {"not_a_list": "Expected a list."}
+
+
+class StrictSerializer(serializers.Serializer):
+    """Rejects keys it does not know instead of ignoring them."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError({key: ["Unknown field."] for key in unknown})
+        return super().to_internal_value(data)
+
+
+# --- one schema per action ----------------------------------------------------------------
+# (Named *Serializer: drf-spectacular names the OpenAPI components after them.)
+
+
+class MessageSerializer(StrictSerializer):
+    # Blank and over-long text are the service's to refuse (`invalid`, `too_long`).
+    text = StrictCharField(allow_blank=True)
+    framing = StrictObjectField(required=False)
+    params = StrictObjectField(required=False)
+
+
+class RegenerateSerializer(StrictSerializer):
+    framing = StrictObjectField(required=False)
+    params = StrictObjectField(required=False)
+
+
+class InjectSerializer(StrictSerializer):
+    role = StrictChoiceField(choices=["user", "agent", "bot"])
+    text = StrictCharField(allow_blank=True)
+
+
+class ResetSerializer(StrictSerializer):
+    """No fields."""
+
+
+class InterruptSerializer(StrictSerializer):
+    """No fields."""
+
+
+class PingSerializer(StrictSerializer):
+    """No fields."""
+
+
+class GetHistorySerializer(StrictSerializer):
+    since = StrictIntegerField(required=False, allow_null=True)
+
+
+class ChannelCreateSerializer(StrictSerializer):
+    name = StrictCharField(validators=[channel_name_validator])
+    # A title is display text: surrounding blanks are dropped, as before.
+    title = StrictCharField(max_length=200, required=False, allow_blank=True, trim_whitespace=True)
+    visibility = StrictChoiceField(choices=["public", "private"], required=False)
+    mode = StrictChoiceField(choices=["chat", "completion"], required=False)
+    framing = StrictObjectField(required=False)
+    params = StrictObjectField(required=False)
+
+
+class ChannelUpdateSerializer(StrictSerializer):
+    title = StrictCharField(max_length=200, required=False, allow_blank=True, trim_whitespace=True)
+    visibility = StrictChoiceField(choices=["public", "private"], required=False)
+    locked = StrictBooleanField(required=False)
+    framing = StrictObjectField(required=False)
+    params = StrictObjectField(required=False)
+
+
+class MemberSerializer(StrictSerializer):
+    username = StrictCharField(max_length=150)
+
+
+class TruncateSerializer(StrictSerializer):
+    keep = StrictIntegerField(min_value=0)
+
+
+class BulkDeleteSerializer(StrictSerializer):
+    ids = StrictListField(child=StrictUUIDField(), max_length=1000)
+
+
+# The WebSocket's client messages: `type` picks the schema, the other keys must fit it.
+SOCKET_MESSAGES: dict[str, type[StrictSerializer]] = {
+    "message": MessageSerializer,
+    "regenerate": RegenerateSerializer,
+    "inject": InjectSerializer,
+    "reset": ResetSerializer,
+    "interrupt": InterruptSerializer,
+    "get_history": GetHistorySerializer,
+    "ping": PingSerializer,
+}
+
+
+def error_fields(errors: Any) -> Any:
+    """DRF's errors as plain JSON: list items' errors come keyed by their index (an int),
+    which JSON object keys cannot be, so keys become strings ("0")."""
+    if isinstance(errors, dict):
+        return {str(key): error_fields(value) for key, value in errors.items()}
+    if isinstance(errors, list):
+        return [error_fields(item) if isinstance(item, (dict, list)) else str(item) for item in errors]
+    return str(errors)
+
+
+def validate(schema: type[StrictSerializer], data: Any) -> dict[str, Any]:
+    """The validated input, or ServiceError("invalid") naming every bad field."""
+    if not isinstance(data, dict):
+        raise ServiceError(
+            "invalid", "Expected a JSON object.", fields={"non_field_errors": ["Expected a JSON object."]}
+        )
+    serializer = schema(data=data)
+    if not serializer.is_valid():
+        fields = error_fields(serializer.errors)
+        raise ServiceError("invalid", f"Invalid input: {', '.join(fields)}.", fields=fields)
+    return dict(serializer.validated_data)
+
+
+def validate_socket_message(message: dict[str, Any]) -> dict[str, Any]:
+    """A WebSocket frame checked against its type's schema (`type` is the envelope)."""
+    schema = SOCKET_MESSAGES[message["type"]]
+    return validate(schema, {key: value for key, value in message.items() if key != "type"})
