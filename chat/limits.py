@@ -18,45 +18,63 @@ def _seconds_to_midnight(now: datetime) -> int:
     return max(int((tomorrow - now).total_seconds()), 1)
 
 
-def _count(key: str, ttl: int) -> int:
-    pipe = sync_redis().pipeline()
-    pipe.incr(key)
-    pipe.expire(key, ttl)
-    return int(pipe.execute()[0])
+# Check every limit first and count only when all pass, in one step: a refused
+# request uses up nothing, and parallel requests cannot slip past a limit.
+CHECK_AND_COUNT_SCRIPT = """
+local per_minute, per_day, tokens_a_day = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+if per_minute > 0 and tonumber(redis.call('GET', KEYS[1]) or '0') >= per_minute then return 1 end
+if per_day > 0 and tonumber(redis.call('GET', KEYS[2]) or '0') >= per_day then return 2 end
+if tokens_a_day > 0 and tonumber(redis.call('GET', KEYS[3]) or '0') >= tokens_a_day then return 3 end
+if per_minute > 0 then
+  redis.call('INCR', KEYS[1])
+  redis.call('EXPIRE', KEYS[1], 120)
+end
+redis.call('INCR', KEYS[2])
+redis.call('EXPIRE', KEYS[2], 172800)
+return 0
+"""
 
 
 def check_and_count_message(user: Any) -> None:
-    """Count one message for the user, or refuse it with a retry hint."""
+    """Count one message (a post, an inject, a regenerate) for the user, or refuse it
+    with a retry hint, counting nothing."""
     prefix = f"{settings.REDIS_PREFIX}:limits:{user.pk}"
-    if settings.MESSAGES_PER_MINUTE:
-        window = int(time.time() // 60)
-        if _count(f"{prefix}:minute:{window}", 120) > settings.MESSAGES_PER_MINUTE:
-            retry = 60 - int(time.time() % 60)
-            raise ServiceError(
-                "rate_limited",
-                f"At most {settings.MESSAGES_PER_MINUTE} messages a minute; try again in {retry} s.",
-                retry_after=retry,
-            )
     now = datetime.now(UTC)
-    sent_today = _count(f"{prefix}:day:{now:%Y%m%d}", 2 * 86400)
-    if settings.DAILY_MESSAGES and sent_today > settings.DAILY_MESSAGES:
+    refused = int(
+        sync_redis().eval(
+            CHECK_AND_COUNT_SCRIPT,
+            3,
+            f"{prefix}:minute:{int(time.time() // 60)}",
+            f"{prefix}:day:{now:%Y%m%d}",
+            f"{prefix}:tokens:{now:%Y%m%d}",
+            settings.MESSAGES_PER_MINUTE,
+            settings.DAILY_MESSAGES,
+            settings.DAILY_TOKENS,
+        )
+    )
+    if refused == 1:
+        retry = 60 - int(time.time() % 60)
+        raise ServiceError(
+            "rate_limited",
+            f"At most {settings.MESSAGES_PER_MINUTE} messages a minute; try again in {retry} s.",
+            retry_after=retry,
+        )
+    if refused == 2:
         raise ServiceError(
             "quota_exceeded",
             f"The daily limit of {settings.DAILY_MESSAGES} messages is reached.",
             retry_after=_seconds_to_midnight(now),
         )
-    if settings.DAILY_TOKENS:
-        used = int(sync_redis().get(f"{prefix}:tokens:{now:%Y%m%d}") or 0)
-        if used >= settings.DAILY_TOKENS:
-            raise ServiceError(
-                "quota_exceeded",
-                f"The daily limit of {settings.DAILY_TOKENS} tokens is reached.",
-                retry_after=_seconds_to_midnight(now),
-            )
+    if refused == 3:
+        raise ServiceError(
+            "quota_exceeded",
+            f"The daily limit of {settings.DAILY_TOKENS} tokens is reached.",
+            retry_after=_seconds_to_midnight(now),
+        )
 
 
 def count_tokens(user_id: int, tokens: int) -> None:
-    """Charge a reply's tokens to the user whose message it answered."""
+    """Charge a reply's tokens to the user who asked for it."""
     now = datetime.now(UTC)
     key = f"{settings.REDIS_PREFIX}:limits:{user_id}:tokens:{now:%Y%m%d}"
     pipe = sync_redis().pipeline()

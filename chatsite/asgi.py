@@ -33,3 +33,5 @@ application = ProtocolTypeRouter(
 
 if settings.RECOVER_ON_START:
     background.submit(engine.arecover_unfinished())
+if settings.RECOVERY_INTERVAL_SECONDS:
+    background.submit(engine.watch_for_dead_replies(settings.RECOVERY_INTERVAL_SECONDS))

@@ -259,3 +259,6 @@ LOGGING = {
 
 # Close turns left "generating" by a dead process when a server process starts.
 RECOVER_ON_START = env.bool("RECOVER_ON_START", default=True)
+# How often each server process looks for replies whose process died (0 = never): they
+# are closed as errors at most this long after their lock expires (15 s).
+RECOVERY_INTERVAL_SECONDS = env.float("RECOVERY_INTERVAL_SECONDS", default=3.0)

@@ -130,6 +130,7 @@ def live_env(**extra_env: str) -> dict[str, str]:
         "DEMO_TOKEN_DELAY": "0.01",
         "MESSAGES_PER_MINUTE": "0",
         "RECOVER_ON_START": "0",
+        "RECOVERY_INTERVAL_SECONDS": "0",
         "SECRET_KEY": secrets.token_urlsafe(50),
     }
     return clean_env(

@@ -51,14 +51,17 @@ def coalesce_window() -> float:
 # --- public entry points ---------------------------------------------------------------
 
 
-async def arequest_generation(channel_id: int) -> None:
-    """Mark the channel as wanting a reply and make sure some process writes it."""
-    await store.async_redis().set(store.key(channel_id, "pending"), "1", ex=3600)
+async def arequest_generation(channel_id: int, requester_id: int | None = None) -> None:
+    """Mark the channel as wanting a reply and make sure some process writes it. The
+    reply's tokens are charged to ``requester_id`` (requests answered together by one
+    reply charge the last to ask)."""
+    value = str(requester_id) if requester_id is not None else "-"
+    await store.async_redis().set(store.key(channel_id, "pending"), value, ex=3600)
     background.submit(_drive(channel_id))
 
 
-def request_generation(channel_id: int) -> None:
-    background.run(arequest_generation(channel_id))
+def request_generation(channel_id: int, requester_id: int | None = None) -> None:
+    background.run(arequest_generation(channel_id, requester_id))
 
 
 async def ainterrupt(channel_id: int, *, wait: float = 0.0, drop_pending: bool = True) -> bool:
@@ -123,6 +126,27 @@ def recover_unfinished() -> int:
     return background.run(arecover_unfinished(), timeout=60)
 
 
+async def watch_for_dead_replies(interval: float) -> None:
+    """Every ``interval`` seconds, close the replies whose process died (their lock
+    expired, LOCK_TTL_MS after the last renewal), so nobody sees "writing…" for ever,
+    and answer the requests they left waiting."""
+    redis = store.async_redis()
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            for turn_id, chan_id, _name in await _db(records.unfinished_turns)(None):
+                if await redis.exists(store.key(chan_id, "lock")):
+                    continue
+                if await arecover_unfinished(chan_id):
+                    log.warning("closed reply %s of channel %s: its process died", turn_id, chan_id)
+                if await redis.exists(store.key(chan_id, "pending")):
+                    background.submit(_drive(chan_id))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("the sweep for dead replies failed; trying again")
+
+
 # --- the driver: lock, pending requests, one generation after another -----------------
 
 # Generations running in this process, by channel id, and the one channel-layer inbox
@@ -168,8 +192,8 @@ async def _drive(channel_id: int) -> None:
             return  # another process is writing; it will see the pending request
         renewer = asyncio.create_task(_renew_lock(lock_key, owner))
         try:
-            while await redis.getdel(pending_key):
-                generation = Generation(channel_id)
+            while requester := await redis.getdel(pending_key):
+                generation = Generation(channel_id, int(requester) if requester.isdigit() else None)
                 _running[channel_id] = generation
                 try:
                     await generation.run()
@@ -244,8 +268,9 @@ def repetition_hint(text: str, earlier_bot_texts: list[str]) -> str | None:
 
 
 class Generation:
-    def __init__(self, channel_id: int):
+    def __init__(self, channel_id: int, requester_id: int | None = None):
         self.channel_id = channel_id
+        self.requester_id = requester_id  # who is charged for the reply's tokens
         self.turn_id: int | None = None
         self.interrupted = asyncio.Event()
         self.text = ""
@@ -424,9 +449,11 @@ class Generation:
             model=config.model_label,
             dropped_turns=built.dropped_turns if built else 0,
         )
-        if plan.last_user_id:
+        # Charged to whoever asked for this reply, and only when a model answered: a
+        # request that never reached one (connection refused, every provider down) is free.
+        if self.requester_id is not None and (self.first_token_at is not None or reported):
             await db_call(limits.count_tokens)(
-                plan.last_user_id, usage["prompt_tokens"] + usage["completion_tokens"]
+                self.requester_id, usage["prompt_tokens"] + usage["completion_tokens"]
             )
         if turn is not None and not turn["hidden"]:
             await self._publish({"type": "turn", **turn})

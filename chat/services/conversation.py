@@ -8,7 +8,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from chat import permissions
+from chat import limits, permissions
 from chat.errors import ServiceError
 from chat.events import publish_on_commit
 from chat.generation import engine
@@ -72,14 +72,15 @@ def post_message(*, channel: Channel, user: Any, text: Any, framing: Any = None,
     written, if there is one). Returns the saved user turn."""
     check_can_write(user, channel)
     text = check_text(text)
-    from chat import limits  # late: limits reads settings at call time
-
+    # Everything that can refuse the request is checked before it is counted: a refused
+    # request uses up no rate or quota.
+    check_channel_settings(channel=channel, user=user, framing=framing, params=params)
     limits.check_and_count_message(user)
     update_channel_settings(channel=channel, user=user, framing=framing, params=params)
     turn = _add_turn(channel=channel, user=user, role=Turn.Role.USER, text=text)
     # robust: the turn is saved whatever happens here (Redis gone since the limits were
     # counted); a failure is logged, and must not report the saved message as failed.
-    transaction.on_commit(lambda: engine.request_generation(channel.pk), robust=True)
+    transaction.on_commit(lambda: engine.request_generation(channel.pk, user.pk), robust=True)
     return turn
 
 
@@ -91,6 +92,7 @@ def inject(*, channel: Channel, user: Any, role: Any, text: Any) -> Turn:
             "invalid", "role must be user, agent or bot.", fields={"role": ["Invalid choice."]}
         )
     text = check_text(text)
+    limits.check_and_count_message(user)  # an injected turn is a message like any other
     return _add_turn(channel=channel, user=user if role != Turn.Role.BOT else None, role=role, text=text)
 
 
@@ -101,6 +103,7 @@ def regenerate(*, channel: Channel, user: Any, framing: Any = None, params: Any 
     # Bad settings are refused before anything stops; the interrupt reaches Redis before
     # anything is saved, so with Redis down the request fails having changed nothing.
     check_channel_settings(channel=channel, user=user, framing=framing, params=params)
+    limits.check_and_count_message(user)  # a new reply costs like a message does
     engine.interrupt(channel.pk, wait=INTERRUPT_WAIT_S)
     update_channel_settings(channel=channel, user=user, framing=framing, params=params)
     with transaction.atomic():
@@ -112,7 +115,7 @@ def regenerate(*, channel: Channel, user: Any, framing: Any = None, params: Any 
             last.save(update_fields=["hidden"])
             hidden = last
             publish_on_commit(channel.pk, channel.name, {"type": "turn_removed", "id": last.pk}, redact=True)
-        transaction.on_commit(lambda: engine.request_generation(channel.pk), robust=True)
+        transaction.on_commit(lambda: engine.request_generation(channel.pk, user.pk), robust=True)
     return hidden
 
 
