@@ -13,6 +13,13 @@ from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import Q
 
+from chat import frames
+
+# What a bot turn keeps of its generation that clients fetch on demand instead of
+# receiving in every frame: each can be as large as the context window or the framing's
+# preamble. The other bot fields (params, usage, timings, ...) are a few hundred bytes.
+SUBSTRATE_FIELDS = ("prompt", "raw_completion", "framing")
+
 CHANNEL_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}\Z"
 CHANNEL_NAME_HELP = "1–64 characters of a-z, 0-9, '-' and '_', starting with a letter or digit."
 channel_name_validator = RegexValidator(CHANNEL_NAME_PATTERN, CHANNEL_NAME_HELP)
@@ -238,8 +245,15 @@ class Turn(models.Model):
     def __str__(self) -> str:
         return f"#{self.pk} {self.role}: {self.text[:40]}"
 
-    def to_dict(self) -> dict[str, Any]:
-        """The Turn object of the protocol."""
+    def to_dict(self, *, substrate: bool = False) -> dict[str, Any]:
+        """The Turn object of the protocol. Frames (``history``, ``turn`` events) carry it
+        without the substrate of a bot turn (SUBSTRATE_FIELDS): a prompt holds the whole
+        transcript before the reply, up to the context window, so frames would grow with
+        the square of the conversation and outgrow what the server may send. Clients
+        fetch the substrate on demand (``get_turn``, ``GET /api/turns/{id}``), which is
+        what ``substrate=True`` gives. Without it the object also fits one frame: text
+        and reasoning beyond that are cut and flagged (only an instance whose replies are
+        allowed more tokens than a frame holds ever sees this)."""
         data: dict[str, Any] = {
             "id": self.pk,
             "session": str(self.session_id),
@@ -266,7 +280,12 @@ class Turn(models.Model):
                 timings=self.timings,
                 dropped_turns=self.dropped_turns,
             )
-        return data
+            if not substrate:
+                for name in SUBSTRATE_FIELDS:
+                    del data[name]
+        if substrate:
+            return data
+        return frames.fit(data, frames.turn_budget(), ("reasoning", "text"))
 
 
 class Membership(models.Model):

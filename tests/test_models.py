@@ -83,7 +83,7 @@ def test_a_turn_role_outside_the_protocol_is_refused(channel):
 @pytest.mark.django_db
 def test_a_bot_turn_serialises_to_the_protocol_turn_object(channel):
     turn = Turn.objects.create(session=channel.active_session, role="bot", text="hi", finish_reason="stop")
-    data = turn.to_dict()
+    data = turn.to_dict(substrate=True)
     assert data["author"] is None
     assert data["created_at"].endswith("Z")
     assert set(data) >= {
@@ -107,6 +107,14 @@ def test_a_bot_turn_serialises_to_the_protocol_turn_object(channel):
         "usage",
         "timings",
     }
+
+
+@pytest.mark.django_db
+def test_frames_carry_a_bot_turn_without_its_substrate(channel):
+    turn = Turn.objects.create(
+        session=channel.active_session, role="bot", text="hi", finish_reason="stop", prompt="User: hi"
+    )
+    assert set(turn.to_dict(substrate=True)) - set(turn.to_dict()) == {"prompt", "raw_completion", "framing"}
 
 
 @pytest.mark.django_db

@@ -84,6 +84,29 @@ def test_a_reply_streams_live_to_the_chat_page_and_an_anonymous_watch_page(
     screenshot(watch, "watch")
 
 
+def test_unfolding_a_replys_substrate_shows_the_exact_prompt_and_raw_completion_fetched_on_demand(
+    host, browser, channel, alice, openai_server
+):
+    use_slow_model(channel, openai_server, delay=0.0, tokens=TOKENS)
+    chat = open_live(log_in(browser, host, "alice"), f"http://{host}/channel/lobby")
+    watch = open_live(new_page(browser), f"http://{host}/watch/lobby")
+    chat.fill("#text", "What did you see?")
+    chat.press("#text", "Enter")
+    for page in (chat, watch):
+        expect(page.locator(".turn.role-bot .body")).to_have_text(REPLY)
+        expect(page.locator(".turn.role-bot")).not_to_have_class("generating")
+    bot = Turn.objects.get(role="bot")
+    assert bot.prompt and bot.raw_completion
+    for page in (chat, watch):
+        substrate = page.locator(".turn.role-bot .substrate")
+        substrate.locator("summary").click()
+        # history and turn events carry no prompt: the page asked for it with get_turn.
+        expect(substrate.locator("pre.raw")).not_to_have_text("loading…")
+        assert substrate.locator("pre.prompt").text_content() == bot.prompt
+        assert substrate.locator("pre.raw").text_content() == bot.raw_completion
+        assert page.errors == []  # type: ignore[attr-defined]
+
+
 def test_interrupt_regenerate_inject_and_reset_buttons_act_on_both_pages(
     host, browser, channel, alice, openai_server
 ):

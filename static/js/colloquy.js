@@ -157,7 +157,7 @@ function paint(view) {
   const reasoning = element.querySelector(".reasoning");
   reasoning.hidden = !view.reasoning;
   reasoning.querySelector(".reasoning-text").textContent = view.reasoning;
-  if (data.role === "bot" && data.finish_reason) paintSubstrate(element, data);
+  if (data.role === "bot" && data.finish_reason) paintSubstrate(view);
 }
 
 function statusText(data, view) {
@@ -170,11 +170,17 @@ function statusText(data, view) {
   return notes.join(" · ");
 }
 
-// The substrate view: what the model really saw and said, for model tinkerers.
-function paintSubstrate(element, data) {
+// The substrate view: what the model really saw and said, for model tinkerers. `history`
+// and `turn` events leave the prompt and the raw completion out (a prompt holds the whole
+// transcript before the reply); they are asked for with `get_turn` when the view unfolds.
+function paintSubstrate(view) {
+  const { element, data } = view;
   let details = element.querySelector(".substrate");
   if (!details) {
     details = el("details", "substrate");
+    details.addEventListener("toggle", () => {
+      if (details.open && !view.detail) requestDetail(view);
+    });
     element.append(details);
   }
   const usage = data.usage || {};
@@ -187,14 +193,49 @@ function paintSubstrate(element, data) {
   ];
   const list = el("dl");
   for (const [term, value] of facts) list.append(el("dt", null, term), el("dd", null, value ?? ""));
-  details.replaceChildren(
-    el("summary", null, "substrate"),
-    list,
-    el("h4", null, "prompt"),
-    el("pre", "prompt", typeof data.prompt === "string" ? data.prompt : JSON.stringify(data.prompt, null, 2)),
+  const detail = view.detail;
+  const waiting = view.detailAsked ? "loading…" : "";
+  const prompt = detail ? detail.prompt : waiting;
+  const parts = [el("summary", null, "substrate"), list, el("h4", null, "prompt")];
+  if (detail && detail.prompt_truncated) {
+    // Cut to fit one frame (its end is kept); the API has it whole.
+    const note = el("p", "cut", "Only the end of the prompt is shown. ");
+    note.append(link(turnUrl(data.id), "The whole prompt"));
+    parts.push(note);
+  }
+  parts.push(
+    el("pre", "prompt", typeof prompt === "string" ? prompt : JSON.stringify(prompt, null, 2)),
     el("h4", null, "raw completion"),
-    el("pre", "raw", data.raw_completion ?? ""),
+    el("pre", "raw", detail ? detail.raw_completion ?? "" : waiting),
   );
+  details.replaceChildren(...parts);
+}
+
+function link(href, text) {
+  const anchor = el("a", null, text);
+  anchor.href = href;
+  anchor.target = "_blank";
+  anchor.rel = "noopener noreferrer";
+  return anchor;
+}
+
+function turnUrl(id) {
+  return `/api/turns/${encodeURIComponent(id)}${config.key ? `?key=${encodeURIComponent(config.key)}` : ""}`;
+}
+
+function requestDetail(view) {
+  view.detailAsked = connection.send({ type: "get_turn", id: view.data.id });
+  if (!view.detailAsked) notify("Not connected; unfold it again once reconnected.", "error");
+  paintSubstrate(view);
+}
+
+// The answer to get_turn: for this socket only, no seq.
+function applyDetail(event) {
+  const view = state.turns.get(event.id);
+  if (!view) return;
+  view.detail = event;
+  view.detailAsked = false;
+  if (view.data.role === "bot" && view.data.finish_reason) paintSubstrate(view);
 }
 
 let paintTimer = null;
@@ -299,6 +340,7 @@ function applyEvent(event) {
   if (event.type === "presence") return showPresence(event);
   if (event.type === "pong") return;
   if (event.type === "error") return showError(event);
+  if (event.type === "turn_detail") return applyDetail(event);
   if (event.type === "history") return applyHistory(event);
   const handler = handlers[event.type];
   if (!handler || typeof event.seq !== "number") return;
