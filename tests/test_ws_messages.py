@@ -217,7 +217,8 @@ async def test_get_history_since_a_seq_no_longer_kept_sends_a_full_history(chann
     socket, _ = await chat_socket(alice)
     for i in range(300):
         await send(socket, type="inject", role="user", text=f"t{i}")
-        await receive(socket)
+        got = await receive(socket)
+        assert got["type"] == "turn", got
     await send(socket, type="get_history", since=1)
     full = await receive(socket)
     assert full["type"] == "history" and full["seq"] == 300

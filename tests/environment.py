@@ -1,4 +1,6 @@
-"""Test-wide set-up. Runs before Django is configured, so these reach the settings."""
+"""Test-wide environment, loaded as a pytest plugin (``-p tests.environment`` in
+pyproject.toml) so that it runs before pytest-django loads the settings: a root
+conftest.py comes too late, and its values never reached the settings."""
 
 import os
 import uuid
@@ -7,5 +9,4 @@ import uuid
 os.environ.setdefault("REDIS_PREFIX", f"colloquy-test-{uuid.uuid4().hex[:8]}")
 os.environ["RECOVER_ON_START"] = "0"  # the tests call recovery themselves
 os.environ["RECOVERY_INTERVAL_SECONDS"] = "0"  # (and start the sweep where they test it)
-os.environ.setdefault("DEMO_TOKEN_DELAY", "0.002")
 os.environ.setdefault("MESSAGES_PER_MINUTE", "0")
