@@ -21,6 +21,7 @@ from django.utils.html import format_html
 
 from chat import permissions, selectors, services
 from chat.errors import ServiceError
+from chat.framing import SettingsInvalidError, merge_framing, merge_params
 from chat.models import ApiToken, Channel, Membership, ModerationAction, Provider, Session, Turn
 
 
@@ -147,6 +148,60 @@ class ChannelAdmin(ModerationMixin, admin.ModelAdmin):
     def turns_link(self, channel: Channel) -> str:
         return changelist_link(Turn, "all turns", session__channel__id__exact=channel.pk)
 
+    # What the change form may change, and only through services.update_channel (which
+    # validates, audits a lock, publishes channel_updated and rechecks access).
+    SERVICE_FIELDS = ("title", "visibility", "mode", "framing", "params")
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Channel | None = None) -> list[str]:
+        fixed = list(self.readonly_fields)
+        # A new name or owner would change who may see it without any service: not here.
+        return [*fixed, "name", "owner"] if obj is not None else fixed
+
+    def get_form(self, request: HttpRequest, obj: Channel | None = None, change: bool = False, **kwargs: Any):  # type: ignore[no-untyped-def]
+        form_class = super().get_form(request, obj, change=change, **kwargs)
+        editing = obj
+
+        class ChannelForm(form_class):  # type: ignore[misc, valid-type]
+            def clean(self) -> dict[str, Any]:
+                cleaned: dict[str, Any] = super().clean()
+                if editing is None:
+                    return cleaned
+                # The same validation as the API's, with the protocol's field errors.
+                try:
+                    if "framing" in cleaned:
+                        merge_framing(editing.framing, cleaned["framing"] or {})
+                    if "params" in cleaned:
+                        merge_params(editing.params, cleaned["params"] or {})
+                except SettingsInvalidError as exc:
+                    for name, errors in exc.fields.items():
+                        self.add_error(name if name in self.fields else None, str(errors))
+                return cleaned
+
+        return ChannelForm
+
+    def save_model(self, request: HttpRequest, obj: Channel, form: Any, change: bool) -> None:
+        if not change:
+            return super().save_model(request, obj, form, change)
+        changes = {name: form.cleaned_data[name] for name in form.changed_data if name in self.SERVICE_FIELDS}
+        others = [name for name in form.changed_data if name not in self.SERVICE_FIELDS]
+        current = Channel.objects.get(pk=obj.pk)
+        if changes:
+            services.update_channel(channel=current, user=request.user, changes=changes)
+        if others:  # e.g. the provider: nothing on open screens depends on it
+            for name in others:
+                setattr(current, name, form.cleaned_data[name])
+            current.save(update_fields=[*others, "updated_at"])
+
+    def delete_model(self, request: HttpRequest, obj: Channel) -> None:
+        self.run_each(
+            request, [obj], "Deleted", lambda c, _: services.delete_channel(channel=c, user=request.user)
+        )
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Channel]) -> None:
+        self.run_each(
+            request, queryset, "Deleted", lambda c, _: services.delete_channel(channel=c, user=request.user)
+        )
+
     def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
         # Members come and go through the services: a removed member of a private
         # channel loses their open sockets there at once.
@@ -169,6 +224,14 @@ class ChannelAdmin(ModerationMixin, admin.ModelAdmin):
                     membership.role = member_form.cleaned_data.get("role") or membership.role
                     membership.save(update_fields=["role"])
                     formset.new_objects.append(membership)
+                elif "user" in member_form.changed_data:
+                    # Swapping the user of a membership would move access without the
+                    # services: remove one member and add the other instead.
+                    self.message_user(
+                        request,
+                        f"{member_form.instance.user}: remove the member and add the new one instead.",
+                        messages.ERROR,
+                    )
                 elif member_form.has_changed():
                     formset.changed_objects.append((member_form.save(), member_form.changed_data))
             except ServiceError as error:
@@ -235,6 +298,19 @@ class SessionAdmin(ModerationMixin, admin.ModelAdmin):
     @admin.display(description="turns")
     def turns_link(self, session: Session) -> str:
         return changelist_link(Turn, "turns of this session", session__id__exact=session.pk)
+
+    def delete_model(self, request: HttpRequest, obj: Session) -> None:
+        self.delete_queryset(request, Session.objects.filter(pk=obj.pk))
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Session]) -> None:
+        # The stock "Delete selected sessions" comes here: each goes through the service
+        # (a fresh session for an active one, screens told, replay log dropped, audited).
+        self.run_each(
+            request,
+            queryset.select_related("channel"),
+            "Deleted",
+            lambda session, _: services.delete_session(session=session, user=request.user),
+        )
 
     purge = moderation_action(
         "Purge: delete every turn of the selected sessions",
@@ -314,6 +390,31 @@ class MembershipAdmin(ModerationMixin, admin.ModelAdmin):
     readonly_fields = ["muted", "created_at"]
     list_select_related = ["user", "channel"]
     actions = ["mute", "unmute"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Membership | None = None) -> list[str]:
+        # Whose membership, of which channel, is fixed: changing either would move
+        # access without the services.
+        return [*self.readonly_fields, "user", "channel"] if obj is not None else list(self.readonly_fields)
+
+    def save_model(self, request: HttpRequest, obj: Membership, form: Any, change: bool) -> None:
+        if change:
+            return super().save_model(request, obj, form, change)  # the role only
+        membership = services.add_member(actor=request.user, channel=obj.channel, user=obj.user)
+        membership.role = obj.role
+        membership.save(update_fields=["role"])
+        obj.pk = membership.pk
+
+    def delete_model(self, request: HttpRequest, obj: Membership) -> None:
+        self.delete_queryset(request, Membership.objects.filter(pk=obj.pk))
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Membership]) -> None:
+        # The stock "Delete selected" comes here: removals go through the service.
+        self.run_each(
+            request,
+            queryset.select_related("channel", "user"),
+            "Removed",
+            lambda m, _: services.remove_member(actor=request.user, channel=m.channel, user=m.user),
+        )
 
     mute = moderation_action(
         "Mute the selected users in their channel",

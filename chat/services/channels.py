@@ -110,11 +110,45 @@ def update_channel_settings(
     return channel
 
 
-def update_channel(*, channel: Channel, user: Any, changes: dict[str, Any]) -> Channel:
-    """Change title, visibility, lock, framing or params (owner or moderator)."""
+def lock_held_by_moderator(channel: Channel) -> bool:
+    """Was the channel's current lock set by a moderator? Then only a moderator lifts it."""
+    from chat.models import ModerationAction
+
+    last = (
+        ModerationAction.objects.filter(channel=channel, action__in=["lock_channel", "unlock_channel"])
+        .select_related("actor")
+        .order_by("-created_at", "-id")
+        .first()
+    )
+    return bool(
+        last and last.action == "lock_channel" and last.actor and permissions.is_moderator(last.actor)
+    )
+
+
+def change_lock(*, actor: Any, channel: Channel, locked: bool, reason: str = "") -> None:
+    """Lock or unlock, audited, whoever does it (owner or moderator); every screen is
+    told. A lock set by a moderator may be lifted only by a moderator."""
+    if not locked and not permissions.is_moderator(actor) and lock_held_by_moderator(channel):
+        raise ServiceError("forbidden", "A moderator locked this channel; only a moderator can unlock it.")
+    with transaction.atomic():
+        Channel.objects.filter(pk=channel.pk).update(locked=locked)
+        channel.locked = locked
+        record(
+            actor=actor,
+            action="lock_channel" if locked else "unlock_channel",
+            target=channel,
+            channel=channel,
+            reason=reason,
+        )
+        publish_on_commit(channel.pk, channel.name, channel_settings_event(channel))
+
+
+def update_channel(*, channel: Channel, user: Any, changes: dict[str, Any], reason: str = "") -> Channel:
+    """Change title, visibility, mode, lock, framing or params (owner or moderator),
+    from the API and the admin alike. A lock change is audited (change_lock)."""
     if not permissions.can_configure(user, channel):
         raise ServiceError("forbidden", "Only the channel owner or a moderator can change it.")
-    unknown = sorted(set(changes) - {"title", "visibility", "locked", "framing", "params"})
+    unknown = sorted(set(changes) - {"title", "visibility", "mode", "locked", "framing", "params"})
     if unknown:
         raise ServiceError("invalid", "Unknown fields.", fields={k: ["Unknown field."] for k in unknown})
     if "visibility" in changes and changes["visibility"] not in Channel.Visibility.values:
@@ -129,6 +163,8 @@ def update_channel(*, channel: Channel, user: Any, changes: dict[str, Any]) -> C
         raise ServiceError(
             "invalid", "title must be a string of at most 200 characters", fields={"title": ["Invalid."]}
         )
+    if "mode" in changes and changes["mode"] not in Channel.Mode.values:
+        raise ServiceError("invalid", "mode must be chat or completion", fields={"mode": ["Invalid."]})
     try:
         framing = (
             merge_framing(channel.framing, changes["framing"]) if "framing" in changes else channel.framing
@@ -136,14 +172,18 @@ def update_channel(*, channel: Channel, user: Any, changes: dict[str, Any]) -> C
         params = merge_params(channel.params, changes["params"]) if "params" in changes else channel.params
     except SettingsInvalidError as exc:
         raise ServiceError("invalid", "Invalid framing or params.", fields=exc.fields) from exc
+    lock = changes.get("locked")
     with transaction.atomic():
+        if lock is not None and lock != channel.locked:
+            change_lock(actor=user, channel=channel, locked=lock, reason=reason)
+        visibility_changed = changes.get("visibility", channel.visibility) != channel.visibility
         channel.framing, channel.params = framing, params
-        for name in ("title", "visibility", "locked"):
+        for name in ("title", "visibility", "mode"):
             if name in changes:
                 setattr(channel, name, changes[name])
-        channel.save()
+        channel.save(update_fields=["framing", "params", "title", "visibility", "mode", "updated_at"])
         publish_on_commit(channel.pk, channel.name, channel_settings_event(channel))
-        if "visibility" in changes:
+        if visibility_changed:
             events.access_changed_on_commit(channel.pk)
     return channel
 

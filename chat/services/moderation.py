@@ -17,7 +17,7 @@ from chat.events import publish_on_commit
 from chat.generation import engine
 from chat.models import ApiToken, Channel, Membership, Session, Turn
 from chat.services.audit import record
-from chat.services.channels import channel_settings_event
+from chat.services.channels import change_lock
 
 # How long a purge waits for a running reply to stop before deleting its turns.
 INTERRUPT_WAIT_S = 5.0
@@ -26,6 +26,15 @@ INTERRUPT_WAIT_S = 5.0
 def check_can_moderate(actor: Any) -> None:
     if not permissions.is_moderator(actor):
         raise ServiceError("forbidden", "Only moderators and admins can do this.")
+
+
+def check_can_act_on(actor: Any, user: Any) -> None:
+    """Moderators act on ordinary users only: staff answer to staff, superusers to
+    superusers."""
+    if user.is_superuser and not actor.is_superuser:
+        raise ServiceError("forbidden", "Only a superuser can act on a superuser.")
+    if user.is_staff and not (actor.is_staff or actor.is_superuser):
+        raise ServiceError("forbidden", "Only staff can act on staff.")
 
 
 def _is_live(turn: Turn) -> bool:
@@ -86,17 +95,7 @@ def _removed_on_commit(channel: Channel, turn_id: int, *, live: bool) -> None:
 def set_locked(*, actor: Any, channel: Channel, locked: bool, reason: str = "") -> None:
     """Lock (writes refused with ``locked``) or unlock a channel."""
     check_can_moderate(actor)
-    with transaction.atomic():
-        Channel.objects.filter(pk=channel.pk).update(locked=locked)
-        channel.locked = locked
-        record(
-            actor=actor,
-            action="lock_channel" if locked else "unlock_channel",
-            target=channel,
-            channel=channel,
-            reason=reason,
-        )
-        publish_on_commit(channel.pk, channel.name, channel_settings_event(channel))
+    change_lock(actor=actor, channel=channel, locked=locked, reason=reason)
 
 
 def interrupt_generation(*, actor: Any, channel: Channel, reason: str = "") -> bool:
@@ -147,6 +146,7 @@ def set_muted(*, actor: Any, channel: Channel, user: Any, muted: bool, reason: s
     """Mute (writes refused with ``muted``) or unmute a user in one channel. In a public
     channel a muted non-member gets a membership row that carries the mute."""
     check_can_moderate(actor)
+    check_can_act_on(actor, user)
     with transaction.atomic():
         membership = Membership.objects.filter(user=user, channel=channel).first()
         if membership is None:
@@ -168,8 +168,7 @@ def ban_user(*, actor: Any, user: Any, reason: str = "") -> None:
     """Deactivate a user: their API token and logins stop working at once and every
     socket they have open, in every process, closes with 4003."""
     check_can_moderate(actor)
-    if user.is_superuser and not actor.is_superuser:
-        raise ServiceError("forbidden", "Only a superuser can ban a superuser.")
+    check_can_act_on(actor, user)
     with transaction.atomic():
         get_user_model().objects.filter(pk=user.pk).update(is_active=False)
         ApiToken.objects.filter(user=user).delete()
@@ -182,6 +181,7 @@ def ban_user(*, actor: Any, user: Any, reason: str = "") -> None:
 def unban_user(*, actor: Any, user: Any, reason: str = "") -> None:
     """Reactivate a user. Their old logins and token stay ended: they log in again."""
     check_can_moderate(actor)
+    check_can_act_on(actor, user)
     with transaction.atomic():
         get_user_model().objects.filter(pk=user.pk).update(is_active=True)
         record(actor=actor, action="unban_user", target=user, channel=None, reason=reason)
@@ -215,6 +215,11 @@ def remove_member(*, actor: Any, channel: Channel, user: Any) -> None:
     if channel.owner_id == user.pk:
         raise ServiceError("invalid", "The owner cannot be removed from their channel.")
     with transaction.atomic():
+        membership = Membership.objects.select_for_update().filter(user=user, channel=channel).first()
+        if membership is not None and membership.muted and not permissions.is_moderator(actor):
+            # The row carries a moderator's mute: leaving (or being removed by the
+            # owner) would lift it.
+            raise ServiceError("forbidden", "A muted member can be removed only by a moderator.")
         deleted, _ = Membership.objects.filter(user=user, channel=channel).delete()
         if deleted:  # in a private channel their connections there close (4003)
             events.access_changed_on_commit(channel.pk)

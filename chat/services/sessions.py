@@ -11,6 +11,7 @@ from chat.errors import ServiceError
 from chat.events import publish_on_commit, redact_on_commit
 from chat.generation import engine
 from chat.models import Session, Turn
+from chat.services.audit import record
 
 
 def can_manage_session(user: Any, session: Session) -> bool:
@@ -29,6 +30,7 @@ def delete_session(*, session: Session, user: Any) -> None:
     if was_active:
         engine.interrupt(channel.pk, wait=5.0)
     with transaction.atomic():
+        record(actor=user, action="delete_session", target=session, channel=channel)
         session.delete()
         if was_active:
             fresh = Session.objects.create(channel=channel, started_by=user)
