@@ -193,9 +193,7 @@ class ChannelAdmin(ModerationMixin, admin.ModelAdmin):
             current.save(update_fields=[*others, "updated_at"])
 
     def delete_model(self, request: HttpRequest, obj: Channel) -> None:
-        self.run_each(
-            request, [obj], "Deleted", lambda c, _: services.delete_channel(channel=c, user=request.user)
-        )
+        self.delete_queryset(request, Channel.objects.filter(pk=obj.pk))
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Channel]) -> None:
         self.run_each(
