@@ -152,6 +152,10 @@ class GetHistorySerializer(StrictSerializer):
     since = StrictIntegerField(required=False, allow_null=True)
 
 
+class GetTurnSerializer(StrictSerializer):
+    id = StrictIntegerField(min_value=1, max_value=2**63 - 1)
+
+
 class ChannelCreateSerializer(StrictSerializer):
     name = StrictCharField(validators=[channel_name_validator])
     # A title is display text: surrounding blanks are dropped, as before.
@@ -190,6 +194,7 @@ SOCKET_MESSAGES: dict[str, type[StrictSerializer]] = {
     "reset": ResetSerializer,
     "interrupt": InterruptSerializer,
     "get_history": GetHistorySerializer,
+    "get_turn": GetTurnSerializer,
     "ping": PingSerializer,
 }
 

@@ -312,3 +312,18 @@ def test_a_nul_character_over_rest_is_invalid_naming_the_field(
     assert not Channel.objects.filter(name="new").exists()
     assert Channel.objects.get(name="lobby").title == "Lobby"
     assert not logged_errors, logged_errors[0].getMessage()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    "frame",
+    [{"type": "get_turn", "id": 1, "extra": 1}, {"type": "get_turn", "id": "1"}, {"type": "get_turn"}],
+)
+async def test_get_turn_has_a_strict_schema_too(channel, frame):
+    socket, _, _ = await open_socket("/ws/lobby?watch=1")
+    await receive(socket)
+    await socket.send_json_to(frame)
+    error = await receive(socket)
+    assert error["type"] == "error" and error["code"] == "invalid" and error["fields"]
+    await socket.disconnect()

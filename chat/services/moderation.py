@@ -128,7 +128,8 @@ def purge_session(*, actor: Any, session: Session, reason: str = "") -> int:
             actor=actor, action="purge_session", target=session, channel=channel, reason=reason, turns=deleted
         )
         if live:
-            transaction.on_commit(lambda: background.run(_resync_everyone(channel.pk)))
+            # robust: the purge is committed; with Redis down, screens resync on reconnect.
+            transaction.on_commit(lambda: background.run(_resync_everyone(channel.pk)), robust=True)
         else:
             events.redact_on_commit(channel.pk)
     return deleted
@@ -174,7 +175,8 @@ def ban_user(*, actor: Any, user: Any, reason: str = "") -> None:
         ApiToken.objects.filter(user=user).delete()
         _end_logins(user.pk)
         record(actor=actor, action="ban_user", target=user, channel=None, reason=reason)
-        transaction.on_commit(lambda: background.run(events.aclose_user_sockets(user.pk, 4003)))
+        # robust: the ban is committed; sockets also close at their next login check.
+        transaction.on_commit(lambda: background.run(events.aclose_user_sockets(user.pk, 4003)), robust=True)
         events.access_changed_on_commit(None)
 
 
