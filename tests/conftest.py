@@ -3,6 +3,7 @@ admin, channels built through the services, and clean-up of Redis and generation
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -48,6 +49,16 @@ def wait_until_no_generation(timeout: float = 30) -> None:
 
 
 @pytest.fixture(autouse=True)
+def _fresh_limits() -> Iterator[None]:
+    """Usage counters are keyed by user id, and ids repeat from test to test: each test
+    starts with nobody having used anything."""
+    yield
+    client = store.sync_redis()
+    for found in client.scan_iter(match=f"{settings.REDIS_PREFIX}:limits:*", count=1000):
+        client.delete(found)
+
+
+@pytest.fixture(autouse=True)
 def _no_generation_left_running() -> Iterator[None]:
     """A reply still being written when a test ends would write into the next test's
     database; stop them and wait."""
@@ -79,6 +90,43 @@ def bob(db: Any) -> Any:
 def carol(db: Any) -> Any:
     """An outsider."""
     return make_user("carol")
+
+
+@pytest.fixture
+def mona(db: Any) -> Any:
+    """A moderator: in the moderators group, not staff."""
+    from django.contrib.auth.models import Group
+
+    from chat.permissions import ensure_moderators_group
+
+    ensure_moderators_group()  # a transactional test flushes what migrations made
+    user = make_user("mona")
+    user.groups.add(Group.objects.get(name="moderators"))
+    return user
+
+
+class ErrorRecords(logging.Handler):
+    """Every record at ERROR or above, from any logger."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+def logged_errors() -> Iterator[list[logging.LogRecord]]:
+    """What was logged as an error during the test: a refused input or an answered frame
+    is the client's business, an unexpected exception is a bug (it fails the test that
+    asks)."""
+    handler = ErrorRecords()
+    logging.getLogger().addHandler(handler)
+    try:
+        yield handler.records
+    finally:
+        logging.getLogger().removeHandler(handler)
 
 
 @pytest.fixture

@@ -7,26 +7,15 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import Group
 from django.test import Client
 from rest_framework.test import APIClient
 
 from chat import services, store
 from chat.errors import ServiceError
 from chat.models import ApiToken, Channel, Membership, ModerationAction, Session
-from chat.permissions import ensure_moderators_group
 from tests.conftest import channel_events, make_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def mona(db: Any) -> Any:
-    """A moderator: in the moderators group, not staff."""
-    ensure_moderators_group()
-    user = make_user("mona")
-    user.groups.add(Group.objects.get(name="moderators"))
-    return user
 
 
 def desk(user: Any) -> Client:

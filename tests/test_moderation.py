@@ -21,7 +21,7 @@ from chat import services
 from chat.errors import ServiceError
 from chat.models import ApiToken, Channel, Membership, ModerationAction, Session, Turn
 from chat.permissions import MODERATOR_PERMISSIONS, ensure_moderators_group
-from tests.conftest import make_user, use_slow_model
+from tests.conftest import use_slow_model
 from tests.processes import live_servers
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -31,15 +31,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def host(django_db_setup, django_db_blocker) -> Iterator[str]:
     with live_servers("uvicorn", 1) as hosts:
         yield hosts[0]
-
-
-@pytest.fixture
-def mona(db: Any) -> Any:
-    """A moderator: in the moderators group, not staff."""
-    ensure_moderators_group()  # a transactional test flushes what migrations made
-    user = make_user("mona")
-    user.groups.add(Group.objects.get(name="moderators"))
-    return user
 
 
 def desk(user: Any) -> Client:

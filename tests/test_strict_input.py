@@ -5,9 +5,6 @@ is saved. (Run on SQLite and on PostgreSQL, which cannot store NUL in text at al
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterator
-
 import pytest
 from rest_framework.test import APIClient
 
@@ -22,26 +19,6 @@ def client_for(user):
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {ApiToken.issue(user)}")
     return client
-
-
-class ErrorRecords(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
-@pytest.fixture
-def logged_errors() -> Iterator[list[logging.LogRecord]]:
-    """A refused input is the client's mistake, not ours: nothing may be logged as an error."""
-    handler = ErrorRecords()
-    logging.getLogger().addHandler(handler)
-    try:
-        yield handler.records
-    finally:
-        logging.getLogger().removeHandler(handler)
 
 
 async def ws_answer(user, frame: dict) -> dict:

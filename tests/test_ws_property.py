@@ -2,8 +2,6 @@
 
 import asyncio
 import json
-import logging
-from collections.abc import Iterator
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -49,29 +47,6 @@ frames = st.lists(
     min_size=1,
     max_size=8,
 )
-
-
-class ErrorRecords(logging.Handler):
-    """Every record at ERROR or above, from any logger: an unexpected exception that the
-    consumer turned into an `invalid` answer is still a bug, and fails the test."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
-@pytest.fixture
-def logged_errors() -> Iterator[list[logging.LogRecord]]:
-    handler = ErrorRecords()
-    root = logging.getLogger()
-    root.addHandler(handler)
-    try:
-        yield handler.records
-    finally:
-        root.removeHandler(handler)
 
 
 def assert_no_errors(records, sequence):
