@@ -261,7 +261,7 @@ async def test_every_access_action_in_a_private_channel(alice, bob, carol, admin
     await verify_action(world, perform, closes=closes)
 
 
-def test_the_action_list_covers_every_service_that_changes_a_transcript():
+async def test_the_action_list_covers_every_service_that_changes_a_transcript():
     covered = {
         "post_message", "regenerate", "inject", "reset", "hide_turn", "unhide_turn", "delete_turn",
         "truncate_session", "purge_session", "set_locked", "set_muted", "ban_user", "add_member",
