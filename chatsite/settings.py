@@ -1,4 +1,4 @@
-"""Colloquy settings. Everything comes from the environment (see README, "Configuration")."""
+"""Colloquy settings. Everything comes from the environment (docs/configuration.md lists them all)."""
 
 from __future__ import annotations
 
@@ -140,7 +140,7 @@ if not REDIS_URL:
 # instances (or test runs) can share one Redis.
 REDIS_PREFIX = env.str("REDIS_PREFIX", default="colloquy")
 # "pubsub" (default): one Redis subscription per group per process, no storage;
-# "core": Redis lists with capacity and expiry. README, "Performance", has the
+# "core": Redis lists with capacity and expiry. bench/README.md has the
 # measurements behind the default.
 CHANNEL_LAYER = env.str("CHANNEL_LAYER", default="pubsub")
 _LAYER_CONFIG: dict = {"hosts": [REDIS_URL], "prefix": f"{REDIS_PREFIX}:layer"}
@@ -224,7 +224,7 @@ REST_FRAMEWORK = {
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Colloquy API",
-    "DESCRIPTION": "Channels, sessions, turns, streaming. The wire contract is PROTOCOL.md.",
+    "DESCRIPTION": "Channels, sessions, turns, streaming. The wire contract is docs/protocol.md.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,

@@ -1,4 +1,4 @@
-"""Every API error is `{"detail": "..."}` with a fitting status (PROTOCOL.md)."""
+"""Every API error is `{"detail": "..."}` with a fitting status (docs/protocol.md)."""
 
 from __future__ import annotations
 

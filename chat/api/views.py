@@ -1,4 +1,4 @@
-"""The REST API (PROTOCOL.md, "REST"). Views parse, look up through selectors scoped to
+"""The REST API (docs/protocol.md, "REST"). Views parse, look up through selectors scoped to
 the caller, call one service, and answer; outsiders get 404 for private things."""
 
 from __future__ import annotations
@@ -47,10 +47,6 @@ MAX_PAGE = 100_000  # far beyond any real list; keeps the SQL OFFSET in range
 ASCII_DIGITS = re.compile(r"[0-9]{1,18}")  # str.isdigit() also takes "²" and "١"
 ANY = serializers.JSONField()
 OBJECT = OpenApiTypes.OBJECT
-
-
-def detail(text: str) -> dict[str, str]:
-    return {"detail": text}
 
 
 def require_login(request: Request) -> None:

@@ -33,26 +33,27 @@ def daphne_arguments(host: str, port: str | int) -> list[str]:
     ]
 
 
+def uvicorn_options() -> dict[str, Any]:
+    """uvicorn's settings for this instance, with the same limits as daphne's; the one
+    description of them, for ``uvicorn.run`` here and the command line below."""
+    return {
+        "lifespan": "off",
+        "ws": "websockets",
+        "ws_max_size": settings.MAX_FRAME_BYTES,
+        "ws_ping_interval": 20,
+        "ws_ping_timeout": 30,
+        "timeout_graceful_shutdown": 5,
+    }
+
+
 def uvicorn_arguments(host: str, port: str | int) -> list[str]:
-    """uvicorn's command line for this instance, with the same limits as daphne's."""
-    return [
-        "chatsite.asgi:application",
-        "--host",
-        host,
-        "--port",
-        str(port),
-        "--lifespan",
-        "off",
-        "--ws",
-        "websockets",
-        "--ws-max-size",
-        str(settings.MAX_FRAME_BYTES),
-        "--ws-ping-interval",
-        "20",
-        "--ws-ping-timeout",
-        "30",
-        "--no-access-log",
+    """uvicorn's command line (tests and benchmarks), without the access log."""
+    flags = [
+        item
+        for name, value in uvicorn_options().items()
+        for item in (f"--{name.replace('_', '-')}", str(value))
     ]
+    return ["chatsite.asgi:application", "--host", host, "--port", str(port), *flags, "--no-access-log"]
 
 
 def server_command(server: str, host: str, port: str | int) -> list[str]:
@@ -63,7 +64,7 @@ def server_command(server: str, host: str, port: str | int) -> list[str]:
 
 
 class Command(BaseCommand):
-    help = "Migrate, ensure the admin account and demo channel, and serve the site with daphne."
+    help = "Migrate, ensure the admin account and demo channel, and serve the site (uvicorn or daphne)."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--host", default="127.0.0.1")
@@ -72,7 +73,7 @@ class Command(BaseCommand):
             "--server",
             choices=["uvicorn", "daphne"],
             default=os.environ.get("ASGI_SERVER", "uvicorn"),
-            help="uvicorn measured faster on the token path (README, Performance); daphne is supported too",
+            help="uvicorn measured faster on the token path (bench/README.md); daphne is supported too",
         )
 
     def handle(self, *args: Any, host: str, port: str, server: str, **options: Any) -> None:
@@ -87,14 +88,4 @@ class Command(BaseCommand):
         else:
             import uvicorn
 
-            uvicorn.run(
-                "chatsite.asgi:application",
-                host=host,
-                port=int(port),
-                lifespan="off",
-                ws="websockets",
-                ws_max_size=settings.MAX_FRAME_BYTES,
-                ws_ping_interval=20,
-                ws_ping_timeout=30,
-                timeout_graceful_shutdown=5,
-            )
+            uvicorn.run("chatsite.asgi:application", host=host, port=int(port), **uvicorn_options())
