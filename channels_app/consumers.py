@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -24,6 +25,7 @@ from django.contrib.auth import get_user_model
 from channels_app.auth import login_still_valid
 from chat import frames, permissions, selectors, services, store
 from chat.errors import UNAVAILABLE, ServiceError, unavailable_error
+from chat.events import pong_event, turn_detail_event
 from chat.fanout import Room, get_hub, presence_totals
 from chat.history import build_history
 from chat.models import Channel, channel_name_validator
@@ -158,7 +160,7 @@ class ChannelConsumer(AsyncWebsocketConsumer):
         self.resync_pending, self.resync_since = True, since
         self.queue.put_nowait(("resync", since))
 
-    def send_event(self, event: dict[str, Any]) -> None:
+    def send_event(self, event: Mapping[str, Any]) -> None:
         """A frame for this socket only (error, pong), in order with the events."""
         self.queue.put_nowait((None, orjson.dumps(event).decode()))
 
@@ -305,7 +307,7 @@ class ChannelConsumer(AsyncWebsocketConsumer):
                 self.send_event(exc.to_event(self.channel.name))
                 return
         if kind == "ping":
-            self.send_event({"type": "pong", "ts": time.time()})
+            self.send_event(pong_event(time.time()))
             return
         if kind == "get_history":
             await self._get_history(message)
@@ -381,7 +383,7 @@ class ChannelConsumer(AsyncWebsocketConsumer):
         if turn is None:
             self._error("not_found", "No such turn in this channel.")
             return
-        detail = {"type": "turn_detail", **turn.to_dict(substrate=True), "channel": self.channel.name}
+        detail = turn_detail_event(turn.to_dict(substrate=True), self.channel.name)
         self.send_event(frames.fit(detail, frames.frame_limit(), DETAIL_CUTS, keep_end={"prompt"}))
 
     def _readable_turn(self, turn_id: int) -> Any:

@@ -60,14 +60,13 @@ class ServiceError(Exception):
         return HTTP_STATUS.get(self.code, 400)
 
     def to_event(self, channel_name: str | None = None) -> dict[str, Any]:
-        event: dict[str, Any] = {"type": "error", "code": self.code, "text": self.text}
-        if channel_name is not None:
-            event["channel"] = channel_name
-        if self.fields is not None:
-            event["fields"] = self.fields
-        if self.retry_after is not None:
-            event["retry_after"] = self.retry_after
-        return event
+        from chat.events import error_event  # late: events loads the channel layer
+
+        return dict(
+            error_event(
+                self.code, self.text, channel=channel_name, fields=self.fields, retry_after=self.retry_after
+            )
+        )
 
 
 def unavailable_error() -> ServiceError:

@@ -7,7 +7,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import uuid
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Literal, TypedDict
 
 import orjson
 from channels.layers import get_channel_layer
@@ -22,12 +23,198 @@ log = logging.getLogger(__name__)
 GEN_OPS = {"thinking": "start", "token": "text", "reasoning": "reasoning", "done": "end"}
 
 
+# --- the events, one builder each ------------------------------------------------------
+# Nothing else builds an event: a new event type gets its TypedDict and builder here, and
+# its row in docs/protocol.md. ``channel`` and ``seq`` are added when it is published.
+
+
+class TurnEvent(TypedDict):
+    type: Literal["turn"]
+    id: int
+    # …and every other field of the protocol's Turn object (Turn.to_dict()).
+
+
+class ThinkingEvent(TypedDict):
+    type: Literal["thinking"]
+    label: str
+    turn_id: int
+
+
+class TextEvent(TypedDict):
+    type: Literal["token", "reasoning"]
+    data: str
+    turn_id: int
+
+
+class DoneEvent(TypedDict):
+    type: Literal["done"]
+    turn_id: int
+    finish_reason: str
+    usage: dict[str, Any]
+    timings: dict[str, Any]
+
+
+class InterruptedEvent(TypedDict):
+    type: Literal["interrupted"]
+    turn_id: int
+
+
+class TurnRemovedEvent(TypedDict):
+    type: Literal["turn_removed"]
+    id: int
+
+
+class ResetEvent(TypedDict):
+    type: Literal["reset"]
+    session: str
+
+
+class ChannelUpdatedEvent(TypedDict):
+    type: Literal["channel_updated"]
+    framing: dict[str, Any]
+    params: dict[str, Any]
+    locked: bool
+    visibility: str
+
+
+class ErrorEvent(TypedDict, total=False):
+    type: Literal["error"]
+    code: str
+    text: str
+    channel: str
+    fields: Any
+    retry_after: int
+
+
+class PresenceEvent(TypedDict):
+    type: Literal["presence"]
+    watchers: int
+    participants: int
+    channel: str
+
+
+class PongEvent(TypedDict):
+    type: Literal["pong"]
+    ts: float
+
+
+def turn_event(turn: dict[str, Any]) -> dict[str, Any]:
+    """A turn was added or finished; ``turn`` is Turn.to_dict() (no substrate)."""
+    return {"type": "turn", **turn}
+
+
+def thinking_event(turn_id: int, label: str) -> ThinkingEvent:
+    return {"type": "thinking", "label": label, "turn_id": turn_id}
+
+
+def token_event(turn_id: int, data: str) -> TextEvent:
+    return {"type": "token", "data": data, "turn_id": turn_id}
+
+
+def reasoning_event(turn_id: int, data: str) -> TextEvent:
+    return {"type": "reasoning", "data": data, "turn_id": turn_id}
+
+
+def done_event(turn_id: int, finish_reason: str, usage: dict[str, Any], timings: dict[str, Any]) -> DoneEvent:
+    return {
+        "type": "done",
+        "turn_id": turn_id,
+        "finish_reason": finish_reason,
+        "usage": usage,
+        "timings": timings,
+    }
+
+
+def interrupted_event(turn_id: int) -> InterruptedEvent:
+    return {"type": "interrupted", "turn_id": turn_id}
+
+
+def turn_removed_event(turn_id: int) -> TurnRemovedEvent:
+    return {"type": "turn_removed", "id": turn_id}
+
+
+def reset_event(session_id: Any) -> ResetEvent:
+    return {"type": "reset", "session": str(session_id)}
+
+
+def channel_updated_event(
+    *, framing: dict[str, Any], params: dict[str, Any], locked: bool, visibility: str
+) -> ChannelUpdatedEvent:
+    return {
+        "type": "channel_updated",
+        "framing": framing,
+        "params": params,
+        "locked": locked,
+        "visibility": visibility,
+    }
+
+
+def error_event(
+    code: str,
+    text: str,
+    *,
+    channel: str | None = None,
+    fields: Any = None,
+    retry_after: int | None = None,
+) -> ErrorEvent:
+    """To the sender only, or broadcast for a generation's failure (``provider_error``)."""
+    event: ErrorEvent = {"type": "error", "code": code, "text": text}
+    if channel is not None:
+        event["channel"] = channel
+    if fields is not None:
+        event["fields"] = fields
+    if retry_after is not None:
+        event["retry_after"] = retry_after
+    return event
+
+
+def presence_event(channel: str, watchers: int, participants: int) -> PresenceEvent:
+    return {"type": "presence", "watchers": watchers, "participants": participants, "channel": channel}
+
+
+def pong_event(ts: float) -> PongEvent:
+    return {"type": "pong", "ts": ts}
+
+
+def turn_detail_event(turn: dict[str, Any], channel: str) -> dict[str, Any]:
+    """One turn with its substrate, to the socket that asked (``get_turn``)."""
+    return {"type": "turn_detail", **turn, "channel": channel}
+
+
+def history_event(
+    *,
+    channel: str,
+    mode: str,
+    state: dict[str, Any],
+    generating: dict[str, Any] | None,
+    seq: int,
+    epoch: str,
+    watchers: int,
+) -> dict[str, Any]:
+    """A connection's full state; ``state`` is selectors.history_state()."""
+    return {
+        "type": "history",
+        "channel": channel,
+        "mode": mode,
+        **state,
+        "generating": generating,
+        "seq": seq,
+        "epoch": epoch,
+        "watchers": watchers,
+    }
+
+
+# --- publishing ------------------------------------------------------------------------
+
+
 def encode_head(event: dict[str, Any]) -> str:
     """The event as JSON without its closing brace; the publish script appends the seq."""
     return orjson.dumps(event).decode()[:-1]
 
 
-async def apublish(channel_id: int, channel_name: str, event: dict[str, Any], *, redact: bool = False) -> int:
+async def apublish(
+    channel_id: int, channel_name: str, event: Mapping[str, Any], *, redact: bool = False
+) -> int:
     """Number, log and broadcast one event; returns its seq. Runs on any event loop.
 
     ``redact``: the event takes text out of the transcript (a turn hidden, deleted,
@@ -70,13 +257,13 @@ async def apublish(channel_id: int, channel_name: str, event: dict[str, Any], *,
     return int(seq)
 
 
-def publish(channel_id: int, channel_name: str, event: dict[str, Any], *, redact: bool = False) -> int:
+def publish(channel_id: int, channel_name: str, event: Mapping[str, Any], *, redact: bool = False) -> int:
     """Synchronous publish, through the background loop (reuses its Redis connections)."""
     return background.run(apublish(channel_id, channel_name, event, redact=redact))
 
 
 def publish_on_commit(
-    channel_id: int, channel_name: str, event: dict[str, Any], *, redact: bool = False
+    channel_id: int, channel_name: str, event: Mapping[str, Any], *, redact: bool = False
 ) -> None:
     """Publish once the current transaction commits, so nobody sees a rolled-back row."""
 

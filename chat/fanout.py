@@ -19,16 +19,21 @@ from collections.abc import Iterable
 from typing import Any, Protocol
 
 import orjson
+import redis
 from channels.layers import get_channel_layer
 
 from chat import store
+from chat.events import presence_event
 from chat.store import CONTROL_GROUP
 
 log = logging.getLogger(__name__)
 
 PRESENCE_MIN_INTERVAL_S = 1.0
+# How often each process compares what it delivered with what Redis numbered (Hub._watch_redis).
+REDIS_CHECK_INTERVAL_S = 1.0
 PRESENCE_STALE_S = 45
 PROCESS_ID = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+UNREACHABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
 class Connection(Protocol):
@@ -53,6 +58,7 @@ class Room:
         self.last_seq: int | None = None
         self.epoch: str | None = None  # of the numbering last_seq belongs to
         self.access: int | None = None  # access version the connections were checked at
+        self.numbered: int | None = None  # the channel's seq in Redis at the last check
 
     def counts(self) -> tuple[int, int]:
         watchers = sum(1 for c in self.connections if c.is_watcher)
@@ -69,6 +75,9 @@ class Hub:
         self._listener: asyncio.Task[None] | None = None
         self._presence_pending: set[int] = set()
         self._presence_task: asyncio.Task[None] | None = None
+        # Held while events are handed out, so that the Redis check's catching up never
+        # interleaves with a delivery.
+        self._delivering = asyncio.Lock()
 
     async def _ensure_started(self) -> str:
         async with self._start_lock:
@@ -80,6 +89,7 @@ class Hub:
                 loop = asyncio.get_running_loop()
                 self._listener = loop.create_task(self._listen())
                 self._refresher = loop.create_task(self._refresh_presence())
+                self._redis_watcher = loop.create_task(self._watch_redis())
             return self.inbox
 
     async def join(self, channel_id: int, channel_name: str, connection: Connection) -> Room:
@@ -150,6 +160,12 @@ class Hub:
     async def _deliver(
         self, channel_id: int, seq: int, frame: str, *, access: int | None = None, epoch: str | None = None
     ) -> None:
+        async with self._delivering:
+            await self._deliver_one(channel_id, seq, frame, access=access, epoch=epoch)
+
+    async def _deliver_one(
+        self, channel_id: int, seq: int, frame: str, *, access: int | None = None, epoch: str | None = None
+    ) -> None:
         room = self.rooms.get(channel_id)
         if room is None:
             return
@@ -162,9 +178,8 @@ class Hub:
             # Redis lost its data and numbering began again: what each connection holds
             # cannot be continued by seq, so each gets a fresh history (SSE streams end
             # and their clients come back for one).
+            self._renumbered(room)
             room.epoch, room.last_seq = epoch, seq
-            for connection in list(room.connections):
-                connection.request_resync(None)
             return
         room.epoch = epoch or room.epoch
         if room.last_seq is not None and seq <= room.last_seq:
@@ -181,6 +196,101 @@ class Hub:
         for connection in list(room.connections):
             for item_seq, item in frames:
                 connection.push(item_seq, item)
+
+    def _renumbered(self, room: Room) -> None:
+        """What the room's connections hold can no longer be continued by seq: each gets
+        a fresh history (SSE streams too, in place), which tells the room where it is."""
+        room.last_seq = room.epoch = room.numbered = None
+        for connection in list(room.connections):
+            connection.request_resync(None)
+
+    # --- checking against Redis ------------------------------------------------------------
+
+    async def _watch_redis(self) -> None:
+        """Redis pub/sub delivers at most once: whatever is published while this
+        process's subscription reconnects (after a Redis restart, a network cut) never
+        arrives, and a change committed while Redis was out of reach was never announced
+        at all. So, every REDIS_CHECK_INTERVAL_S, compare with Redis:
+
+        - Redis restarted (its run_id changed) or could not be reached: nobody can tell
+          what this process missed, so every connection gets a fresh history (with or
+          without its data; if Redis came back empty, numbering begins again under a new
+          epoch), after the process's group memberships are renewed (the core layer
+          keeps them in Redis, where they may be gone);
+        - numbering went back, or its epoch changed (data lost without a restart): the
+          same, for that channel;
+        - a seq Redis had numbered one check ago has still not arrived: it was lost on
+          the way; the replay log has it (or, if not, a fresh history)."""
+        run_id: str | None = None
+        unreachable = False
+        while True:
+            await asyncio.sleep(REDIS_CHECK_INTERVAL_S)
+            rooms = list(self.rooms.values())
+            try:
+                server_id, access, epoch, numbered = await self._read_numbering(rooms)
+                if unreachable or (server_id != run_id and None not in (server_id, run_id)):
+                    log.warning("Redis is back (restarted, or out of reach): every connection gets a history")
+                    await self._rejoin()
+                    async with self._delivering:
+                        for room in rooms:
+                            self._renumbered(room)
+                else:
+                    for room, current in zip(rooms, numbered, strict=True):
+                        await self._check(room, access, epoch, current)
+                run_id, unreachable = server_id, False
+            except asyncio.CancelledError:
+                raise
+            except UNREACHABLE as exc:
+                if not unreachable:
+                    log.warning("Redis cannot be reached (%s); every connection gets a history after", exc)
+                unreachable = True
+            except Exception:
+                log.exception("checking the numbering against Redis failed; going on")
+
+    async def _read_numbering(self, rooms: list[Room]) -> tuple[str | None, int, str | None, list[int]]:
+        """Redis's run id (None where INFO is not allowed), the access version, the
+        epoch and the seq of each room's channel, in one round trip."""
+        access_key, epoch_key = store.global_keys()
+        seq_keys = [store.key(room.channel_id, "seq") for room in rooms]
+        async with store.async_redis().pipeline(transaction=False) as pipe:
+            pipe.info("server")
+            pipe.mget([access_key, epoch_key, *seq_keys])
+            info, values = await pipe.execute(raise_on_error=False)
+        if isinstance(values, Exception):
+            raise values
+        server_id = info.get("run_id") if isinstance(info, dict) else None
+        return server_id, int(values[0] or 0), values[1], [int(v or 0) for v in values[2:]]
+
+    async def _rejoin(self) -> None:
+        layer = get_channel_layer()
+        assert layer is not None and self.inbox is not None
+        await layer.group_add(CONTROL_GROUP, self.inbox)
+        for channel_id in list(self.rooms):
+            await layer.group_add(store.group_name(channel_id), self.inbox)
+
+    async def _check(self, room: Room, access: int, epoch: str | None, current: int) -> None:
+        async with self._delivering:
+            if room.last_seq is None:
+                room.numbered = current  # a history is on its way; it tells where the room is
+                return
+            if (room.epoch is not None and epoch != room.epoch) or current < room.last_seq:
+                self._renumbered(room)
+                return
+            if room.numbered is not None and room.last_seq < room.numbered:
+                # Numbered a whole check ago and still not here: lost on the way.
+                missed = await store.replay_since(room.channel_id, room.last_seq)
+                if missed is None:
+                    self._renumbered(room)
+                    return
+                if access != room.access:
+                    await self._recheck(room)
+                    room.access = access
+                first = room.last_seq + 1
+                room.last_seq += len(missed)
+                for connection in list(room.connections):
+                    for offset, frame in enumerate(missed):
+                        connection.push(first + offset, frame)
+            room.numbered = current
 
     def note_seq(self, channel_id: int, seq: int, epoch: str) -> None:
         """A connection's history was taken at ``seq``: the room has everything up to it."""
@@ -258,9 +368,7 @@ class Hub:
             return  # nobody here to tell; the other processes publish their own
         watchers, participants = await presence_totals(channel_id)
         name = room.channel_name
-        frame = orjson.dumps(
-            {"type": "presence", "watchers": watchers, "participants": participants, "channel": name}
-        ).decode()
+        frame = orjson.dumps(presence_event(name, watchers, participants)).decode()
         layer = get_channel_layer()
         assert layer is not None
         await layer.group_send(

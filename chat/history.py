@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from chat import frames, selectors, store
+from chat.events import history_event
 from chat.models import Channel
 from chat.threads import db_call
 
@@ -16,16 +17,15 @@ async def build_history(channel: Channel, *, mode: str, watchers: int = 0) -> di
     seq, generating, epoch = await store.snapshot(channel.pk)
     state = await db_call(selectors.history_state)(channel)
     return bounded(
-        {
-            "type": "history",
-            "channel": channel.name,
-            "mode": mode,
-            **state,
-            "generating": generating,
-            "seq": seq,
-            "epoch": epoch,
-            "watchers": watchers,
-        }
+        history_event(
+            channel=channel.name,
+            mode=mode,
+            state=state,
+            generating=generating,
+            seq=seq,
+            epoch=epoch,
+            watchers=watchers,
+        )
     )
 
 

@@ -21,14 +21,13 @@ from chat.models import Channel, Membership, Session, channel_name_validator, ne
 from chat.services.audit import record
 
 
-def channel_settings_event(channel: Channel) -> dict[str, Any]:
-    return {
-        "type": "channel_updated",
-        "framing": effective_framing(channel.framing),
-        "params": effective_params(channel.params),
-        "locked": channel.locked,
-        "visibility": channel.visibility,
-    }
+def channel_settings_event(channel: Channel) -> events.ChannelUpdatedEvent:
+    return events.channel_updated_event(
+        framing=effective_framing(channel.framing),
+        params=effective_params(channel.params),
+        locked=channel.locked,
+        visibility=channel.visibility,
+    )
 
 
 def create_channel(

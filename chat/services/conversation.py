@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from chat import limits, permissions
 from chat.errors import ServiceError
-from chat.events import publish_on_commit
+from chat.events import publish_on_commit, reset_event, turn_event, turn_removed_event
 from chat.generation import engine
 from chat.models import Channel, Session, Turn
 from chat.services.channels import check_channel_settings, update_channel_settings
@@ -63,7 +63,7 @@ def _add_turn(*, channel: Channel, user: Any, role: str, text: str) -> Turn:
         if not session.started_by_id and user is not None:
             session.started_by = user
             session.save(update_fields=["started_by"])
-        publish_on_commit(channel.pk, channel.name, {"type": "turn", **turn.to_dict()})
+        publish_on_commit(channel.pk, channel.name, turn_event(turn.to_dict()))
     return turn
 
 
@@ -114,7 +114,7 @@ def regenerate(*, channel: Channel, user: Any, framing: Any = None, params: Any 
             last.hidden = True
             last.save(update_fields=["hidden"])
             hidden = last
-            publish_on_commit(channel.pk, channel.name, {"type": "turn_removed", "id": last.pk}, redact=True)
+            publish_on_commit(channel.pk, channel.name, turn_removed_event(last.pk), redact=True)
         transaction.on_commit(lambda: engine.request_generation(channel.pk, user.pk), robust=True)
     return hidden
 
@@ -129,7 +129,7 @@ def reset(*, channel: Channel, user: Any) -> Session:
             status=Session.Status.ARCHIVED, archived_at=timezone.now()
         )
         session = Session.objects.create(channel=channel, started_by=user)
-        publish_on_commit(channel.pk, channel.name, {"type": "reset", "session": str(session.pk)})
+        publish_on_commit(channel.pk, channel.name, reset_event(session.pk))
     return session
 
 

@@ -65,7 +65,7 @@ def unhide_turn(*, actor: Any, turn: Turn, reason: str = "") -> None:
         turn.hidden = False
         record(actor=actor, action="unhide_turn", target=turn, channel=channel, reason=reason)
         if _is_live(turn) and not (turn.role == Turn.Role.BOT and turn.finish_reason is None):
-            publish_on_commit(channel.pk, channel.name, {"type": "turn", **turn.to_dict()})
+            publish_on_commit(channel.pk, channel.name, events.turn_event(turn.to_dict()))
 
 
 def delete_turn(*, actor: Any, turn: Turn, reason: str = "") -> None:
@@ -84,7 +84,7 @@ def _removed_on_commit(channel: Channel, turn_id: int, *, live: bool) -> None:
     """Tell open screens a turn left the transcript (when it was on them), and make sure
     no replay serves it any more."""
     if live:
-        publish_on_commit(channel.pk, channel.name, {"type": "turn_removed", "id": turn_id}, redact=True)
+        publish_on_commit(channel.pk, channel.name, events.turn_removed_event(turn_id), redact=True)
     else:
         events.redact_on_commit(channel.pk)
 

@@ -8,7 +8,7 @@ from django.db import transaction
 
 from chat import permissions
 from chat.errors import ServiceError
-from chat.events import publish_on_commit, redact_on_commit
+from chat.events import publish_on_commit, redact_on_commit, reset_event, turn_removed_event
 from chat.generation import engine
 from chat.models import Session, Turn
 from chat.services.audit import record
@@ -34,9 +34,7 @@ def delete_session(*, session: Session, user: Any) -> None:
         session.delete()
         if was_active:
             fresh = Session.objects.create(channel=channel, started_by=user)
-            publish_on_commit(
-                channel.pk, channel.name, {"type": "reset", "session": str(fresh.pk)}, redact=True
-            )
+            publish_on_commit(channel.pk, channel.name, reset_event(fresh.pk), redact=True)
         else:
             redact_on_commit(channel.pk)
 
@@ -71,9 +69,7 @@ def truncate_session(*, session: Session, user: Any, keep: Any) -> dict[str, Any
         Turn.objects.filter(pk__in=[turn_id for turn_id, _ in doomed]).delete()
         for turn_id, hidden in doomed:
             if live and not hidden:
-                publish_on_commit(
-                    channel.pk, channel.name, {"type": "turn_removed", "id": turn_id}, redact=True
-                )
+                publish_on_commit(channel.pk, channel.name, turn_removed_event(turn_id), redact=True)
         if doomed and (not live or any(hidden for _, hidden in doomed)):
             redact_on_commit(channel.pk)
     return {"session": str(session.pk), "kept": min(keep, len(visible)), "deleted": len(doomed)}
