@@ -15,7 +15,7 @@ from chat.models import hash_token
 from chat.threads import db_call
 
 
-class BearerTokenMiddleware(BaseMiddleware):
+class BearerTokenMiddleware(BaseMiddleware):  # type: ignore[misc]  # an untyped base class (no stubs)
     """Replaces the cookie user with the token's user when the handshake carries one."""
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:

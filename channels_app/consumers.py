@@ -72,7 +72,7 @@ def _resolve(name: str, user: Any, want_watch: bool, key: str | None) -> tuple[C
     return channel, None
 
 
-class ChannelConsumer(AsyncWebsocketConsumer):
+class ChannelConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # an untyped base class (no stubs)
     # No per-socket channel-layer channel: the hub receives for the whole process.
     channel_layer_alias = "__no_layer__"
 

@@ -14,7 +14,7 @@ from daphne import server as daphne_server
 from daphne.ws_protocol import WebSocketFactory
 
 
-class ClosingWebSocketFactory(WebSocketFactory):
+class ClosingWebSocketFactory(WebSocketFactory):  # type: ignore[misc]  # an untyped base class (no stubs)
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.setProtocolOptions(failByDrop=False)
@@ -25,4 +25,4 @@ class ClosingWebSocketFactory(WebSocketFactory):
 
 
 def install() -> None:
-    daphne_server.WebSocketFactory = ClosingWebSocketFactory  # type: ignore[misc]
+    daphne_server.WebSocketFactory = ClosingWebSocketFactory

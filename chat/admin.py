@@ -83,14 +83,14 @@ def changelist_link(model: Any, text: str, **filters: Any) -> str:
 
 
 @admin.register(Provider)
-class ProviderAdmin(admin.ModelAdmin):
+class ProviderAdmin(admin.ModelAdmin[Provider]):
     list_display = ["name", "kind", "base_url", "default_model", "context_window", "enabled", "priority"]
     list_filter = ["kind", "enabled"]
     search_fields = ["name", "base_url", "default_model"]
     list_editable = ["enabled", "priority"]
 
 
-class MembershipInline(admin.TabularInline):
+class MembershipInline(admin.TabularInline[Membership, Channel]):
     model = Membership
     extra = 0
     autocomplete_fields = ["user"]
@@ -99,7 +99,7 @@ class MembershipInline(admin.TabularInline):
 
 
 @admin.register(Channel)
-class ChannelAdmin(ModerationMixin, admin.ModelAdmin):
+class ChannelAdmin(ModerationMixin, admin.ModelAdmin[Channel]):
     list_display = [
         "name",
         "title",
@@ -265,7 +265,7 @@ class ChannelAdmin(ModerationMixin, admin.ModelAdmin):
 
 
 @admin.register(Session)
-class SessionAdmin(ModerationMixin, admin.ModelAdmin):
+class SessionAdmin(ModerationMixin, admin.ModelAdmin[Session]):
     list_display = [
         "id",
         "channel_link",
@@ -318,7 +318,7 @@ class SessionAdmin(ModerationMixin, admin.ModelAdmin):
 
 
 @admin.register(Turn)
-class TurnAdmin(ModerationMixin, admin.ModelAdmin):
+class TurnAdmin(ModerationMixin, admin.ModelAdmin[Turn]):
     list_display = [
         "id",
         "channel_link",
@@ -380,7 +380,7 @@ class TurnAdmin(ModerationMixin, admin.ModelAdmin):
 
 
 @admin.register(Membership)
-class MembershipAdmin(ModerationMixin, admin.ModelAdmin):
+class MembershipAdmin(ModerationMixin, admin.ModelAdmin[Membership]):
     list_display = ["user", "channel", "role", "muted", "created_at"]
     list_filter = ["role", "muted", "channel"]
     search_fields = ["user__username", "channel__name"]
@@ -432,7 +432,7 @@ class MembershipAdmin(ModerationMixin, admin.ModelAdmin):
 
 
 @admin.register(ModerationAction)
-class ModerationActionAdmin(admin.ModelAdmin):
+class ModerationActionAdmin(admin.ModelAdmin[ModerationAction]):
     """The audit log: read-only."""
 
     list_display = ["created_at", "actor", "action", "target_type", "target_id", "channel", "reason"]
@@ -451,7 +451,7 @@ class ModerationActionAdmin(admin.ModelAdmin):
 
 
 @admin.register(ApiToken)
-class ApiTokenAdmin(admin.ModelAdmin):
+class ApiTokenAdmin(admin.ModelAdmin[ApiToken]):
     list_display = ["user", "created_at", "last_used_at"]
     search_fields = ["user__username"]
     fields = ["user", "created_at", "last_used_at"]
@@ -466,7 +466,7 @@ admin.site.unregister(User)
 
 
 @admin.register(User)
-class ColloquyUserAdmin(ModerationMixin, UserAdmin):
+class ColloquyUserAdmin(ModerationMixin, UserAdmin[Any]):
     actions = ["ban", "unban"]
     list_display = ["username", "email", "is_active", "is_staff", "last_login", "date_joined"]
 

@@ -34,7 +34,7 @@ class ChannelForm(forms.Form):
             self.add_error(None, error.text)
 
 
-class SignupForm(UserCreationForm):
+class SignupForm(UserCreationForm[Any]):
     pass
 
 

@@ -104,7 +104,7 @@ class StrictListField(serializers.ListField):
     default_error_messages = {"not_a_list": "Expected a list."}
 
 
-class StrictSerializer(serializers.Serializer):
+class StrictSerializer(serializers.Serializer[Any]):
     """Rejects keys it does not know instead of ignoring them."""
 
     def to_internal_value(self, data: Any) -> Any:

@@ -26,4 +26,4 @@ def db_call(fn: Callable[P, R]) -> Callable[P, Awaitable[R]]:
         finally:
             close_old_connections()
 
-    return sync_to_async(closing, thread_sensitive=False)  # type: ignore[return-value]
+    return sync_to_async(closing, thread_sensitive=False)

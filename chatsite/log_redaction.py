@@ -33,7 +33,7 @@ class RedactKeys(logging.Filter):
         return True
 
 
-class RedactingAccessLogGenerator(AccessLogGenerator):
+class RedactingAccessLogGenerator(AccessLogGenerator):  # type: ignore[misc]  # an untyped base class (no stubs)
     def write_entry(self, host: Any, date: Any, request: str, *args: Any, **kwargs: Any) -> None:
         super().write_entry(host, date, redact(request), *args, **kwargs)
 
@@ -43,4 +43,4 @@ def install() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, RedactKeys) for f in logger.filters):
             logger.addFilter(RedactKeys())
-    daphne_cli.AccessLogGenerator = RedactingAccessLogGenerator  # type: ignore[misc]
+    daphne_cli.AccessLogGenerator = RedactingAccessLogGenerator

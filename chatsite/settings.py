@@ -5,9 +5,15 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
+from typing import Any
 
+import django_stubs_ext
 import environ
 from csp.constants import NONE, SELF
+
+# Lets Django's generic classes be subscripted at run time (ModelAdmin[Channel]), as
+# their type stubs describe them.
+django_stubs_ext.monkeypatch()
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("COLLOQUY_VAR_DIR", BASE_DIR / "var"))
@@ -35,7 +41,7 @@ def _secret_key() -> str:
     """SECRET_KEY from the environment, else one generated once per checkout under var/."""
     key = env.str("SECRET_KEY", default="")
     if key:
-        return key
+        return str(key)
     key_file = VAR_DIR / "secret_key"
     _create_private(key_file, secrets.token_urlsafe(50))
     return key_file.read_text().strip()
@@ -143,7 +149,7 @@ REDIS_PREFIX = env.str("REDIS_PREFIX", default="colloquy")
 # "core": Redis lists with capacity and expiry. bench/README.md has the
 # measurements behind the default.
 CHANNEL_LAYER = env.str("CHANNEL_LAYER", default="pubsub")
-_LAYER_CONFIG: dict = {"hosts": [REDIS_URL], "prefix": f"{REDIS_PREFIX}:layer"}
+_LAYER_CONFIG: dict[str, Any] = {"hosts": [REDIS_URL], "prefix": f"{REDIS_PREFIX}:layer"}
 if CHANNEL_LAYER == "core":
     # One inbox per process receives every event of every channel it serves; the
     # default capacity of 100 messages drops tokens as soon as 50 channels stream at once.

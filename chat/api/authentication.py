@@ -44,7 +44,7 @@ class BearerTokenAuthentication(authentication.BaseAuthentication):
         return "Bearer"
 
 
-class BearerTokenScheme(OpenApiAuthenticationExtension):
+class BearerTokenScheme(OpenApiAuthenticationExtension):  # type: ignore[no-untyped-call]
     """Tells the OpenAPI document how API tokens are sent."""
 
     target_class = BearerTokenAuthentication

@@ -4,6 +4,8 @@ which is REST's alone, is here."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from rest_framework import serializers
 
 from chat.schemas import (
@@ -34,7 +36,7 @@ __all__ = [
 ]
 
 
-class TurnsQuerySerializer(serializers.Serializer):
+class TurnsQuerySerializer(serializers.Serializer[Any]):
     # Query values are strings by nature: "1" is how a query says true or one.
     limit = serializers.IntegerField(min_value=1, max_value=100, required=False, default=50)
     before = serializers.IntegerField(min_value=1, required=False)
