@@ -8,7 +8,15 @@ from chat import store
 from chat.generation import engine
 from chat.models import Session, Turn
 from chat.services import inject, interrupt, post_message, regenerate, reset
-from tests.conftest import add_provider, channel_events, use_provider, use_slow_model, wait_for, wait_for_done
+from tests.conftest import (
+    add_provider,
+    channel_events,
+    use_provider,
+    use_slow_model,
+    wait_for,
+    wait_for_done,
+    wait_until_no_generation,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -54,7 +62,7 @@ def test_messages_sent_during_a_reply_are_saved_at_once_and_answered_once(channe
     texts = [t.text for t in Turn.objects.filter(role="user").order_by("id")]
     assert texts == ["first", "second", "third"]  # saved before the reply ends
     wait_for_done(channel, count=2, timeout=15)
-    time.sleep(0.3)
+    wait_until_no_generation()  # nothing left running or asked for: no third reply
     assert len(bots(channel)) == 2
     assert len(openai_server.requests) == 2
     second_prompt = openai_server.requests[1]["messages"]
@@ -68,7 +76,7 @@ def test_one_generation_at_a_time_per_channel(channel, alice, openai_server):
     for _ in range(5):  # from this process and, through Redis, any other
         engine.request_generation(channel.pk)
     wait_for_done(channel, count=2, timeout=15)
-    time.sleep(0.3)
+    wait_until_no_generation()
     events = channel_events(channel)
     # thinking/done strictly alternate: no two replies overlapped
     starts_and_ends = [e["type"] for e in events if e["type"] in ("thinking", "done")]
@@ -166,7 +174,9 @@ def test_regenerate_interrupts_a_running_reply_first(channel, alice, openai_serv
 
 def test_inject_adds_a_turn_without_an_answer(channel, alice):
     turn = inject(channel=channel, user=alice, role="agent", text="A door creaks.")
-    time.sleep(0.2)
+    # A reply is asked for (the pending key) before a service returns; none was.
+    assert not store.sync_redis().exists(store.key(channel.pk, "pending"))
+    assert not store.sync_redis().exists(store.key(channel.pk, "lock"))
     assert turn.role == "agent" and bots(channel) == []
     assert [e["type"] for e in channel_events(channel)] == ["turn"]
 
