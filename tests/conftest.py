@@ -14,7 +14,7 @@ from django.contrib.auth import get_user_model
 
 from chat import store
 from chat.generation import engine
-from chat.models import Channel, Membership
+from chat.models import Channel
 
 
 def pytest_configure(config: Any) -> None:
@@ -137,19 +137,19 @@ def admin_user(db: Any) -> Any:
 @pytest.fixture
 def channel(alice: Any, bob: Any) -> Channel:
     """A public channel owned by alice, with bob as a member."""
-    from chat.services import create_channel
+    from chat.services import add_member, create_channel
 
     created = create_channel(name="lobby", owner=alice, title="Lobby")
-    Membership.objects.create(user=bob, channel=created)
+    add_member(actor=alice, channel=created, user=bob)
     return created
 
 
 @pytest.fixture
 def private_channel(alice: Any, bob: Any) -> Channel:
-    from chat.services import create_channel
+    from chat.services import add_member, create_channel
 
     created = create_channel(name="backroom", owner=alice, visibility="private")
-    Membership.objects.create(user=bob, channel=created)
+    add_member(actor=alice, channel=created, user=bob)
     return created
 
 
