@@ -23,11 +23,11 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 
 from channels_app.auth import login_still_valid
-from chat import frames, permissions, selectors, services, store
+from chat import frames, permissions, selectors, services
 from chat.errors import UNAVAILABLE, ServiceError, unavailable_error
 from chat.events import pong_event, turn_detail_event
-from chat.fanout import Room, get_hub, presence_totals
-from chat.history import build_history
+from chat.fanout import Room, get_hub
+from chat.history import bounded_replay, catch_up
 from chat.models import Channel, channel_name_validator
 from chat.schemas import SOCKET_MESSAGES, validate_socket_message
 from chat.threads import db_call
@@ -39,9 +39,6 @@ SEND_QUEUE_LIMIT = 2000
 # socket asking in a loop pulled 1.2 GB in 50 s. At most one a second per socket; the
 # requests in between are answered together by the next one.
 HISTORY_INTERVAL_S = 1.0
-# A replay longer than this costs more than the full history that replaces it.
-REPLAY_MAX_EVENTS = 500
-REPLAY_MAX_BYTES = 256 * 1024
 # get_turn answers up to a frame each; a person unfolding replies asks far less often.
 GET_TURN_PER_SECOND = 10
 
@@ -198,7 +195,8 @@ class ChannelConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # an untyp
         since = self.resync_since
         self.resync_pending = False
         self.ready = False  # live events wait in ``early`` from here on
-        replay = await self._replay(since) if since is not None else None
+        assert self.channel is not None
+        replay = await bounded_replay(self.channel.pk, since) if since is not None else None
         wait = self.history_sent_at + HISTORY_INTERVAL_S - time.monotonic()
         if replay is None and wait > 0 and not due:
             # The full history to come covers the events until then: drop them.
@@ -214,42 +212,20 @@ class ChannelConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # an untyp
         if not self.closing:
             self.queue.put_nowait(("resync", "due"))
 
-    async def _replay(self, since: int) -> list[str] | None:
-        """The events after ``since`` when they are all kept and a replay of them is
-        bounded (REPLAY_MAX_EVENTS, REPLAY_MAX_BYTES); else None: a full history, which
-        fits one frame, answers instead."""
-        assert self.channel is not None
-        current = int(await store.async_redis().get(store.key(self.channel.pk, "seq")) or 0)
-        if current - since > REPLAY_MAX_EVENTS:
-            return None  # not even read
-        replay = await store.replay_since(self.channel.pk, since)
-        if replay is None or len(replay) > REPLAY_MAX_EVENTS:
-            return None
-        if sum(len(frame.encode()) for frame in replay) > REPLAY_MAX_BYTES:
-            return None
-        return replay
-
     async def _send_history(self, since: int | None = None, replay: list[str] | None = None) -> None:
         """Send what the client lacks: ``replay`` (the events after ``since``), or a full
-        history; then the live events that came in meanwhile."""
+        history (chat.history.catch_up); then the live events that came in meanwhile."""
         assert self.channel is not None
         self.ready = False  # live events wait in ``early`` from here on
-        if replay is not None and since is not None:
-            last_seq = since + len(replay)
-            for frame in replay:
-                await self.send(text_data=frame)
-        else:
-            watchers, _participants = await presence_totals(self.channel.pk)
-            history = await build_history(
-                self.channel, mode="watch" if self.is_watcher else "chat", watchers=watchers
-            )
-            last_seq = history["seq"]
-            get_hub().note_seq(self.channel.pk, last_seq, history["epoch"])
+        mode = "watch" if self.is_watcher else "chat"
+        sent = await catch_up(self.channel, since if replay is not None else None, mode=mode, replay=replay)
+        if sent.is_history:
             self.history_sent_at = time.monotonic()
-            await self.send(text_data=orjson.dumps(history).decode())
+        for frame in sent.frames:
+            await self.send(text_data=frame)
         early, self.early = self.early, []
         for seq, frame in early:
-            if seq is None or seq > last_seq:
+            if seq is None or seq > sent.seq:
                 self.queue.put_nowait((seq, frame))
         self.ready = True
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from chat import frames, selectors, store
 from chat.events import history_event
+from chat.fanout import get_hub, presence_totals
 from chat.models import Channel
 from chat.threads import db_call
 
@@ -62,3 +66,48 @@ def bounded(history: dict[str, Any]) -> dict[str, Any]:
         "turns": kept,
         "has_more": bool(history["has_more"]) or len(kept) < len(turns),
     }
+
+
+# A replay longer than this is answered with a full history (one frame) instead.
+REPLAY_MAX_EVENTS = 500
+REPLAY_MAX_BYTES = 256 * 1024
+
+
+async def bounded_replay(channel_id: int, since: int) -> list[str] | None:
+    """The events after ``since`` when they are all kept and a replay of them is
+    bounded (REPLAY_MAX_EVENTS, REPLAY_MAX_BYTES); else None."""
+    current = int(await store.async_redis().get(store.key(channel_id, "seq")) or 0)
+    if current - since > REPLAY_MAX_EVENTS:
+        return None  # not even read
+    replay = await store.replay_since(channel_id, since)
+    if replay is None or len(replay) > REPLAY_MAX_EVENTS:
+        return None
+    if sum(len(frame.encode()) for frame in replay) > REPLAY_MAX_BYTES:
+        return None
+    return replay
+
+
+@dataclass
+class CatchUp:
+    """What a (re)connecting client is sent: encoded frames, the seq they bring it to,
+    and whether they are a fresh ``history`` rather than a replay."""
+
+    frames: list[str]
+    seq: int
+    is_history: bool
+
+
+async def catch_up(
+    channel: Channel, since: int | None, *, mode: str, replay: list[str] | None = None
+) -> CatchUp:
+    """The one catch-up rule, for sockets and SSE streams alike: the events after
+    ``since`` when a bounded replay has them all (``replay``, if already read), else a
+    fresh ``history``, which also tells the process's hub where its numbering stands."""
+    if since is not None and replay is None:
+        replay = await bounded_replay(channel.pk, since)
+    if since is not None and replay is not None:
+        return CatchUp(replay, since + len(replay), is_history=False)
+    watchers, _participants = await presence_totals(channel.pk)
+    history = await build_history(channel, mode=mode, watchers=watchers)
+    get_hub().note_seq(channel.pk, history["seq"], history["epoch"])
+    return CatchUp([orjson.dumps(history).decode()], history["seq"], is_history=True)

@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 import websockets
 
-from channels_app.consumers import HISTORY_INTERVAL_S, REPLAY_MAX_BYTES, REPLAY_MAX_EVENTS
+from channels_app.consumers import HISTORY_INTERVAL_S
 from chat import services, store
+from chat.history import REPLAY_MAX_BYTES, REPLAY_MAX_EVENTS
 from chat.threads import db_call
 from tests.processes import live_servers
 from tests.ws_helpers import open_socket, receive, token_for
