@@ -10,7 +10,7 @@ from channels.middleware import BaseMiddleware
 from django.contrib.auth.models import AnonymousUser
 
 from chat import logins
-from chat.api.authentication import bearer_from_header, user_for_token
+from chat.logins import bearer_from_header, user_for_token
 from chat.models import hash_token
 from chat.threads import db_call
 

@@ -4,27 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 
-from chat.models import ApiToken, hash_token
-
-
-def user_for_token(raw: str) -> Any | None:
-    """The active user holding this API token, or None."""
-    token = ApiToken.objects.select_related("user").filter(key_hash=hash_token(raw)).first()
-    if token is None or not token.user.is_active:
-        return None
-    ApiToken.objects.filter(pk=token.pk).update(last_used_at=timezone.now())
-    return token.user
-
-
-def bearer_from_header(value: str) -> str | None:
-    scheme, _, raw = value.partition(" ")
-    if scheme.lower() != "bearer" or not raw.strip():
-        return None
-    return raw.strip()
+from chat.logins import bearer_from_header, user_for_token
 
 
 class BearerTokenAuthentication(authentication.BaseAuthentication):
