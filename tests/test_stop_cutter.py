@@ -1,6 +1,6 @@
 """Stop sequences split across tokens, and the repetition hint."""
 
-from chat.generation.engine import StopCutter, repetition_hint
+from chat.generation.text import StopCutter, repetition_hint
 
 
 def feed_all(cutter, pieces):

@@ -24,7 +24,6 @@ class Plan:
 
     channel_id: int
     channel_name: str
-    session_id: str
     turn_id: int
     mode: str
     framing: dict[str, Any]
@@ -32,7 +31,6 @@ class Plan:
     providers: list[ProviderConfig]
     turns: list[PromptTurn] = field(default_factory=list)
     last_user_text: str = ""
-    last_user_id: int | None = None
     # Replies of this channel that a dead process left unfinished, closed as errors
     # (the caller holds the channel's lock, so nothing else is writing them).
     recovered: list[dict[str, Any]] = field(default_factory=list)
@@ -132,7 +130,6 @@ def start_generation(channel_id: int) -> Plan | None:
         return Plan(
             channel_id=channel.pk,
             channel_name=channel.name,
-            session_id=str(session.pk),
             turn_id=bot.pk,
             mode=channel.mode,
             framing=framing,
@@ -140,7 +137,6 @@ def start_generation(channel_id: int) -> Plan | None:
             providers=chain,
             turns=[PromptTurn(t.role, t.text) for t in turns],
             last_user_text=last_user.text if last_user else "",
-            last_user_id=last_user.author_id if last_user else None,
             recovered=recovered,
         )
 

@@ -1,0 +1,272 @@
+"""One reply: create its turn, stream it from the first provider that answers, send its
+text and reasoning as they come, save it as it grows, then record, charge and announce
+how it ended. The driver (chat.generation.driver) decides when one runs and holds the
+channel's lock meanwhile; this module assumes it is the only writer of the channel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+from typing import Any, cast
+
+from chat import limits
+from chat.events import apublish
+from chat.generation import records
+from chat.generation.prompt import BuiltPrompt, build_prompt, estimate_tokens
+from chat.generation.providers import make_provider
+from chat.generation.providers.base import (
+    Delta,
+    Finish,
+    GenerationRequest,
+    ModelProvider,
+    ProviderConfig,
+    ProviderError,
+)
+from chat.generation.records import Plan
+from chat.generation.text import Coalescer, StopCutter, coalesce_window, repetition_hint
+from chat.threads import db_call
+
+log = logging.getLogger(__name__)
+
+# How often the text so far is saved: a process that dies loses at most this much.
+FLUSH_TO_DB_S = 1.0
+
+
+@dataclass
+class Outcome:
+    """How a reply ended."""
+
+    finish_reason: str  # stop | length | interrupted | error
+    # Cut short: by a stop sequence the provider ignored, or by max_tokens.
+    truncated: bool = False
+    # As the provider reported them; None when it did not (they are then estimated).
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    error: str | None = None  # what failed, when finish_reason is "error"
+
+
+async def _publish(plan: Plan, event: dict[str, Any]) -> None:
+    await apublish(plan.channel_id, plan.channel_name, event)
+
+
+async def publish_recovered(channel_id: int, channel_name: str, turn: dict[str, Any]) -> None:
+    """Tell every screen that a reply left by a dead process has ended."""
+    await apublish(channel_id, channel_name, {"type": "turn", **turn})
+    done = {
+        "turn_id": turn["id"],
+        "finish_reason": "error",
+        "usage": turn["usage"],
+        "timings": turn["timings"],
+    }
+    await apublish(channel_id, channel_name, {"type": "done", **done})
+
+
+class Generation:
+    """One reply in one channel, from the request to ``done``."""
+
+    def __init__(self, channel_id: int, requester_id: int | None) -> None:
+        self.channel_id = channel_id
+        self.requester_id = requester_id  # who is charged for the reply's tokens
+        # Set by the driver when an interrupt for this reply arrives.
+        self.interrupted = asyncio.Event()
+        # Read from the database when run() creates the bot turn; None until then.
+        self.plan: Plan | None = None
+        # The provider being (or last) tried, and the prompt built for its context window.
+        self.config: ProviderConfig | None = None
+        self.built: BuiltPrompt | None = None
+        self.first_token_at: float | None = None  # time.monotonic() of the first delta
+        self.text = ""  # the visible reply, cut at a stop sequence
+        self.reasoning = ""
+        self.raw = ""  # the text as the model sent it, stop sequence included
+        self.outbox = Coalescer(coalesce_window())
+
+    @property
+    def turn_id(self) -> int | None:
+        """The bot turn being written; None before it exists."""
+        return self.plan.turn_id if self.plan else None
+
+    async def run(self) -> None:
+        """Write the reply. Returns at once when there is nothing to answer."""
+        plan = await db_call(records.start_generation)(self.channel_id)
+        if plan is None:
+            return
+        self.plan = plan
+        for turn in plan.recovered:
+            await publish_recovered(plan.channel_id, plan.channel_name, turn)
+        first = plan.providers[0]
+        label = f"{first.model_label or first.name} is writing…"
+        await _publish(plan, {"type": "thinking", "label": label, "turn_id": plan.turn_id})
+        started = time.monotonic()
+        sender = asyncio.create_task(self.outbox.drain(functools.partial(self._send, plan)))
+        saver = asyncio.create_task(self._save_partial(plan.turn_id))
+        streamer = asyncio.create_task(self._stream(plan))
+        listener = asyncio.create_task(self.interrupted.wait())
+        try:
+            await asyncio.wait({streamer, listener}, return_when=asyncio.FIRST_COMPLETED)
+            if streamer.done():
+                outcome = streamer.result()
+            else:
+                streamer.cancel()  # closes the provider's stream, and so its connection
+                with contextlib.suppress(asyncio.CancelledError):
+                    await streamer
+                outcome = Outcome("interrupted")
+        finally:
+            listener.cancel()
+            saver.cancel()
+            self.outbox.close()
+            await sender  # every piece of text is sent before the turn and done events
+        await self._finish(plan, outcome, started)
+
+    async def _stream(self, plan: Plan) -> Outcome:
+        """Try the providers in order, each twice when its failure may pass (a timeout,
+        429, 5xx), until one answers. Once the model has begun answering, a failure ends
+        the reply: another model would start it over, after what is already shown."""
+        error: ProviderError | None = None
+        for config in plan.providers:
+            built = build_prompt(
+                mode=plan.mode,
+                framing=plan.framing,
+                turns=plan.turns,
+                context_window=config.context_window,
+                max_tokens=int(plan.params["max_tokens"]),
+            )
+            self.built, self.config = built, config
+            request = GenerationRequest(
+                built=built, model=config.model, params=plan.params, last_user_text=plan.last_user_text
+            )
+            for attempt in (1, 2):
+                try:
+                    return await self._consume(make_provider(config), request, StopCutter(built.stop))
+                except ProviderError as exc:
+                    error = exc
+                    if self.first_token_at is not None:
+                        return Outcome("error", error=str(exc))
+                    log.warning("provider %s failed (attempt %s): %s", config.name, attempt, exc)
+                    if not exc.retryable:
+                        break
+        return Outcome("error", error=str(error) if error else "no provider")
+
+    async def _consume(
+        self, provider: ModelProvider, request: GenerationRequest, cutter: StopCutter
+    ) -> Outcome:
+        """Read one provider's stream to its end, or to a stop sequence."""
+        finish = Finish()
+        cut_by_us = False
+        # Every provider's stream is an async generator: closing it closes the connection.
+        stream = cast(AsyncGenerator[Delta | Finish, None], provider.stream(request))
+        try:
+            async for item in stream:
+                if isinstance(item, Finish):
+                    finish = item
+                    continue
+                assert isinstance(item, Delta)
+                if self.first_token_at is None:
+                    self.first_token_at = time.monotonic()
+                if item.reasoning:
+                    self.reasoning += item.reasoning
+                    self.outbox.add(reasoning=item.reasoning)
+                if item.text:
+                    self.raw += item.text
+                    self._emit(cutter.feed(item.text))
+                    if cutter.stopped:
+                        cut_by_us = True
+                        break  # the provider ignored a stop sequence; we end it here
+        finally:
+            # Text held back while checking for a stop sequence belongs to the reply
+            # however it ends (error, interrupt).
+            self._emit(cutter.flush())
+            await stream.aclose()
+        return Outcome(
+            finish_reason=finish.reason,
+            truncated=cut_by_us or finish.reason == "length",
+            prompt_tokens=finish.prompt_tokens,
+            completion_tokens=finish.completion_tokens,
+        )
+
+    def _emit(self, text: str) -> None:
+        if text:
+            self.text += text
+            self.outbox.add(text=text)
+
+    async def _send(self, plan: Plan, reasoning: str, text: str) -> None:
+        if reasoning:
+            await _publish(plan, {"type": "reasoning", "data": reasoning, "turn_id": plan.turn_id})
+        if text:
+            await _publish(plan, {"type": "token", "data": text, "turn_id": plan.turn_id})
+
+    async def _save_partial(self, turn_id: int) -> None:
+        saved = ("", "")
+        while True:
+            await asyncio.sleep(FLUSH_TO_DB_S)
+            if (self.text, self.reasoning) != saved:
+                saved = (self.text, self.reasoning)
+                await db_call(records.flush_partial)(turn_id, *saved)
+
+    async def _finish(self, plan: Plan, outcome: Outcome, started: float) -> None:
+        """Save the turn, charge its tokens, and announce how it ended."""
+        reason = outcome.finish_reason or "stop"
+        prompt_text = self.built.as_text() if self.built else ""
+        if outcome.prompt_tokens is not None and outcome.completion_tokens is not None:
+            reported = True
+            prompt_tokens, completion_tokens = outcome.prompt_tokens, outcome.completion_tokens
+        else:
+            reported = False
+            prompt_tokens, completion_tokens = estimate_tokens(prompt_text), estimate_tokens(self.raw)
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "estimated": not reported,
+        }
+        now = time.monotonic()
+        timings = {
+            "ttft_ms": round((self.first_token_at - started) * 1000) if self.first_token_at else None,
+            "duration_ms": round((now - started) * 1000),
+        }
+        config = self.config or plan.providers[0]
+        earlier = [t.text for t in plan.turns if t.role == "bot"]
+        turn = await db_call(records.finish_turn)(
+            plan.turn_id,
+            text=self.text,
+            reasoning=self.reasoning,
+            raw_completion=self.raw,
+            prompt=prompt_text,
+            finish_reason=reason,
+            truncated=outcome.truncated,
+            rep_hint=repetition_hint(self.text, earlier) if self.text else None,
+            usage=usage,
+            timings=timings,
+            provider=config.name,
+            model=config.model_label,
+            dropped_turns=self.built.dropped_turns if self.built else 0,
+        )
+        # Charged to whoever asked for this reply, and only when a model answered: a
+        # request that never reached one (connection refused, every provider down) is
+        # free. The counter is in Redis only, so no database connection is involved; the
+        # thread keeps the loop free while the synchronous client waits.
+        if self.requester_id is not None and (self.first_token_at is not None or reported):
+            await asyncio.to_thread(limits.count_tokens, self.requester_id, prompt_tokens + completion_tokens)
+        if turn is not None and not turn["hidden"]:
+            await _publish(plan, {"type": "turn", **turn})
+        if reason == "interrupted":
+            await _publish(plan, {"type": "interrupted", "turn_id": plan.turn_id})
+        if reason == "error":
+            failure = outcome.error if outcome.error is not None else "unknown error"
+            await _publish(
+                plan, {"type": "error", "code": "provider_error", "text": f"The model failed: {failure}"}
+            )
+        await _publish(
+            plan,
+            {
+                "type": "done",
+                "turn_id": plan.turn_id,
+                "finish_reason": reason,
+                "usage": usage,
+                "timings": timings,
+            },
+        )
