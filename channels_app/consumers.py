@@ -20,7 +20,6 @@ from urllib.parse import parse_qs
 import orjson
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
-from django.contrib.auth import get_user_model
 
 from channels_app.auth import login_still_valid
 from chat import frames, permissions, selectors, services
@@ -304,10 +303,10 @@ class ChannelConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # an untyp
     def _perform(self, kind: str, message: dict[str, Any]) -> None:
         """Run one write in a worker thread, with a freshly read channel and user."""
         assert self.channel is not None
-        channel = Channel.objects.filter(pk=self.channel.pk).first()
+        channel = selectors.channel_by_id(self.channel.pk)
         if channel is None:
             raise ServiceError("not_found", "This channel no longer exists.")
-        user = get_user_model().objects.filter(pk=self.user_id).first() if self.user_id else None
+        user = selectors.user_by_id(self.user_id)
         if user is None or not user.is_active:
             raise ServiceError("forbidden", "Your account cannot write here.")
         # ``message`` has passed its schema (chat/schemas.py) in _handle.
@@ -367,7 +366,7 @@ class ChannelConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # an untyp
         (still) a moderator. Whoever holds the socket may watch the channel: that was
         checked when it opened, and sockets that lose the right are closed."""
         assert self.channel is not None
-        user = get_user_model().objects.filter(pk=self.user_id).first() if self.user_id else None
+        user = selectors.user_by_id(self.user_id)
         return selectors.channel_turn(user, self.channel.pk, turn_id)
 
     async def _close_too_big(self) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 
 import redis
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db.models import Count, Q, QuerySet
 
@@ -21,6 +22,17 @@ HISTORY_TURNS = 50
 
 def channel_by_name(name: str) -> Channel | None:
     return Channel.objects.select_related("owner").filter(name=name).first()
+
+
+def channel_by_id(channel_id: int) -> Channel | None:
+    return Channel.objects.select_related("owner").filter(pk=channel_id).first()
+
+
+def user_by_id(user_id: int | None) -> Any | None:
+    """The user, read afresh (a socket keeps only the id: bans and role changes count)."""
+    if user_id is None:
+        return None
+    return get_user_model().objects.filter(pk=user_id).first()
 
 
 def visible_channels(user: Any) -> QuerySet[Channel]:
