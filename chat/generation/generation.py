@@ -11,11 +11,11 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
-from chat import limits
+from chat import events, limits
 from chat.events import apublish
 from chat.generation import records
 from chat.generation.prompt import BuiltPrompt, build_prompt, estimate_tokens
@@ -51,20 +51,16 @@ class Outcome:
     error: str | None = None  # what failed, when finish_reason is "error"
 
 
-async def _publish(plan: Plan, event: dict[str, Any]) -> None:
+async def _publish(plan: Plan, event: Mapping[str, Any]) -> None:
     await apublish(plan.channel_id, plan.channel_name, event)
 
 
 async def publish_recovered(channel_id: int, channel_name: str, turn: dict[str, Any]) -> None:
     """Tell every screen that a reply left by a dead process has ended."""
-    await apublish(channel_id, channel_name, {"type": "turn", **turn})
-    done = {
-        "turn_id": turn["id"],
-        "finish_reason": "error",
-        "usage": turn["usage"],
-        "timings": turn["timings"],
-    }
-    await apublish(channel_id, channel_name, {"type": "done", **done})
+    await apublish(channel_id, channel_name, events.turn_event(turn))
+    await apublish(
+        channel_id, channel_name, events.done_event(turn["id"], "error", turn["usage"], turn["timings"])
+    )
 
 
 class Generation:
@@ -101,7 +97,7 @@ class Generation:
             await publish_recovered(plan.channel_id, plan.channel_name, turn)
         first = plan.providers[0]
         label = f"{first.model_label or first.name} is writing…"
-        await _publish(plan, {"type": "thinking", "label": label, "turn_id": plan.turn_id})
+        await _publish(plan, events.thinking_event(plan.turn_id, label))
         started = time.monotonic()
         sender = asyncio.create_task(self.outbox.drain(functools.partial(self._send, plan)))
         saver = asyncio.create_task(self._save_partial(plan.turn_id))
@@ -196,9 +192,9 @@ class Generation:
 
     async def _send(self, plan: Plan, reasoning: str, text: str) -> None:
         if reasoning:
-            await _publish(plan, {"type": "reasoning", "data": reasoning, "turn_id": plan.turn_id})
+            await _publish(plan, events.reasoning_event(plan.turn_id, reasoning))
         if text:
-            await _publish(plan, {"type": "token", "data": text, "turn_id": plan.turn_id})
+            await _publish(plan, events.token_event(plan.turn_id, text))
 
     async def _save_partial(self, turn_id: int) -> None:
         saved = ("", "")
@@ -252,21 +248,10 @@ class Generation:
         if self.requester_id is not None and (self.first_token_at is not None or reported):
             await asyncio.to_thread(limits.count_tokens, self.requester_id, prompt_tokens + completion_tokens)
         if turn is not None and not turn["hidden"]:
-            await _publish(plan, {"type": "turn", **turn})
+            await _publish(plan, events.turn_event(turn))
         if reason == "interrupted":
-            await _publish(plan, {"type": "interrupted", "turn_id": plan.turn_id})
+            await _publish(plan, events.interrupted_event(plan.turn_id))
         if reason == "error":
             failure = outcome.error if outcome.error is not None else "unknown error"
-            await _publish(
-                plan, {"type": "error", "code": "provider_error", "text": f"The model failed: {failure}"}
-            )
-        await _publish(
-            plan,
-            {
-                "type": "done",
-                "turn_id": plan.turn_id,
-                "finish_reason": reason,
-                "usage": usage,
-                "timings": timings,
-            },
-        )
+            await _publish(plan, events.error_event("provider_error", f"The model failed: {failure}"))
+        await _publish(plan, events.done_event(plan.turn_id, reason, usage, timings))
