@@ -1,6 +1,6 @@
 """Per-process fan-out: one channel-layer subscription per process, each event encoded
 once (by the publisher) and handed to this process's connections of the channel:
-WebSocket consumers (channels_app) and Server-Sent Event streams (chat.api.sse).
+WebSocket consumers (channels_app) and Server-Sent Event streams (chat.api.streams).
 
 Stock Channels gives each socket its own layer channel and runs every event through
 ``dispatch`` (a thread hop to close old DB connections, a JSON encode per socket). Here
@@ -15,7 +15,6 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Iterable
 from typing import Any, Protocol
 
 import orjson
@@ -115,10 +114,6 @@ class Hub:
             layer = get_channel_layer()
             assert layer is not None and self.inbox is not None
             await layer.group_discard(store.group_name(channel_id), self.inbox)
-
-    def connections(self) -> Iterable[Connection]:
-        for room in list(self.rooms.values()):
-            yield from list(room.connections)
 
     # --- receiving ----------------------------------------------------------------------
 

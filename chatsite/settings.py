@@ -253,7 +253,6 @@ SYNC_REPLY_TIMEOUT = env.float("SYNC_REPLY_TIMEOUT", default=120.0)
 LLM_BASE_URL = env.str("LLM_BASE_URL", default="")
 LLM_API_KEY_ENV = "LLM_API_KEY"
 LLM_MODEL = env.str("LLM_MODEL", default="")
-LLM_MODE = env.str("LLM_MODE", default="chat")
 
 LOGGING = {
     "version": 1,
