@@ -11,8 +11,8 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ActionForm
-from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
+from django.contrib.auth.models import User
 from django.db.models import Count, Q, QuerySet
 from django.forms import CharField
 from django.http import HttpRequest
@@ -23,6 +23,12 @@ from chat import permissions, selectors, services
 from chat.errors import ServiceError
 from chat.framing import SettingsInvalidError, merge_framing, merge_params
 from chat.models import ApiToken, Channel, Membership, ModerationAction, Provider, Session, Turn
+
+
+def desk_user(request: HttpRequest) -> User:
+    """Who acts at the desk: always a logged-in user (the admin site lets no one else in)."""
+    assert isinstance(request.user, User)
+    return request.user
 
 
 class ReasonActionForm(ActionForm):
@@ -64,7 +70,7 @@ def moderation_action(
 
     @admin.action(description=description, permissions=[permission])
     def action(modeladmin: Any, request: HttpRequest, queryset: QuerySet[Any]) -> None:
-        modeladmin.run_each(request, queryset, verb, lambda obj, why: act(request.user, obj, why))
+        modeladmin.run_each(request, queryset, verb, lambda obj, why: act(desk_user(request), obj, why))
 
     return action
 
@@ -186,7 +192,7 @@ class ChannelAdmin(ModerationMixin, admin.ModelAdmin[Channel]):
         others = [name for name in form.changed_data if name not in self.SERVICE_FIELDS]
         current = Channel.objects.get(pk=obj.pk)
         if changes:
-            services.update_channel(channel=current, user=request.user, changes=changes)
+            services.update_channel(channel=current, user=desk_user(request), changes=changes)
         if others:  # e.g. the provider: nothing on open screens depends on it
             for name in others:
                 setattr(current, name, form.cleaned_data[name])
@@ -197,7 +203,10 @@ class ChannelAdmin(ModerationMixin, admin.ModelAdmin[Channel]):
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Channel]) -> None:
         self.run_each(
-            request, queryset, "Deleted", lambda c, _: services.delete_channel(channel=c, user=request.user)
+            request,
+            queryset,
+            "Deleted",
+            lambda c, _: services.delete_channel(channel=c, user=desk_user(request)),
         )
 
     def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
@@ -215,10 +224,10 @@ class ChannelAdmin(ModerationMixin, admin.ModelAdmin[Channel]):
                 continue
             try:
                 if member_form in formset.deleted_forms:
-                    services.remove_member(actor=request.user, channel=channel, user=user)
+                    services.remove_member(actor=desk_user(request), channel=channel, user=user)
                     formset.deleted_objects.append(member_form.instance)
                 elif member_form.instance.pk is None:
-                    membership = services.add_member(actor=request.user, channel=channel, user=user)
+                    membership = services.add_member(actor=desk_user(request), channel=channel, user=user)
                     membership.role = member_form.cleaned_data.get("role") or membership.role
                     membership.save(update_fields=["role"])
                     formset.new_objects.append(membership)
@@ -307,7 +316,7 @@ class SessionAdmin(ModerationMixin, admin.ModelAdmin[Session]):
             request,
             queryset.select_related("channel"),
             "Deleted",
-            lambda session, _: services.delete_session(session=session, user=request.user),
+            lambda session, _: services.delete_session(session=session, user=desk_user(request)),
         )
 
     purge = moderation_action(
@@ -345,7 +354,7 @@ class TurnAdmin(ModerationMixin, admin.ModelAdmin[Turn]):
         return actions
 
     def delete_model(self, request: HttpRequest, obj: Turn) -> None:
-        services.delete_turn(actor=request.user, turn=obj)
+        services.delete_turn(actor=desk_user(request), turn=obj)
 
     @admin.display(description="text")
     def short_text(self, turn: Turn) -> str:
@@ -397,7 +406,7 @@ class MembershipAdmin(ModerationMixin, admin.ModelAdmin[Membership]):
     def save_model(self, request: HttpRequest, obj: Membership, form: Any, change: bool) -> None:
         if change:
             return super().save_model(request, obj, form, change)  # the role only
-        membership = services.add_member(actor=request.user, channel=obj.channel, user=obj.user)
+        membership = services.add_member(actor=desk_user(request), channel=obj.channel, user=obj.user)
         membership.role = obj.role
         membership.save(update_fields=["role"])
         obj.pk = membership.pk
@@ -411,7 +420,7 @@ class MembershipAdmin(ModerationMixin, admin.ModelAdmin[Membership]):
             request,
             queryset.select_related("channel", "user"),
             "Removed",
-            lambda m, _: services.remove_member(actor=request.user, channel=m.channel, user=m.user),
+            lambda m, _: services.remove_member(actor=desk_user(request), channel=m.channel, user=m.user),
         )
 
     mute = moderation_action(
@@ -461,7 +470,6 @@ class ApiTokenAdmin(admin.ModelAdmin[ApiToken]):
         return False
 
 
-User = get_user_model()
 admin.site.unregister(User)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
@@ -124,7 +125,7 @@ def lock_held_by_moderator(channel: Channel) -> bool:
     )
 
 
-def change_lock(*, actor: Any, channel: Channel, locked: bool, reason: str = "") -> None:
+def change_lock(*, actor: User, channel: Channel, locked: bool, reason: str = "") -> None:
     """Lock or unlock, audited, whoever does it (owner or moderator); every screen is
     told. A lock set by a moderator may be lifted only by a moderator."""
     if not locked and not permissions.is_moderator(actor) and lock_held_by_moderator(channel):
@@ -142,7 +143,7 @@ def change_lock(*, actor: Any, channel: Channel, locked: bool, reason: str = "")
         publish_on_commit(channel.pk, channel.name, channel_settings_event(channel))
 
 
-def update_channel(*, channel: Channel, user: Any, changes: dict[str, Any], reason: str = "") -> Channel:
+def update_channel(*, channel: Channel, user: User, changes: dict[str, Any], reason: str = "") -> Channel:
     """Change title, visibility, mode, lock, framing or params (owner or moderator),
     from the API and the admin alike. A lock change is audited (change_lock)."""
     if not permissions.can_configure(user, channel):
@@ -187,14 +188,14 @@ def update_channel(*, channel: Channel, user: Any, changes: dict[str, Any], reas
     return channel
 
 
-def delete_channel(*, channel: Channel, user: Any) -> None:
+def delete_channel(*, channel: Channel, user: User) -> None:
     """Delete a channel with its sessions and turns (owner or admin)."""
     if not (user and user.is_authenticated and (user.is_staff or channel.owner_id == user.pk)):
         raise ServiceError("forbidden", "Only the owner or an admin can delete a channel.")
     channel.delete()
 
 
-def rotate_watch_key(*, channel: Channel, user: Any, reason: str = "") -> str:
+def rotate_watch_key(*, channel: Channel, user: User, reason: str = "") -> str:
     """Issue a new watch key; links and watch sockets using the old one stop working.
     Audited like a moderation action, whether the owner or a moderator rotates it."""
     if not permissions.can_configure(user, channel):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
@@ -67,7 +68,14 @@ def _add_turn(*, channel: Channel, user: Any, role: str, text: str) -> Turn:
     return turn
 
 
-def post_message(*, channel: Channel, user: Any, text: Any, framing: Any = None, params: Any = None) -> Turn:
+def post_message(
+    *,
+    channel: Channel,
+    user: User,
+    text: str,
+    framing: dict[str, Any] | None = None,
+    params: dict[str, Any] | None = None,
+) -> Turn:
     """Save a user turn at once and have the bot answer it (right after the reply being
     written, if there is one). Returns the saved user turn."""
     check_can_write(user, channel)
@@ -84,7 +92,7 @@ def post_message(*, channel: Channel, user: Any, text: Any, framing: Any = None,
     return turn
 
 
-def inject(*, channel: Channel, user: Any, role: Any, text: Any) -> Turn:
+def inject(*, channel: Channel, user: User, role: str, text: str) -> Turn:
     """Add a user, agent or bot turn without generating a reply."""
     check_can_write(user, channel)
     if role not in Turn.Role.values:
@@ -96,7 +104,13 @@ def inject(*, channel: Channel, user: Any, role: Any, text: Any) -> Turn:
     return _add_turn(channel=channel, user=user if role != Turn.Role.BOT else None, role=role, text=text)
 
 
-def regenerate(*, channel: Channel, user: Any, framing: Any = None, params: Any = None) -> Turn | None:
+def regenerate(
+    *,
+    channel: Channel,
+    user: User,
+    framing: dict[str, Any] | None = None,
+    params: dict[str, Any] | None = None,
+) -> Turn | None:
     """Hide the last bot turn (kept for audit) and have the bot answer again. A running
     reply is interrupted first. Returns the hidden turn, if there was one."""
     check_can_write(user, channel)
@@ -119,7 +133,7 @@ def regenerate(*, channel: Channel, user: Any, framing: Any = None, params: Any 
     return hidden
 
 
-def reset(*, channel: Channel, user: Any) -> Session:
+def reset(*, channel: Channel, user: User) -> Session:
     """Archive the active session and open a fresh one; nothing is deleted."""
     check_can_write(user, channel)
     engine.interrupt(channel.pk, wait=INTERRUPT_WAIT_S)
@@ -133,7 +147,7 @@ def reset(*, channel: Channel, user: Any) -> Session:
     return session
 
 
-def interrupt(*, channel: Channel, user: Any) -> bool:
+def interrupt(*, channel: Channel, user: User) -> bool:
     """Stop the reply being written; the partial text is kept as ``interrupted``."""
     check_can_write(user, channel)
     return engine.interrupt(channel.pk)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import User
 from django.contrib.sessions.models import Session as LoginSession
 from django.db import transaction
 
@@ -45,7 +46,7 @@ def _is_live(turn: Turn) -> bool:
 # --- turns -------------------------------------------------------------------------------
 
 
-def hide_turn(*, actor: Any, turn: Turn, reason: str = "") -> None:
+def hide_turn(*, actor: User, turn: Turn, reason: str = "") -> None:
     """Take a turn out of every transcript (and every future prompt); kept for audit."""
     check_can_moderate(actor)
     channel = turn.session.channel
@@ -56,7 +57,7 @@ def hide_turn(*, actor: Any, turn: Turn, reason: str = "") -> None:
         _removed_on_commit(channel, turn.pk, live=_is_live(turn))
 
 
-def unhide_turn(*, actor: Any, turn: Turn, reason: str = "") -> None:
+def unhide_turn(*, actor: User, turn: Turn, reason: str = "") -> None:
     """Bring a hidden turn back; open screens get it again as a ``turn`` event."""
     check_can_moderate(actor)
     channel = turn.session.channel
@@ -68,7 +69,7 @@ def unhide_turn(*, actor: Any, turn: Turn, reason: str = "") -> None:
             publish_on_commit(channel.pk, channel.name, events.turn_event(turn.to_dict()))
 
 
-def delete_turn(*, actor: Any, turn: Turn, reason: str = "") -> None:
+def delete_turn(*, actor: User, turn: Turn, reason: str = "") -> None:
     """Delete a turn for good (the audit record keeps who, when and why)."""
     check_can_moderate(actor)
     channel = turn.session.channel
@@ -92,13 +93,13 @@ def _removed_on_commit(channel: Channel, turn_id: int, *, live: bool) -> None:
 # --- channels ----------------------------------------------------------------------------
 
 
-def set_locked(*, actor: Any, channel: Channel, locked: bool, reason: str = "") -> None:
+def set_locked(*, actor: User, channel: Channel, locked: bool, reason: str = "") -> None:
     """Lock (writes refused with ``locked``) or unlock a channel."""
     check_can_moderate(actor)
     change_lock(actor=actor, channel=channel, locked=locked, reason=reason)
 
 
-def interrupt_generation(*, actor: Any, channel: Channel, reason: str = "") -> bool:
+def interrupt_generation(*, actor: User, channel: Channel, reason: str = "") -> bool:
     """Stop the reply being written in a channel; False when none was running."""
     check_can_moderate(actor)
     stopped = engine.interrupt(channel.pk)
@@ -113,7 +114,7 @@ def interrupt_generation(*, actor: Any, channel: Channel, reason: str = "") -> b
     return stopped
 
 
-def purge_session(*, actor: Any, session: Session, reason: str = "") -> int:
+def purge_session(*, actor: User, session: Session, reason: str = "") -> int:
     """Delete every turn of a session. Open screens of its channel get a fresh
     ``history``; the replay log is dropped so no reconnecting client replays the
     purged turns. Returns how many turns went."""
@@ -143,7 +144,7 @@ async def _resync_everyone(channel_id: int) -> None:
 # --- users -------------------------------------------------------------------------------
 
 
-def set_muted(*, actor: Any, channel: Channel, user: Any, muted: bool, reason: str = "") -> None:
+def set_muted(*, actor: User, channel: Channel, user: User, muted: bool, reason: str = "") -> None:
     """Mute (writes refused with ``muted``) or unmute a user in one channel. In a public
     channel a muted non-member gets a membership row that carries the mute."""
     check_can_moderate(actor)
@@ -165,7 +166,7 @@ def set_muted(*, actor: Any, channel: Channel, user: Any, muted: bool, reason: s
         )
 
 
-def ban_user(*, actor: Any, user: Any, reason: str = "") -> None:
+def ban_user(*, actor: User, user: User, reason: str = "") -> None:
     """Deactivate a user: their API token and logins stop working at once and every
     socket they have open, in every process, closes with 4003."""
     check_can_moderate(actor)
@@ -180,7 +181,7 @@ def ban_user(*, actor: Any, user: Any, reason: str = "") -> None:
         events.access_changed_on_commit(None)
 
 
-def unban_user(*, actor: Any, user: Any, reason: str = "") -> None:
+def unban_user(*, actor: User, user: User, reason: str = "") -> None:
     """Reactivate a user. Their old logins and token stay ended: they log in again."""
     check_can_moderate(actor)
     check_can_act_on(actor, user)
@@ -199,7 +200,7 @@ def _end_logins(user_id: int) -> None:
 # --- membership ----------------------------------------------------------------------------
 
 
-def add_member(*, actor: Any, channel: Channel, user: Any) -> Membership:
+def add_member(*, actor: User, channel: Channel, user: User) -> Membership:
     """Invite a user into a channel (owner or moderator)."""
     if not permissions.can_configure(actor, channel):
         raise ServiceError("forbidden", "Only the channel owner or a moderator can invite members.")
@@ -209,7 +210,7 @@ def add_member(*, actor: Any, channel: Channel, user: Any) -> Membership:
     return membership
 
 
-def remove_member(*, actor: Any, channel: Channel, user: Any) -> None:
+def remove_member(*, actor: User, channel: Channel, user: User) -> None:
     """Remove a member (owner or moderator; members may leave). In a private channel
     their open sockets there close with 4003 at once."""
     if not (permissions.can_configure(actor, channel) or (actor.is_authenticated and actor.pk == user.pk)):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.contrib.auth.models import User
 from django.db import transaction
 
 from chat import permissions
@@ -21,7 +22,7 @@ def can_manage_session(user: Any, session: Session) -> bool:
     return permissions.can_configure(user, session.channel)
 
 
-def delete_session(*, session: Session, user: Any) -> None:
+def delete_session(*, session: Session, user: User) -> None:
     """Delete a session and its turns. An active session is replaced by a fresh one."""
     if not can_manage_session(user, session):
         raise ServiceError("forbidden", "You may not delete this session.")
@@ -39,7 +40,7 @@ def delete_session(*, session: Session, user: Any) -> None:
             redact_on_commit(channel.pk)
 
 
-def bulk_delete_sessions(*, ids: list[Any], user: Any) -> int:
+def bulk_delete_sessions(*, ids: list[Any], user: User) -> int:
     """Delete the listed sessions the user may manage; returns how many went."""
     deleted = 0
     for session in Session.objects.select_related("channel").filter(pk__in=ids):
@@ -49,7 +50,7 @@ def bulk_delete_sessions(*, ids: list[Any], user: Any) -> int:
     return deleted
 
 
-def truncate_session(*, session: Session, user: Any, keep: Any) -> dict[str, Any]:
+def truncate_session(*, session: Session, user: User, keep: int) -> dict[str, Any]:
     """Keep the first ``keep`` visible turns of a session and delete every turn after
     them (hidden ones included; hidden turns before the cut stay, for audit)."""
     if not can_manage_session(user, session):
