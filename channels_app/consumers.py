@@ -33,7 +33,6 @@ from chat.threads import db_call
 
 log = logging.getLogger(__name__)
 
-SEND_QUEUE_LIMIT = 2000
 # A full history is the costliest answer (up to a frame, built from the database): one
 # socket asking in a loop pulled 1.2 GB in 50 s. At most one a second per socket; the
 # requests in between are answered together by the next one.
@@ -137,7 +136,7 @@ class ChannelConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # an untyp
             return
         if self.resync_pending:
             return  # the coming history or replay covers it
-        if self.queue.qsize() >= SEND_QUEUE_LIMIT:
+        if self.queue.qsize() >= settings.SEND_QUEUE_FRAMES:
             while not self.queue.empty():
                 self.queue.get_nowait()
             self.request_resync(None)

@@ -243,6 +243,9 @@ MESSAGES_PER_MINUTE = env.int("MESSAGES_PER_MINUTE", default=20)
 DAILY_MESSAGES = env.int("DAILY_MESSAGES", default=0)
 DAILY_TOKENS = env.int("DAILY_TOKENS", default=0)
 MAX_TOKENS_LIMIT = env.int("MAX_TOKENS_LIMIT", default=4096)
+# Frames a socket may have waiting to be sent; a client that falls further behind is
+# given a fresh history instead of holding up anyone (bench/README.md).
+SEND_QUEUE_FRAMES = env.int("SEND_QUEUE_FRAMES", default=2000)
 # How often open sockets and SSE streams check that their login still holds.
 LOGIN_RECHECK_SECONDS = env.float("LOGIN_RECHECK_SECONDS", default=30.0)
 REPLAY_BUFFER_EVENTS = env.int("REPLAY_BUFFER_EVENTS", default=5000)
