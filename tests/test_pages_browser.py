@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, Dialog, Page, expect
 
 from chat.models import ApiToken, Turn
 from tests.browser import chromium, log_in, new_page, open_live, screenshot
@@ -219,9 +219,14 @@ def test_hostile_text_from_users_and_the_model_runs_no_script_and_loads_nothing_
     watch = open_live(new_page(browser), f"http://{host}/watch/lobby")
     requests: list[str] = []
     dialogs: list[str] = []
+
+    def note_and_dismiss(dialog: Dialog) -> None:
+        dialogs.append(dialog.message)
+        dialog.dismiss()
+
     for page in (chat, watch):
         page.on("request", lambda request: requests.append(request.url))
-        page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+        page.on("dialog", note_and_dismiss)
 
     for number, payload in enumerate(corpus, start=1):
         chat.fill("#text", payload)
@@ -309,3 +314,33 @@ def test_a_turn_hidden_by_a_moderator_vanishes_from_the_watch_page(host, browser
     expect(watch.locator(".turn")).to_have_count(0)
     services.unhide_turn(actor=admin_user, turn=turn)
     expect(watch.locator(".turn .body")).to_have_text(["Something regrettable"])
+
+
+TRANSCRIPT_JS = """() => [...document.querySelectorAll('#transcript .turn')].map(
+    (turn) => [Number(turn.dataset.turnId), turn.className.replace(' generating', ''),
+               turn.querySelector('.body').textContent.trim()])"""
+
+
+def test_the_pages_own_event_handling_ends_where_a_fresh_page_starts(
+    host, browser, channel, alice, admin_user
+):
+    """The consistency rule (history + events == a fresh history) through the browser's
+    own reducer (static/js/colloquy.js), not a test's copy of it."""
+    from chat import services
+
+    watch = open_live(new_page(browser), f"http://{host}/watch/lobby")
+    turns = [services.inject(channel=channel, user=alice, role="user", text=f"line {i}") for i in range(4)]
+    services.post_message(channel=channel, user=alice, text="I am curious")
+    wait_until_no_generation()
+    services.hide_turn(actor=admin_user, turn=turns[1])
+    services.delete_turn(actor=admin_user, turn=turns[2])
+    services.regenerate(channel=channel, user=alice)
+    wait_until_no_generation()
+    services.unhide_turn(actor=admin_user, turn=Turn.objects.get(pk=turns[1].pk))
+    services.update_channel(channel=channel, user=alice, changes={"params": {"max_tokens": 9}})
+    services.inject(channel=channel, user=alice, role="agent", text="the end")
+    expect(watch.locator("#transcript .turn").last).to_contain_text("the end")
+    fresh = open_live(new_page(browser), f"http://{host}/watch/lobby")
+    expect(fresh.locator("#transcript .turn").last).to_contain_text("the end")
+    assert watch.evaluate(TRANSCRIPT_JS) == fresh.evaluate(TRANSCRIPT_JS)
+    assert watch.errors == [] and fresh.errors == []  # type: ignore[attr-defined]
