@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.run import (
     ROOT,
+    Stack,
     free_port,
     measure_memory,
     prepare_stack,
@@ -27,8 +28,8 @@ from bench.run import (
 )
 
 
-async def measure(stack, connections: int) -> dict[str, float]:  # type: ignore[no-untyped-def]
-    figures = {}
+async def measure(stack: Stack, connections: int) -> dict[str, float]:
+    figures: dict[str, float] = {}
     for name, start in (
         ("colloquy", lambda: start_colloquy(stack, "uvicorn", "pubsub", 2)),
         ("reference", lambda: start_reference(stack)),

@@ -7,15 +7,16 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from collections.abc import AsyncIterator
 
 import orjson
 import websockets
-from websockets.asyncio.server import broadcast, serve
+from websockets.asyncio.server import ServerConnection, broadcast, serve
 
-clients: set = set()
+clients: set[ServerConnection] = set()
 
 
-async def stream_tokens(stub_port: int, model: str):
+async def stream_tokens(stub_port: int, model: str) -> AsyncIterator[str]:
     """Yield the content deltas of the stub's chat stream."""
     reader, writer = await asyncio.open_connection("127.0.0.1", stub_port)
     body = json.dumps(
@@ -37,7 +38,7 @@ async def stream_tokens(stub_port: int, model: str):
     writer.close()
 
 
-async def handler(ws, stub_port: int) -> None:
+async def handler(ws: ServerConnection, stub_port: int) -> None:
     clients.add(ws)
     try:
         async for message in ws:

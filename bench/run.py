@@ -69,9 +69,11 @@ class Stack:
     env: dict[str, str]
     stub_port: int
     tokens: list[str] = field(default_factory=list)
-    processes: list[subprocess.Popen] = field(default_factory=list)
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
-    def start(self, args: list[str], port: int, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
+    def start(
+        self, args: list[str], port: int, extra_env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         process = subprocess.Popen(
             args,
             cwd=ROOT,
@@ -84,7 +86,7 @@ class Stack:
         wait_port(port)
         return process
 
-    def stop(self, process: subprocess.Popen) -> None:
+    def stop(self, process: subprocess.Popen[bytes]) -> None:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGTERM)
             try:
@@ -105,7 +107,7 @@ def server_command(server: str, port: int) -> list[str]:
     return command(server, "127.0.0.1", port)
 
 
-def cpu_seconds(processes: list[subprocess.Popen]) -> float:
+def cpu_seconds(processes: list[subprocess.Popen[bytes]]) -> float:
     total = 0.0
     for process in processes:
         with contextlib.suppress(psutil.Error):
@@ -116,7 +118,7 @@ def cpu_seconds(processes: list[subprocess.Popen]) -> float:
     return total
 
 
-def rss_bytes(processes: list[subprocess.Popen]) -> int:
+def rss_bytes(processes: list[subprocess.Popen[bytes]]) -> int:
     total = 0
     for process in processes:
         with contextlib.suppress(psutil.Error):
@@ -190,7 +192,7 @@ async def broadcast_once(
 class Target:
     """Either the Colloquy stack or the reference broadcaster, seen the same way."""
 
-    def __init__(self, stack: Stack, kind: str, ports: list[int], processes: list[subprocess.Popen]):
+    def __init__(self, stack: Stack, kind: str, ports: list[int], processes: list[subprocess.Popen[bytes]]):
         self.stack, self.kind, self.ports, self.processes = stack, kind, ports, processes
         self.chat: WSClient | None = None
         self.first_token = None
@@ -498,7 +500,7 @@ def sizes(smoke: bool) -> dict[str, Any]:
     }
 
 
-async def main(smoke: bool, stack: Stack, stub: subprocess.Popen) -> dict[str, Any]:
+async def main(smoke: bool, stack: Stack, stub: subprocess.Popen[bytes]) -> dict[str, Any]:
     size = sizes(smoke)
     stub_port = stack.stub_port
     results: dict[str, Any] = {"smoke": smoke, "machine": machine(), "versions": versions()}

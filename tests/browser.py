@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Error, Page, expect, sync_playwright
 
 from tests.processes import ROOT
 
@@ -59,8 +59,14 @@ def _launched() -> Iterator[Browser]:
 def new_page(browser: Browser) -> Page:
     """A page in a fresh context (its own cookies), failing on any script error."""
     page = browser.new_context(viewport={"width": 1100, "height": 800}).new_page()
-    page.errors = []  # type: ignore[attr-defined]
-    page.on("pageerror", lambda error: page.errors.append(str(error)))  # type: ignore[attr-defined]
+    errors: list[str] = []
+    # The tests read them back as page.errors: an attribute of our own on Playwright's Page.
+    page.errors = errors  # type: ignore[attr-defined]
+
+    def note(error: Error) -> None:
+        errors.append(str(error))
+
+    page.on("pageerror", note)
     return page
 
 

@@ -12,6 +12,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -42,7 +43,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for_http(url: str, timeout: float = 30, process: subprocess.Popen | None = None) -> None:
+def wait_for_http(url: str, timeout: float = 30, process: subprocess.Popen[str] | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
@@ -55,7 +56,7 @@ def wait_for_http(url: str, timeout: float = 30, process: subprocess.Popen | Non
     raise TimeoutError(url)
 
 
-def manage(*args: str, env: dict[str, str], **kwargs) -> subprocess.CompletedProcess:
+def manage(*args: str, env: dict[str, str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "manage.py", *args],
         cwd=ROOT,
@@ -68,7 +69,7 @@ def manage(*args: str, env: dict[str, str], **kwargs) -> subprocess.CompletedPro
 
 
 @contextlib.contextmanager
-def running(args: list[str], env: dict[str, str], url: str) -> Iterator[subprocess.Popen]:
+def running(args: list[str], env: dict[str, str], url: str) -> Iterator[subprocess.Popen[str]]:
     """Start a server process, wait until it answers, stop it with SIGINT afterwards.
     Its output goes to a file (a pipe nobody reads would fill up and stall it); read it
     with ``output(process)``."""
@@ -85,12 +86,12 @@ def running(args: list[str], env: dict[str, str], url: str) -> Iterator[subproce
         log.close()
 
 
-def output(process: subprocess.Popen) -> str:
+def output(process: subprocess.Popen[str]) -> str:
     with open(process.log_path) as log:  # type: ignore[attr-defined]
         return log.read()
 
 
-def stop(process: subprocess.Popen) -> None:
+def stop(process: subprocess.Popen[str]) -> None:
     if process.poll() is None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGINT)
@@ -144,7 +145,7 @@ def live_env(**extra_env: str) -> dict[str, str]:
 
 def live_server(
     server: str, port: int, env: dict[str, str]
-) -> contextlib.AbstractContextManager[subprocess.Popen]:
+) -> contextlib.AbstractContextManager[subprocess.Popen[str]]:
     """One server process on ``port``; it answers when the context is entered."""
     from chat.management.commands.serve import server_command
 

@@ -12,6 +12,7 @@ import httpx
 import pytest
 import websockets
 from django.conf import settings
+from websockets.typing import Origin
 
 from chat.models import ApiToken
 from chat.threads import db_call
@@ -30,7 +31,7 @@ def servers(django_db_setup, django_db_blocker):
 def connect(host: str, path: str, token: str | None = None):
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     return websockets.connect(
-        f"ws://{host}{path}", origin=f"http://{host}", additional_headers=headers, open_timeout=10
+        f"ws://{host}{path}", origin=Origin(f"http://{host}"), additional_headers=headers, open_timeout=10
     )
 
 

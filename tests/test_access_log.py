@@ -10,6 +10,7 @@ import httpx
 import pytest
 import websockets
 from django.conf import settings
+from websockets.typing import Origin
 
 from tests.processes import clean_env, free_port, output, running
 
@@ -22,7 +23,7 @@ async def visit(base: str, host: str) -> None:
         await client.get(f"/api/channels/x/events?key={SECRET}")
         await client.get(f"/watch/x?theme=dark&key={SECRET}&big=1")
     with contextlib.suppress(websockets.WebSocketException):
-        async with websockets.connect(f"ws://{host}/ws/x?watch=1&key={SECRET}", origin=base) as ws:
+        async with websockets.connect(f"ws://{host}/ws/x?watch=1&key={SECRET}", origin=Origin(base)) as ws:
             await ws.recv()
 
 

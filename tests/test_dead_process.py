@@ -12,6 +12,7 @@ import time
 
 import pytest
 import websockets
+from websockets.typing import Origin
 
 from chat.models import Turn
 from chat.threads import db_call
@@ -24,7 +25,9 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
 
 def connect(host: str, path: str, token: str | None = None):
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return websockets.connect(f"ws://{host}{path}", origin=f"http://{host}", additional_headers=headers)
+    return websockets.connect(
+        f"ws://{host}{path}", origin=Origin(f"http://{host}"), additional_headers=headers
+    )
 
 
 async def test_a_reply_whose_process_was_killed_is_closed_by_another_process(

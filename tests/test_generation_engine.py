@@ -153,6 +153,7 @@ def test_regenerate_hides_the_last_reply_and_writes_a_new_one(channel, alice):
     wait_for_done(channel)
     first = bots(channel)[0]
     hidden = regenerate(channel=channel, user=alice)
+    assert hidden is not None
     assert hidden.pk == first.pk
     wait_for_done(channel)  # the log restarts at the redacting turn_removed (issue 11, item 1)
     first.refresh_from_db()

@@ -14,6 +14,7 @@ import websockets
 from django.conf import settings
 from django.contrib.auth.models import Group
 from rest_framework.test import APIClient
+from websockets.typing import Origin
 
 from chat import services
 from chat.framing import effective_framing, effective_params
@@ -94,7 +95,7 @@ def connect(host: str, path: str, token: str | None = None):
     # No client-side limit: the test measures what the server sends.
     return websockets.connect(
         f"ws://{host}{path}",
-        origin=f"http://{host}",
+        origin=Origin(f"http://{host}"),
         additional_headers=headers,
         open_timeout=10,
         max_size=None,

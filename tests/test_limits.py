@@ -10,6 +10,7 @@ import time
 import httpx
 import pytest
 import websockets
+from websockets.typing import Origin
 
 from chat.models import ApiToken, Turn
 from tests.conftest import wait_until_no_generation
@@ -44,10 +45,10 @@ def test_fifty_parallel_sends_over_http_and_websocket_let_exactly_ten_through(se
     async def over_websocket(host: str, socket: int, count: int) -> list[bool]:
         # Every socket sees every turn of the channel: only its own texts count as its own.
         own = {f"ws {socket}.{n}" for n in range(count)}
-        outcomes = []
+        outcomes: list[bool] = []
         async with websockets.connect(
             f"ws://{host}/ws/lobby",
-            origin=f"http://{host}",
+            origin=Origin(f"http://{host}"),
             additional_headers={"Authorization": f"Bearer {token}"},
         ) as ws:
             await ws.recv()
@@ -66,7 +67,7 @@ def test_fifty_parallel_sends_over_http_and_websocket_let_exactly_ten_through(se
         async with httpx.AsyncClient(timeout=30) as client:
             http = [over_http(client, server[i % 2]) for i in range(25)]
             ws = [over_websocket(server[i % 2], i, 5) for i in range(5)]
-            results = await asyncio.gather(*http, *ws)
+            results: list[bool | list[bool]] = await asyncio.gather(*http, *ws)
         flat: list[bool] = []
         for result in results:
             flat.extend(result if isinstance(result, list) else [result])

@@ -16,6 +16,7 @@ def test_bad_channel_names_are_rejected_by_the_service(name, alice):
     with pytest.raises(ServiceError) as caught:
         create_channel(name=name, owner=alice)
     assert caught.value.code == "invalid"
+    assert caught.value.fields is not None
     assert "name" in caught.value.fields
 
 

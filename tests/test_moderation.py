@@ -16,6 +16,7 @@ from django.contrib.auth.models import Group
 from django.test import Client
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
+from websockets.typing import Origin
 
 from chat import services
 from chat.errors import ServiceError
@@ -54,7 +55,7 @@ class Socket:
     def __init__(self, host: str, path: str, token: str | None = None):
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.ws: ClientConnection = connect(
-            f"ws://{host}{path}", origin=f"http://{host}", additional_headers=headers, open_timeout=10
+            f"ws://{host}{path}", origin=Origin(f"http://{host}"), additional_headers=headers, open_timeout=10
         )
         self.history = self.next()
         assert self.history["type"] == "history", self.history
@@ -105,6 +106,7 @@ def audit(action: str) -> ModerationAction:
 
 
 def a_turn(channel: Channel, text: str = "a line to moderate") -> Turn:
+    assert channel.owner is not None
     return services.inject(channel=channel, user=channel.owner, role="user", text=text)
 
 

@@ -1,8 +1,10 @@
 """Framing → prompt, exactly as PROTOCOL.md defines it."""
 
+from typing import Any
+
 from chat.generation.prompt import PromptTurn, build_prompt, estimate_tokens, stop_sequences
 
-INTERVIEW = {
+INTERVIEW: dict[str, Any] = {
     "name": "Interview",
     "preamble": "The following is a transcript.\n\n",
     "user_prefix": "Q: ",

@@ -32,7 +32,7 @@ def test_without_stops_everything_passes():
 
 def test_the_repetition_hint():
     assert repetition_hint("I like tea. I like tea. I like tea.", []) is not None
-    assert "earlier turn" in repetition_hint(
-        "This is the very same answer.", ["This is the very same answer."]
-    )
+    hint = repetition_hint("This is the very same answer.", ["This is the very same answer."])
+    assert hint is not None
+    assert "earlier turn" in hint
     assert repetition_hint("A perfectly normal reply.", ["Something else entirely."]) is None

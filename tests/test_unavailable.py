@@ -17,6 +17,7 @@ import httpx
 import pytest
 import redis
 import websockets
+from websockets.typing import Origin
 
 from chat.models import ApiToken, Channel, Turn
 from tests.processes import free_port, live_env, live_server, output
@@ -85,7 +86,7 @@ def own_redis() -> Iterator[OwnRedis]:
 
 
 @pytest.fixture
-def server(own_redis: OwnRedis) -> Iterator[subprocess.Popen]:
+def server(own_redis: OwnRedis) -> Iterator[subprocess.Popen[str]]:
     """A server process over the test database and our own Redis."""
     env = live_env()
     env["REDIS_URL"] = own_redis.url
@@ -96,7 +97,7 @@ def server(own_redis: OwnRedis) -> Iterator[subprocess.Popen]:
 
 
 @pytest.fixture
-def site(server: subprocess.Popen) -> str:
+def site(server: subprocess.Popen[str]) -> str:
     return server.host  # type: ignore[attr-defined]
 
 
@@ -179,7 +180,7 @@ def test_a_websocket_write_while_redis_is_down_answers_unavailable(site, server,
     async def talk(kill: Callable[[], None]) -> list[dict[str, Any]]:
         async with websockets.connect(
             f"ws://{site}/ws/lobby",
-            origin=f"http://{site}",
+            origin=Origin(f"http://{site}"),
             additional_headers={"Authorization": f"Bearer {token}"},
             open_timeout=10,
         ) as ws:

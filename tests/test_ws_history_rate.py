@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import websockets
+from websockets.typing import Origin
 
 from channels_app.consumers import HISTORY_INTERVAL_S
 from chat import services, store
@@ -45,7 +46,7 @@ async def frames_within(ws: Any, seconds: float) -> list[tuple[float, dict[str, 
 
 async def test_a_burst_of_fifty_get_history_is_answered_by_one_history_a_second_later(host, channel):
     loop = asyncio.get_running_loop()
-    async with websockets.connect(f"ws://{host}/ws/lobby?watch=1", origin=f"http://{host}") as ws:
+    async with websockets.connect(f"ws://{host}/ws/lobby?watch=1", origin=Origin(f"http://{host}")) as ws:
         assert json.loads(await ws.recv())["type"] == "history"
         connected_at = loop.time()
         for _ in range(50):
@@ -64,7 +65,7 @@ async def test_a_burst_of_fifty_get_history_is_answered_by_one_history_a_second_
 
 
 async def test_history_requests_are_not_throttled_once_a_second_has_passed(host, channel):
-    async with websockets.connect(f"ws://{host}/ws/lobby?watch=1", origin=f"http://{host}") as ws:
+    async with websockets.connect(f"ws://{host}/ws/lobby?watch=1", origin=Origin(f"http://{host}")) as ws:
         assert json.loads(await ws.recv())["type"] == "history"
         seen = await frames_within(ws, 1.1 * HISTORY_INTERVAL_S)  # nothing happens meanwhile
         assert seen == []

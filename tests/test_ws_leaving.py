@@ -6,6 +6,7 @@ import json
 
 import pytest
 from websockets.sync.client import connect
+from websockets.typing import Origin
 
 from chat.models import ApiToken
 from tests.conftest import use_slow_model, wait_for, wait_for_done
@@ -19,12 +20,14 @@ def test_watchers_leaving_mid_reply_leave_no_error_in_the_server_log(channel, al
     port = free_port()
     host = f"127.0.0.1:{port}"
     with live_server("uvicorn", port, live_env()) as server:
-        watchers = [connect(f"ws://{host}/ws/lobby?watch=1", origin=f"http://{host}") for _ in range(20)]
+        watchers = [
+            connect(f"ws://{host}/ws/lobby?watch=1", origin=Origin(f"http://{host}")) for _ in range(20)
+        ]
         for watcher in watchers:
             watcher.recv(timeout=10)
         with connect(
             f"ws://{host}/ws/lobby",
-            origin=f"http://{host}",
+            origin=Origin(f"http://{host}"),
             additional_headers={"Authorization": f"Bearer {ApiToken.issue(alice)}"},
         ) as chat:
             chat.recv(timeout=10)

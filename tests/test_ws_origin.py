@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import websockets
 from django.test import Client
+from websockets.typing import Origin
 
 from tests.processes import free_port, live_servers
 from tests.ws_helpers import open_socket
@@ -80,10 +81,14 @@ def server(request, django_db_setup, django_db_blocker):
 async def test_a_real_server_refuses_another_port_or_scheme_and_accepts_its_own_origin(server, channel):
     for origin in (f"http://127.0.0.1:{free_port()}", f"https://{server}", "http://127.0.0.1"):
         with pytest.raises(websockets.InvalidStatus) as refused:
-            async with websockets.connect(f"ws://{server}/ws/lobby?watch=1", origin=origin, open_timeout=10):
+            async with websockets.connect(
+                f"ws://{server}/ws/lobby?watch=1", origin=Origin(origin), open_timeout=10
+            ):
                 pass
         assert refused.value.response.status_code == 403, origin
     async with websockets.connect(
-        f"ws://{server}/ws/lobby?watch=1", origin=f"http://{server}", open_timeout=10
+        f"ws://{server}/ws/lobby?watch=1", origin=Origin(f"http://{server}"), open_timeout=10
     ) as accepted:
-        assert '"type":"history"' in (await accepted.recv()).replace(" ", "")
+        first = await accepted.recv()
+        assert isinstance(first, str)
+        assert '"type":"history"' in first.replace(" ", "")

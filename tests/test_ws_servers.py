@@ -9,6 +9,7 @@ import json
 import pytest
 import websockets
 from django.conf import settings
+from websockets.typing import Origin
 
 from chat.models import Turn
 from chat.threads import db_call
@@ -29,7 +30,10 @@ def servers(request, django_db_setup, django_db_blocker):
 def connect(host: str, path: str, token: str | None = None, origin: str | None = None):
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     return websockets.connect(
-        f"ws://{host}{path}", origin=origin or f"http://{host}", additional_headers=headers, open_timeout=10
+        f"ws://{host}{path}",
+        origin=Origin(origin or f"http://{host}"),
+        additional_headers=headers,
+        open_timeout=10,
     )
 
 
@@ -116,6 +120,7 @@ async def test_an_oversized_frame_closes_with_1009(servers, channel):
         with pytest.raises(websockets.ConnectionClosed) as closed:
             while True:
                 await ws.recv()
+    assert closed.value.rcvd is not None
     assert closed.value.rcvd.code == 1009
 
 
@@ -135,4 +140,5 @@ async def test_a_ban_in_another_process_closes_sockets_on_both_servers(servers, 
                 async with asyncio.timeout(3):
                     while True:
                         await ws.recv()
+            assert closed.value.rcvd is not None
             assert closed.value.rcvd.code == 4003

@@ -24,15 +24,25 @@ def application() -> Any:
 
 
 @db_call
-def token_for(user: Any) -> str:
+def _issue_token(user: Any) -> str:
     return ApiToken.issue(user)
 
 
 @db_call
-def session_cookie_for(user: Any) -> str:
+def _session_cookie(user: Any) -> str:
     client = Client()
     client.force_login(user)
     return f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}"
+
+
+# Coroutine functions rather than the bare db_call wrappers (typed as returning an
+# Awaitable), so that sync tests can hand them to asyncio.run as well as await them.
+async def token_for(user: Any) -> str:
+    return await _issue_token(user)
+
+
+async def session_cookie_for(user: Any) -> str:
+    return await _session_cookie(user)
 
 
 async def open_socket(
