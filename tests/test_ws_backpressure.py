@@ -52,7 +52,7 @@ class StalledSocket:
             self.protocol.receive_data(data)
             for event in self.protocol.events_received():
                 if isinstance(event, Frame) and event.opcode is Opcode.TEXT:
-                    self.pending.append(json.loads(event.data))
+                    self.pending.append(json.loads(bytes(event.data)))  # data is typed as any bytes-like
             self._flush()  # pongs
         return self.pending.pop(0)
 
