@@ -1,23 +1,350 @@
-"""schemathesis against /api/schema on a real server: no 500s, no answer that breaks
-the schema."""
+"""/api/schema describes every answer, field by field, and the answers fit it.
+
+- The schema builds without a warning, and no JSON answer in it is a bare object: every
+  success has its properties, every error is the Error object, and the error statuses
+  each endpoint can give are declared.
+- Every answer the API gives in a walk through all of its endpoints (owner, member,
+  outsider, anonymous; bot replies with their substrate, an injected bot line, the
+  202 of a slow reply, each error status) is validated against the schema by
+  schemathesis (`validate_response`): shapes, required fields, nulls, enums, formats.
+- schemathesis, on a real server, fuzzes every endpoint and checks status codes, content
+  types and bodies against the schema (no 500s).
+"""
 
 from __future__ import annotations
 
+import base64
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import redis
+import requests
+import schemathesis
+from django.core.management import call_command
+from rest_framework.test import APIClient
 
+from chat import limits
 from chat.models import ApiToken
-from chat.services import create_channel
-from tests.processes import clean_env, live_servers
+from chat.services import create_channel, inject
+from tests.conftest import use_slow_model, wait_until_no_generation
+from tests.processes import clean_env, free_port, live_servers
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(600)]
 
+JSON = "application/json"
+EVENT_STREAM = "text/event-stream"
+STRING = {"type": "string"}
+# The one free-form object the schema has on purpose: field errors nest as deep as the
+# input did (framing → stop → "0" → messages).
+FREE_FORM = {("Error", "fields", "additionalProperties", "anyOf")}
+
+
+def openapi() -> dict[str, Any]:
+    return APIClient().get("/api/schema?format=json").json()
+
+
+def resolve(document: dict[str, Any], schema: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
+    """(component name, schema) behind a $ref, or (None, the schema itself)."""
+    ref = schema.get("$ref")
+    if ref is None:
+        return None, schema
+    name = ref.rsplit("/", 1)[-1]
+    return name, document["components"]["schemas"][name]
+
+
+def untyped_objects(
+    document: dict[str, Any], schema: dict[str, Any], where: tuple[str, ...], seen: set[str]
+) -> Iterator[str]:
+    """Every place under ``schema`` that is an object with nothing said of its fields."""
+    name, schema = resolve(document, schema)
+    if name is not None:
+        if name in seen:
+            return
+        seen.add(name)
+        where = (name,)
+    for key in ("oneOf", "anyOf", "allOf"):
+        for option in schema.get(key, []):
+            yield from untyped_objects(document, option, (*where, key), seen)
+    if schema.get("type") == "array":
+        yield from untyped_objects(document, schema.get("items", {}), (*where, "items"), seen)
+    if schema.get("type") == "object" or "properties" in schema:
+        extra = schema.get("additionalProperties")
+        if (
+            not schema.get("properties")
+            and not (isinstance(extra, dict) and extra)
+            and where not in FREE_FORM
+        ):
+            yield ".".join(where)
+        for field, sub in schema.get("properties", {}).items():
+            yield from untyped_objects(document, sub, (*where, field), seen)
+        if isinstance(extra, dict):
+            yield from untyped_objects(document, extra, (*where, "additionalProperties"), seen)
+    if not schema:
+        yield ".".join(where) + " (no schema at all)"
+
+
+def operations(document: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            if method in ("get", "post", "put", "patch", "delete"):
+                yield path, method, operation
+
+
+def test_the_schema_builds_without_warnings(tmp_path):
+    call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(tmp_path / "schema.yaml"))
+
+
+def test_no_answer_in_the_schema_is_an_untyped_object():
+    document = openapi()
+    problems = []
+    for path, method, operation in operations(document):
+        label = f"{method.upper()} {path}"
+        for status, response in operation["responses"].items():
+            for media_type, content in response.get("content", {}).items():
+                schema = content.get("schema", {})
+                if media_type == EVENT_STREAM:
+                    if schema != STRING:
+                        problems.append(f"{label} {status}: an event stream is text, not {schema}")
+                    continue
+                if media_type != JSON:
+                    problems.append(f"{label} {status}: unexpected media type {media_type}")
+                    continue
+                name, resolved = resolve(document, schema)
+                if status.startswith("2") and not resolved.get("properties"):
+                    problems.append(f"{label} {status}: no properties")
+                if not status.startswith("2") and name != "Error":
+                    problems.append(f"{label} {status}: an error answer that is not Error")
+                problems += [
+                    f"{label} {status}: {place} is an untyped object"
+                    for place in untyped_objects(document, schema, (label, status), set())
+                ]
+    assert problems == []
+
+
+def test_every_endpoint_declares_its_errors():
+    """401 (a bad token) and 503 (no database or Redis) anywhere; 404 where the path
+    names something; 400 where there is a body or a query value that must be a number or
+    a boolean; 403 for every change (the CSRF check)."""
+    problems = []
+    for path, method, operation in operations(openapi()):
+        declared = set(operation["responses"])
+        expected = {"401", "503"}
+        if "{" in path:
+            expected.add("404")
+        checked = [p for p in operation.get("parameters", []) if p["in"] == "query" and p["schema"] != STRING]
+        if "requestBody" in operation or checked:
+            expected.add("400")
+        if method != "get":
+            expected.add("403")
+        if expected - declared:
+            problems.append(f"{method.upper()} {path} lacks {sorted(expected - declared)}")
+    assert problems == []
+
+
+class Walk:
+    """Calls the API in-process and validates each answer against /api/schema with
+    schemathesis, noting which operation answered with which status."""
+
+    def __init__(self) -> None:
+        self.document = openapi()
+        self.schema = schemathesis.openapi.from_dict(self.document)
+        self.seen: set[tuple[str, str, str]] = set()
+
+    def call(self, method: str, path: str, *, user: Any = None, status: int, **kwargs: Any) -> Any:
+        client = APIClient()
+        if user is not None:
+            client.credentials(HTTP_AUTHORIZATION=f"Bearer {ApiToken.issue(user)}")
+        if "data" in kwargs:
+            kwargs.setdefault("format", "json")
+        response = getattr(client, method)(path, **kwargs)
+        assert response.status_code == status, (method, path, response.status_code, response.content[:500])
+        self.check(method, path, response)
+        return response.json() if response.content else None
+
+    def check(self, method: str, path: str, response: Any) -> None:
+        route = path.split("?", 1)[0]
+        operation = self.schema.find_operation_by_path(method, route)
+        assert operation is not None, f"{method.upper()} {route} is not in the schema"
+        status = str(response.status_code)
+        assert status in operation.definition.raw["responses"], (
+            f"{operation.label} answered {status}, which it does not declare"
+        )
+        self.seen.add((operation.path, method, status))
+        answer = schemathesis.Response(
+            status_code=response.status_code,
+            headers={name.lower(): [value] for name, value in response.headers.items()},
+            content=response.content,
+            request=requests.Request(method.upper(), f"http://testserver{path}").prepare(),
+            elapsed=0.0,
+            verify=False,
+        )
+        operation.validate_response(answer)  # raises, naming each mismatch
+
+    def documented(self) -> set[tuple[str, str, str]]:
+        return {
+            (path, method, status)
+            for path, method, operation in operations(self.document)
+            for status, response in operation["responses"].items()
+            if JSON in response.get("content", {})
+        }
+
+
+def basic(user: Any) -> str:
+    return "Basic " + base64.b64encode(f"{user.get_username()}:pw-{user.get_username()}".encode()).decode()
+
+
+def test_every_answer_fits_the_schema(
+    channel, private_channel, alice, bob, carol, admin_user, openai_server, settings, monkeypatch
+):
+    walk = Walk()
+    lobby, session = "/api/channels/lobby", str(channel.active_session.pk)
+
+    # Channels
+    walk.call("get", "/api/channels", status=200)
+    walk.call("get", "/api/channels", user=alice, status=200)
+    walk.call("get", "/api/channels?page=0", status=400)
+    walk.call("get", "/api/channels", status=401, HTTP_AUTHORIZATION="Bearer nonsense")
+    walk.call(
+        "post", "/api/channels", user=alice, data={"name": "new-one", "visibility": "private"}, status=201
+    )
+    walk.call("post", "/api/channels", user=alice, data={"name": "Bad Name"}, status=400)
+    walk.call("post", "/api/channels", data={"name": "anon"}, status=401)
+    walk.call("get", lobby, status=200)
+    walk.call("get", "/api/channels/backroom", user=carol, status=404)
+    walk.call("patch", lobby, user=alice, data={"title": "", "locked": False}, status=200)
+    walk.call("patch", lobby, user=bob, data={"title": "mine"}, status=403)
+    walk.call("post", "/api/channels/backroom/watch-key", user=alice, status=200)
+    walk.call("post", "/api/channels/backroom/watch-key", user=bob, status=403)
+
+    # Members
+    walk.call("get", f"{lobby}/members", status=200)
+    walk.call("post", f"{lobby}/members", user=alice, data={"username": "carol"}, status=201)
+    walk.call("post", f"{lobby}/members", user=alice, data={"username": "nobody"}, status=404)
+    walk.call("delete", f"{lobby}/members/alice", user=alice, status=400)
+    walk.call("delete", f"{lobby}/members/carol", user=alice, status=204)
+
+    # The conversation: a bot reply with its substrate, an injected bot line (no framing,
+    # params, usage or timings), regenerate, interrupt, reset
+    exchange = walk.call("post", f"{lobby}/messages", user=alice, data={"text": "Hello"}, status=200)
+    assert exchange["bot_turn"]["prompt"] and exchange["bot_turn"]["usage"]
+    wait_until_no_generation()
+    walk.call("post", f"{lobby}/inject", user=alice, data={"role": "bot", "text": "as written"}, status=201)
+    walk.call("post", f"{lobby}/inject", user=alice, data={"role": "agent", "text": "(aside)"}, status=201)
+    walk.call("post", f"{lobby}/inject", user=carol, data={"role": "user", "text": "x"}, status=201)
+    walk.call("post", f"{lobby}/inject", user=alice, data={"role": "boss", "text": "x"}, status=400)
+    walk.call("post", f"{lobby}/regenerate", user=alice, data={}, status=202)
+    wait_until_no_generation()
+    walk.call("post", f"{lobby}/interrupt", user=alice, data={}, status=200)
+    walk.call("post", f"{lobby}/messages", user=alice, data={"text": ""}, status=400)
+    walk.call("post", "/api/channels/backroom/messages", user=carol, data={"text": "hi"}, status=404)
+    walk.call("post", f"{lobby}/messages", data={"text": "hi"}, status=401)
+
+    # Turns and sessions, with every kind of turn in them
+    turns = walk.call("get", f"/api/sessions/{session}/turns", user=alice, status=200)["turns"]
+    assert {t["role"] for t in turns} == {"user", "bot", "agent"}
+    for turn in turns:
+        walk.call("get", f"/api/turns/{turn['id']}", status=200)
+    walk.call("get", f"/api/sessions/{session}/turns?include_hidden=1", user=admin_user, status=200)
+    walk.call("get", f"/api/sessions/{session}/turns?limit=0", user=alice, status=400)
+    walk.call("get", "/api/turns/0", status=404)
+    walk.call("get", f"{lobby}/sessions", status=200)
+    walk.call("get", "/api/sessions", user=alice, status=200)
+    walk.call("get", "/api/sessions?channel=lobby", user=bob, status=200)
+    walk.call("get", "/api/sessions", status=401)
+    walk.call("get", f"/api/sessions/{session}", user=carol, status=200)
+    walk.call("get", "/api/sessions/not-a-uuid", user=alice, status=404)
+    walk.call("post", f"/api/sessions/{session}/truncate", user=alice, data={"keep": 2}, status=200)
+    walk.call("post", f"/api/sessions/{session}/truncate", user=carol, data={"keep": 0}, status=403)
+    walk.call("post", f"{lobby}/reset", user=alice, data={}, status=201)  # archives `session`
+    walk.call("get", f"/api/sessions/{session}", user=alice, status=200)
+    walk.call("post", "/api/sessions/bulk-delete", user=alice, data={"ids": [session]}, status=200)
+    walk.call("post", "/api/sessions/bulk-delete", user=alice, data={"ids": ["x"]}, status=400)
+    walk.call("delete", f"/api/sessions/{channel.active_session.pk}", user=carol, status=403)
+    walk.call("delete", f"/api/sessions/{channel.active_session.pk}", user=alice, status=204)
+
+    # A reply slower than SYNC_REPLY_TIMEOUT: 202 with the saved message
+    settings.SYNC_REPLY_TIMEOUT = 0
+    use_slow_model(channel, openai_server, delay=0.01, tokens=[" x"] * 5)
+    pending = walk.call("post", f"{lobby}/messages", user=bob, data={"text": "slow"}, status=202)
+    assert pending["user_turn"]["text"] == "slow"
+    wait_until_no_generation()
+
+    # Refusals: locked, too long, rate limited
+    walk.call("patch", lobby, user=alice, data={"locked": True}, status=200)
+    walk.call("post", f"{lobby}/messages", user=bob, data={"text": "hi"}, status=409)
+    walk.call("post", f"{lobby}/reset", user=bob, data={}, status=409)
+    walk.call("patch", lobby, user=alice, data={"locked": False}, status=200)
+    settings.MAX_MESSAGE_CHARS = 3
+    walk.call("post", f"{lobby}/inject", user=bob, data={"role": "user", "text": "long"}, status=413)
+    settings.DAILY_MESSAGES = 1  # alice has sent more than one today
+    walk.call("post", f"{lobby}/inject", user=alice, data={"role": "user", "text": "a"}, status=429)
+
+    # Providers, the account, a token
+    walk.call("get", "/api/providers", status=200)
+    walk.call("get", "/api/me", user=bob, status=200)
+    walk.call("get", "/api/me", status=401)
+    walk.call("post", "/api/me/token", status=201, HTTP_AUTHORIZATION=basic(bob))
+    walk.call("post", "/api/me/token", status=401, HTTP_AUTHORIZATION="Basic Ym9iOndyb25n")
+
+    # The event stream refuses like the rest (its events have tests of their own)
+    walk.call("get", "/api/channels/backroom/events", user=carol, status=404)
+    walk.call("get", f"{lobby}/events", status=400, HTTP_LAST_EVENT_ID="x")
+
+    # Redis out of reach: 503
+    dead = redis.Redis(port=free_port(), socket_connect_timeout=0.5)
+    monkeypatch.setattr(limits, "sync_redis", lambda: dead)
+    walk.call("get", "/api/me", user=alice, status=503)
+    monkeypatch.undo()
+
+    # Deleting last: the channel, and a channel's answer no one may give
+    walk.call("delete", lobby, user=bob, status=403)
+    walk.call("delete", lobby, user=alice, status=204)
+    walk.call("get", lobby, status=404)
+
+    missed = {
+        (path, method, status)
+        for path, method, status in walk.documented() - walk.seen
+        if status.startswith("2")
+    }
+    assert missed == set(), "successes never validated"
+    errors = {status for _path, _method, status in walk.seen if not status.startswith("2")}
+    assert errors >= {"400", "401", "403", "404", "409", "413", "429", "503"}
+
+
+def test_answers_are_json_whatever_the_client_asked_for(channel, alice):
+    """The views that stream answer everything they do not stream as JSON, labelled so;
+    a form too big for Django to read is refused like any form (not Django's HTML 400)."""
+    walk = Walk()
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {ApiToken.issue(alice)}")
+    refused = [
+        client.post("/api/channels/lobby/messages", {"text": ""}, format="json", HTTP_ACCEPT=EVENT_STREAM),
+        client.post("/api/channels/lobby/messages?format=sse", {"text": ""}, format="json"),
+        client.get("/api/channels/nothing/events", HTTP_ACCEPT=EVENT_STREAM),
+        client.get("/api/channels/lobby/events?format=sse", HTTP_LAST_EVENT_ID="x"),
+        client.post(
+            "/api/sessions/bulk-delete",
+            "&".join(f"ids={i}" for i in range(1001)),
+            content_type="application/x-www-form-urlencoded",
+        ),
+    ]
+    for response in refused:
+        assert response["Content-Type"] == JSON and response.json()["detail"]
+        walk.check(response.request["REQUEST_METHOD"].lower(), response.request["PATH_INFO"], response)
+    assert refused[-1].status_code == 400 and refused[-1].json()["code"] == "invalid"
+    # `?format=sse` alone does not stream: the exchange is answered as JSON
+    answer = client.post("/api/channels/lobby/messages?format=sse", {"text": "hi"}, format="json")
+    assert answer.status_code == 200 and answer["Content-Type"] == JSON
+    wait_until_no_generation()
+
 
 def test_the_api_survives_schemathesis(alice, tmp_path):
-    create_channel(name="lobby", owner=alice)
+    lobby = create_channel(name="lobby", owner=alice)
+    inject(channel=lobby, user=alice, role="user", text="hello")  # a session with a turn
     token = ApiToken.issue(alice)
     with live_servers("uvicorn", 1, SYNC_REPLY_TIMEOUT="0.3") as hosts:
         base = f"http://{hosts[0]}"
@@ -27,7 +354,8 @@ def test_the_api_survives_schemathesis(alice, tmp_path):
                 "run",
                 f"{base}/api/schema",
                 "--checks",
-                "not_a_server_error,response_schema_conformance,content_type_conformance",
+                "not_a_server_error,status_code_conformance,content_type_conformance,"
+                "response_schema_conformance",
                 "-H",
                 f"Authorization: Bearer {token}",
                 # The event stream never ends, and rotating the token would lock the run

@@ -9,9 +9,10 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import User
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.http import Http404, QueryDict
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.authentication import BasicAuthentication, SessionAuthentication
 from rest_framework.exceptions import NotAuthenticated
@@ -21,11 +22,14 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from chat import permissions, selectors, services, store
-from chat.api.authentication import BearerTokenAuthentication, bearer_from_header
+from chat.api import outputs
+from chat.api.authentication import BearerTokenAuthentication
+from chat.api.outputs import EVENT_STREAM, errors
 from chat.api.serializers import TurnsQuerySerializer
 from chat.api.streams import EventFeed, EventStreamRenderer, follow_channel, follow_exchange, stream_response
 from chat.errors import ServiceError
 from chat.framing import effective_framing, effective_params
+from chat.logins import bearer_from_header
 from chat.models import ApiToken, Channel, Membership, Provider, Session, Turn, hash_token, iso
 from chat.schemas import (
     BulkDeleteSerializer,
@@ -45,13 +49,13 @@ from chat.schemas import (
 PAGE_SIZE = 100
 MAX_PAGE = 100_000  # far beyond any real list; keeps the SQL OFFSET in range
 ASCII_DIGITS = re.compile(r"[0-9]{1,18}")  # str.isdigit() also takes "²" and "١"
-ANY = serializers.JSONField()
-OBJECT = OpenApiTypes.OBJECT
 
 
-def require_login(request: Request) -> None:
-    if not request.user.is_authenticated:
+def require_login(request: Request) -> User:
+    """The logged-in caller; anyone else gets a 401."""
+    if not isinstance(request.user, User) or not request.user.is_authenticated:
         raise NotAuthenticated("Log in or send Authorization: Bearer <token>.")
+    return request.user
 
 
 def query_int(request: Request, name: str, *, default: int, low: int, high: int) -> int:
@@ -123,9 +127,7 @@ class ChannelsView(APIView):
     @extend_schema(
         operation_id="channels_list",
         parameters=[OpenApiParameter("page", int, required=False)],
-        responses=inline_serializer(
-            "ChannelList", {"channels": ANY, "next": serializers.CharField(allow_null=True)}
-        ),
+        responses={200: outputs.ChannelList, **errors(400)},
     )
     def get(self, request: Request) -> Response:
         """The channels the caller may see."""
@@ -142,47 +144,47 @@ class ChannelsView(APIView):
             }
         )
 
-    @extend_schema(request=ChannelCreateSerializer, responses={201: OBJECT})
+    @extend_schema(
+        request=ChannelCreateSerializer, responses={201: outputs.ChannelDetail, **errors(400, 403)}
+    )
     def post(self, request: Request) -> Response:
         """Open a channel; the caller owns it."""
-        require_login(request)
+        caller = require_login(request)
         data = parse(ChannelCreateSerializer, request)
-        channel = services.create_channel(owner=request.user, **data)
+        channel = services.create_channel(owner=caller, **data)
         return Response(channel_detail(request, channel), status=status.HTTP_201_CREATED)
 
 
 class ChannelDetailView(APIView):
-    @extend_schema(responses=OBJECT)
+    @extend_schema(responses={200: outputs.ChannelDetail, **errors(404)})
     def get(self, request: Request, name: str) -> Response:
         return Response(channel_detail(request, channel_or_404(request, name)))
 
-    @extend_schema(request=ChannelUpdateSerializer, responses=OBJECT)
+    @extend_schema(
+        request=ChannelUpdateSerializer, responses={200: outputs.ChannelDetail, **errors(400, 403, 404)}
+    )
     def patch(self, request: Request, name: str) -> Response:
-        require_login(request)
+        caller = require_login(request)
         channel = channel_or_404(request, name)
         changes = parse(ChannelUpdateSerializer, request)
         return Response(
-            channel_detail(
-                request, services.update_channel(channel=channel, user=request.user, changes=changes)
-            )
+            channel_detail(request, services.update_channel(channel=channel, user=caller, changes=changes))
         )
 
-    @extend_schema(responses={204: None})
+    @extend_schema(responses={204: None, **errors(403, 404)})
     def delete(self, request: Request, name: str) -> Response:
-        require_login(request)
-        services.delete_channel(channel=channel_or_404(request, name), user=request.user)
+        caller = require_login(request)
+        services.delete_channel(channel=channel_or_404(request, name), user=caller)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class WatchKeyView(APIView):
-    @extend_schema(
-        request=None, responses=inline_serializer("WatchUrl", {"watch_url": serializers.URLField()})
-    )
+    @extend_schema(request=None, responses={200: outputs.WatchUrl, **errors(403, 404)})
     def post(self, request: Request, name: str) -> Response:
         """Rotate the watch key: old links and the sockets that used them stop."""
-        require_login(request)
+        caller = require_login(request)
         channel = channel_or_404(request, name)
-        services.rotate_watch_key(channel=channel, user=request.user)
+        services.rotate_watch_key(channel=channel, user=caller)
         return Response({"watch_url": watch_url(request, channel)})
 
 
@@ -196,30 +198,30 @@ def member_to_dict(membership: Membership) -> dict[str, Any]:
 
 
 class MembersView(APIView):
-    @extend_schema(responses=OBJECT)
+    @extend_schema(responses={200: outputs.MemberList, **errors(404)})
     def get(self, request: Request, name: str) -> Response:
         """The channel's members (whoever may see the channel may see them)."""
         channel = channel_or_404(request, name)
         rows = Membership.objects.filter(channel=channel).select_related("user").order_by("created_at")
         return Response({"members": [member_to_dict(m) for m in rows]})
 
-    @extend_schema(request=MemberSerializer, responses={201: OBJECT})
+    @extend_schema(request=MemberSerializer, responses={201: outputs.Member, **errors(400, 403, 404)})
     def post(self, request: Request, name: str) -> Response:
         """Invite a user (owner or moderator)."""
-        require_login(request)
+        caller = require_login(request)
         channel = channel_or_404(request, name)
         user = user_or_404(parse(MemberSerializer, request)["username"])
-        membership = services.add_member(actor=request.user, channel=channel, user=user)
+        membership = services.add_member(actor=caller, channel=channel, user=user)
         return Response(member_to_dict(membership), status=status.HTTP_201_CREATED)
 
 
 class MemberDetailView(APIView):
-    @extend_schema(responses={204: None})
+    @extend_schema(responses={204: None, **errors(400, 403, 404)})
     def delete(self, request: Request, name: str, username: str) -> Response:
         """Remove a member (owner or moderator; members may remove themselves)."""
-        require_login(request)
+        caller = require_login(request)
         channel = channel_or_404(request, name)
-        services.remove_member(actor=request.user, channel=channel, user=user_or_404(username))
+        services.remove_member(actor=caller, channel=channel, user=user_or_404(username))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -230,30 +232,43 @@ def user_or_404(username: str) -> Any:
     return user
 
 
-class MessagesView(APIView):
+class StreamingView(APIView):
+    """A view that also streams: `Accept: text/event-stream` (or `?format=sse`) chooses
+    the stream where there is one, and every other answer — an error, an exchange that
+    was not streamed — is JSON, labelled so (not as an event stream)."""
+
     renderer_classes = [JSONRenderer, EventStreamRenderer]
 
+    def finalize_response(self, request: Request, response: Response, *args: Any, **kwargs: Any) -> Response:
+        if isinstance(response, Response):
+            request.accepted_renderer, request.accepted_media_type = JSONRenderer(), JSONRenderer.media_type
+        return super().finalize_response(request, response, *args, **kwargs)
+
+
+class MessagesView(StreamingView):
     @extend_schema(
         request=MessageSerializer,
         responses={
-            200: inline_serializer("Exchange", {"user_turn": ANY, "bot_turn": ANY, "session": ANY}),
-            202: OBJECT,
+            (200, "application/json"): outputs.Exchange,
+            (200, "text/event-stream"): EVENT_STREAM,
+            (202, "application/json"): outputs.ExchangePending,
+            **errors(400, 403, 404, 409, 413, 429),
         },
     )
     def post(self, request: Request, name: str) -> Response:
         """Send a message and wait for the bot's answer (bounded by SYNC_REPLY_TIMEOUT);
         with `Accept: text/event-stream` or `?stream=1` the exchange is streamed."""
-        require_login(request)
+        caller = require_login(request)
         channel = channel_or_404(request, name)
         data = parse(MessageSerializer, request)
         if wants_stream(request):
             # Note the seq first: the stream replays from here whatever precedes its
             # joining the fan-out hub.
             after = int(store.sync_redis().get(store.key(channel.pk, "seq")) or 0)
-            turn = services.post_message(channel=channel, user=request.user, **data)
+            turn = services.post_message(channel=channel, user=caller, **data)
             feed = event_feed(request, None)
             return stream_response(follow_exchange(channel, feed, after, turn.pk))  # type: ignore[return-value]
-        turn = services.post_message(channel=channel, user=request.user, **data)
+        turn = services.post_message(channel=channel, user=caller, **data)
         bot = wait_for_answer(turn, settings.SYNC_REPLY_TIMEOUT)
         if bot is None:
             return Response(
@@ -311,14 +326,12 @@ def wait_for_answer(turn: Turn, timeout: float) -> Turn | None:
     return None
 
 
-class ChannelEventsView(APIView):
-    renderer_classes = [JSONRenderer, EventStreamRenderer]
-
+class ChannelEventsView(StreamingView):
     @extend_schema(
         parameters=[
             OpenApiParameter("key", str, required=False, description="a private channel's watch key")
         ],
-        responses={(200, "text/event-stream"): str},
+        responses={(200, "text/event-stream"): EVENT_STREAM, **errors(400, 404)},
     )
     def get(self, request: Request, name: str) -> Any:
         """The channel's broadcast events as Server-Sent Events: `history` first (or the
@@ -333,47 +346,52 @@ class ChannelEventsView(APIView):
 
 
 class RegenerateView(APIView):
-    @extend_schema(request=RegenerateSerializer, responses={202: OBJECT})
+    @extend_schema(
+        request=RegenerateSerializer,
+        responses={202: outputs.Regenerating, **errors(400, 403, 404, 409, 429)},
+    )
     def post(self, request: Request, name: str) -> Response:
-        require_login(request)
+        caller = require_login(request)
         channel = channel_or_404(request, name)
-        hidden = services.regenerate(
-            channel=channel, user=request.user, **parse(RegenerateSerializer, request)
-        )
+        hidden = services.regenerate(channel=channel, user=caller, **parse(RegenerateSerializer, request))
         return Response({"removed_turn": hidden.pk if hidden else None}, status=status.HTTP_202_ACCEPTED)
 
 
 class InjectView(APIView):
-    @extend_schema(request=InjectSerializer, responses={201: OBJECT})
+    @extend_schema(
+        request=InjectSerializer, responses={201: outputs.Turn, **errors(400, 403, 404, 409, 413, 429)}
+    )
     def post(self, request: Request, name: str) -> Response:
-        require_login(request)
+        caller = require_login(request)
         channel = channel_or_404(request, name)
-        turn = services.inject(channel=channel, user=request.user, **parse(InjectSerializer, request))
+        turn = services.inject(channel=channel, user=caller, **parse(InjectSerializer, request))
         return Response(turn.to_dict(substrate=True), status=status.HTTP_201_CREATED)
 
 
 class ResetView(APIView):
-    @extend_schema(request=ResetSerializer, responses={201: OBJECT})
+    @extend_schema(request=ResetSerializer, responses={201: outputs.NewSession, **errors(400, 403, 404, 409)})
     def post(self, request: Request, name: str) -> Response:
-        require_login(request)
+        caller = require_login(request)
         channel = channel_or_404(request, name)
         parse(ResetSerializer, request)
-        session = services.reset(channel=channel, user=request.user)
+        session = services.reset(channel=channel, user=caller)
         return Response({"session": str(session.pk)}, status=status.HTTP_201_CREATED)
 
 
 class InterruptView(APIView):
-    @extend_schema(request=InterruptSerializer, responses=OBJECT)
+    @extend_schema(
+        request=InterruptSerializer, responses={200: outputs.Interrupted, **errors(400, 403, 404, 409)}
+    )
     def post(self, request: Request, name: str) -> Response:
-        require_login(request)
+        caller = require_login(request)
         channel = channel_or_404(request, name)
         parse(InterruptSerializer, request)
-        running = services.interrupt(channel=channel, user=request.user)
+        running = services.interrupt(channel=channel, user=caller)
         return Response({"interrupted": running})
 
 
 class ChannelSessionsView(APIView):
-    @extend_schema(responses=OBJECT)
+    @extend_schema(responses={200: outputs.SessionList, **errors(404)})
     def get(self, request: Request, name: str) -> Response:
         channel = channel_or_404(request, name)
         sessions = channel.sessions.select_related("channel", "started_by").order_by("-created_at")
@@ -384,7 +402,7 @@ class SessionsView(APIView):
     @extend_schema(
         operation_id="sessions_list",
         parameters=[OpenApiParameter("channel", str, required=False)],
-        responses=OBJECT,
+        responses={200: outputs.SessionList, **errors()},
     )
     def get(self, request: Request) -> Response:
         require_login(request)
@@ -395,31 +413,31 @@ class SessionsView(APIView):
 
 
 class SessionDetailView(APIView):
-    @extend_schema(responses=OBJECT)
+    @extend_schema(responses={200: outputs.Session, **errors(404)})
     def get(self, request: Request, session_id: str) -> Response:
         require_login(request)
         return Response(selectors.session_to_dict(session_or_404(request, session_id)))
 
-    @extend_schema(responses={204: None})
+    @extend_schema(responses={204: None, **errors(403, 404)})
     def delete(self, request: Request, session_id: str) -> Response:
-        require_login(request)
-        services.delete_session(session=session_or_404(request, session_id), user=request.user)
+        caller = require_login(request)
+        services.delete_session(session=session_or_404(request, session_id), user=caller)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class BulkDeleteView(APIView):
     @extend_schema(
         request=BulkDeleteSerializer,
-        responses=inline_serializer("Deleted", {"deleted": serializers.IntegerField()}),
+        responses={200: outputs.Deleted, **errors(400, 403)},
     )
     def post(self, request: Request) -> Response:
-        require_login(request)
+        caller = require_login(request)
         ids = parse(BulkDeleteSerializer, request)["ids"]
-        return Response({"deleted": services.bulk_delete_sessions(ids=ids, user=request.user)})
+        return Response({"deleted": services.bulk_delete_sessions(ids=ids, user=caller)})
 
 
 class TurnsView(APIView):
-    @extend_schema(parameters=[TurnsQuerySerializer], responses=OBJECT)
+    @extend_schema(parameters=[TurnsQuerySerializer], responses={200: outputs.TurnList, **errors(400, 404)})
     def get(self, request: Request, session_id: str) -> Response:
         """Turns of a session, oldest first; `include_hidden=1` for moderators."""
         require_login(request)
@@ -441,7 +459,7 @@ class TurnDetailView(APIView):
         parameters=[
             OpenApiParameter("key", str, required=False, description="a private channel's watch key")
         ],
-        responses=OBJECT,
+        responses={200: outputs.Turn, **errors(404)},
     )
     def get(self, request: Request, turn_id: str) -> Response:
         """One turn with every field, its prompt whole (`history` and turn events leave
@@ -456,16 +474,16 @@ class TurnDetailView(APIView):
 
 
 class TruncateView(APIView):
-    @extend_schema(request=TruncateSerializer, responses=OBJECT)
+    @extend_schema(request=TruncateSerializer, responses={200: outputs.Truncated, **errors(400, 403, 404)})
     def post(self, request: Request, session_id: str) -> Response:
-        require_login(request)
+        caller = require_login(request)
         session = session_or_404(request, session_id)
         keep = parse(TruncateSerializer, request)["keep"]
-        return Response(services.truncate_session(session=session, user=request.user, keep=keep))
+        return Response(services.truncate_session(session=session, user=caller, keep=keep))
 
 
 class ProvidersView(APIView):
-    @extend_schema(responses=OBJECT)
+    @extend_schema(responses={200: outputs.ProviderList, **errors()})
     def get(self, request: Request) -> Response:
         providers = Provider.objects.filter(enabled=True)
         return Response(
@@ -486,7 +504,7 @@ class ProvidersView(APIView):
 
 
 class MeView(APIView):
-    @extend_schema(responses=OBJECT)
+    @extend_schema(responses={200: outputs.Account, **errors()})
     def get(self, request: Request) -> Response:
         require_login(request)
         return Response(selectors.account_state(request.user))
@@ -497,9 +515,7 @@ class MeTokenView(APIView):
     # from a username and password alone; everywhere else only the token or a session.
     authentication_classes = [BearerTokenAuthentication, BasicAuthentication, SessionAuthentication]
 
-    @extend_schema(
-        request=None, responses={201: inline_serializer("Token", {"token": serializers.CharField()})}
-    )
+    @extend_schema(request=None, responses={201: outputs.Token, **errors(403, 429)})
     def post(self, request: Request) -> Response:
         """Create or rotate the caller's API token; it is shown only in this answer."""
         require_login(request)
@@ -508,15 +524,20 @@ class MeTokenView(APIView):
 
 def parse(schema: type[StrictSerializer], request: Request) -> dict[str, Any]:
     """The body checked against the action's schema, the one the WebSocket uses too."""
-    data = request.data
+    not_json = ServiceError(
+        "invalid",
+        "Send the body as a JSON object (Content-Type: application/json).",
+        fields={"non_field_errors": ["Expected a JSON object."]},
+    )
+    try:
+        data = request.data
+    except (TooManyFieldsSent, TooManyFilesSent, RequestDataTooBig) as exc:
+        # A form too big for Django to read (left alone, Django answers with its HTML 400).
+        raise not_json from exc
     if isinstance(data, QueryDict):
         # A form or multipart body: form rules would read every value as a string and a
         # missing boolean as false, so only JSON carries what the schemas ask for.
         if data:
-            raise ServiceError(
-                "invalid",
-                "Send the body as a JSON object (Content-Type: application/json).",
-                fields={"non_field_errors": ["Expected a JSON object."]},
-            )
+            raise not_json
         data = {}
     return validate(schema, data)

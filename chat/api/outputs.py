@@ -1,0 +1,359 @@
+"""The shapes of the REST API's answers (docs/protocol.md, "Objects" and "REST"), for the
+OpenAPI document at /api/schema.
+
+The views answer with the dicts they have always built (``Turn.to_dict``,
+``selectors.session_to_dict``, ``channel_summary`` …), which the WebSocket shares; these
+serializers only describe them, field by field, and never parse or render anything:
+rendering through them would change values (a float field writes ``1`` as ``1.0``).
+tests/test_api_schema.py checks that every answer the API gives fits what is declared
+here. A field every answer has is required; one that only some have (a bot turn's) is
+declared ``required=False``; ``allow_null`` where the protocol has null.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema_field
+from rest_framework import serializers
+
+from chat.errors import HTTP_STATUS
+
+
+class Output(serializers.Serializer[Any]):
+    """An answer's shape: described for the schema, never read from a client."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        raise TypeError(f"{type(self).__name__} describes an answer; it does not parse input.")
+
+
+# --- Settings ---------------------------------------------------------------------------
+
+
+class Framing(Output):
+    """How a transcript becomes a completion prompt (the channel's, defaults filled in)."""
+
+    name = serializers.CharField(allow_blank=True)
+    preamble = serializers.CharField(allow_blank=True)
+    user_prefix = serializers.CharField(allow_blank=True)
+    bot_prefix = serializers.CharField(allow_blank=True)
+    agent_prefix = serializers.CharField(allow_blank=True)
+    turn_suffix = serializers.CharField(allow_blank=True)
+    stop = serializers.ListField(child=serializers.CharField())
+    quote_user = serializers.BooleanField()
+
+
+class Params(Output):
+    """Sampling parameters (the channel's, defaults filled in); empty `provider` and
+    `model` mean the first enabled provider and its default model."""
+
+    provider = serializers.CharField(allow_blank=True)
+    model = serializers.CharField(allow_blank=True)
+    max_tokens = serializers.IntegerField(min_value=1)
+    temperature = serializers.FloatField(min_value=0, max_value=2)
+    top_p = serializers.FloatField(min_value=0, max_value=1)
+    top_k = serializers.IntegerField(min_value=0, max_value=1000)
+    repeat_penalty = serializers.FloatField(min_value=0.5, max_value=2)
+
+
+class TurnFraming(Output):
+    """The framing a bot reply was written with; empty for a bot line that was injected."""
+
+    name = serializers.CharField(required=False, allow_blank=True)
+    preamble = serializers.CharField(required=False, allow_blank=True)
+    user_prefix = serializers.CharField(required=False, allow_blank=True)
+    bot_prefix = serializers.CharField(required=False, allow_blank=True)
+    agent_prefix = serializers.CharField(required=False, allow_blank=True)
+    turn_suffix = serializers.CharField(required=False, allow_blank=True)
+    stop = serializers.ListField(child=serializers.CharField(), required=False)
+    quote_user = serializers.BooleanField(required=False)
+
+
+class TurnParams(Output):
+    """The parameters a bot reply was written with; empty for a bot line that was injected."""
+
+    provider = serializers.CharField(required=False, allow_blank=True)
+    model = serializers.CharField(required=False, allow_blank=True)
+    max_tokens = serializers.IntegerField(required=False)
+    temperature = serializers.FloatField(required=False)
+    top_p = serializers.FloatField(required=False)
+    top_k = serializers.IntegerField(required=False)
+    repeat_penalty = serializers.FloatField(required=False)
+
+
+class TurnUsage(Output):
+    """Tokens of a finished reply (`estimated` when the provider did not count them);
+    empty while it is written and for an injected bot line."""
+
+    prompt_tokens = serializers.IntegerField(required=False)
+    completion_tokens = serializers.IntegerField(required=False)
+    estimated = serializers.BooleanField(required=False)
+
+
+class TurnTimings(Output):
+    """Milliseconds to the first token (null when none came) and in all; `recovered` when
+    another process closed a reply whose process died. Empty while it is written."""
+
+    ttft_ms = serializers.IntegerField(required=False, allow_null=True)
+    duration_ms = serializers.IntegerField(required=False)
+    recovered = serializers.BooleanField(required=False)
+
+
+# --- Turns ------------------------------------------------------------------------------
+
+
+class Turn(Output):
+    """The protocol's Turn object, with the substrate (`prompt`, `raw_completion`,
+    `framing`) as every REST answer gives it. The fields from `truncated` on are a bot
+    turn's only; `author` is null for bot turns."""
+
+    id = serializers.IntegerField()
+    session = serializers.UUIDField()
+    role = serializers.ChoiceField(
+        choices=[("user", "a user's message"), ("agent", "an injected agent line"), ("bot", "the model's")]
+    )
+    text = serializers.CharField(allow_blank=True)
+    author = serializers.CharField(allow_null=True)
+    created_at = serializers.DateTimeField()
+    hidden = serializers.BooleanField()
+    truncated = serializers.BooleanField(required=False)
+    rep_hint = serializers.CharField(required=False, allow_null=True)
+    finish_reason = serializers.ChoiceField(
+        choices=["stop", "length", "interrupted", "error"],
+        required=False,
+        allow_null=True,
+        help_text="null while the reply is being written",
+    )
+    reasoning = serializers.CharField(required=False, allow_blank=True)
+    prompt = serializers.CharField(required=False, allow_blank=True)
+    raw_completion = serializers.CharField(required=False, allow_blank=True)
+    framing = TurnFraming(required=False)
+    params = TurnParams(required=False)
+    provider = serializers.CharField(required=False, allow_blank=True)
+    model = serializers.CharField(required=False, allow_blank=True)
+    usage = TurnUsage(required=False)
+    timings = TurnTimings(required=False)
+    dropped_turns = serializers.IntegerField(
+        required=False, help_text="oldest turns left out so the prompt fit the context window"
+    )
+
+
+class TurnList(Output):
+    turns = Turn(many=True)
+
+
+class Exchange(Output):
+    """A message and the bot's answer to it."""
+
+    user_turn = Turn()
+    bot_turn = Turn()
+    session = serializers.UUIDField()
+
+
+class ExchangePending(Output):
+    """The bot took longer than SYNC_REPLY_TIMEOUT: the message is saved and the reply
+    goes on; poll the session's turns."""
+
+    detail = serializers.CharField()
+    user_turn = Turn()
+    session = serializers.UUIDField()
+
+
+class Regenerating(Output):
+    """A new reply is on its way; `removed_turn` is the bot turn it replaces (now
+    hidden), if there was one."""
+
+    removed_turn = serializers.IntegerField(allow_null=True)
+
+
+class NewSession(Output):
+    session = serializers.UUIDField()
+
+
+class Interrupted(Output):
+    """Whether a reply was being written (and so was stopped)."""
+
+    interrupted = serializers.BooleanField()
+
+
+# --- Channels and members ---------------------------------------------------------------
+
+
+class ChannelSummary(Output):
+    name = serializers.CharField()
+    title = serializers.CharField(allow_blank=True)
+    turns = serializers.IntegerField(help_text="visible turns of the active session")
+    visibility = serializers.ChoiceField(choices=["public", "private"])
+    locked = serializers.BooleanField()
+    generating = serializers.BooleanField(help_text="false while Redis cannot be reached")
+    chat_url = serializers.URLField()
+    watch_url = serializers.URLField(help_text="with the watch key for those who may see a private channel")
+
+
+class ChannelList(Output):
+    channels = ChannelSummary(many=True)
+    next = serializers.URLField(allow_null=True, help_text="the next page, or null")
+
+
+class ChannelDetail(ChannelSummary):
+    owner = serializers.CharField(allow_null=True)
+    mode = serializers.ChoiceField(choices=["chat", "completion"])
+    framing = Framing()
+    params = Params()
+    session = serializers.UUIDField(allow_null=True, help_text="the active session")
+
+
+class WatchUrl(Output):
+    watch_url = serializers.URLField()
+
+
+class Member(Output):
+    username = serializers.CharField()
+    role = serializers.ChoiceField(choices=[("member", "a member"), ("owner", "the channel's owner")])
+    muted = serializers.BooleanField()
+    since = serializers.DateTimeField()
+
+
+class MemberList(Output):
+    members = Member(many=True)
+
+
+# --- Sessions ---------------------------------------------------------------------------
+
+
+class SessionUsage(Output):
+    prompt_tokens = serializers.IntegerField()
+    completion_tokens = serializers.IntegerField()
+
+
+class Session(Output):
+    id = serializers.UUIDField()
+    channel = serializers.CharField()
+    title = serializers.CharField(allow_blank=True)
+    status = serializers.ChoiceField(choices=["active", "archived"])
+    started_by = serializers.CharField(allow_null=True)
+    created_at = serializers.DateTimeField()
+    archived_at = serializers.DateTimeField(allow_null=True)
+    turns = serializers.IntegerField(help_text="visible turns")
+    usage = SessionUsage()
+
+
+class SessionList(Output):
+    sessions = Session(many=True)
+
+
+class Deleted(Output):
+    deleted = serializers.IntegerField()
+
+
+class Truncated(Output):
+    session = serializers.UUIDField()
+    kept = serializers.IntegerField(help_text="visible turns kept")
+    deleted = serializers.IntegerField(help_text="turns deleted, hidden ones included")
+
+
+# --- Providers and the account ----------------------------------------------------------
+
+
+class Provider(Output):
+    name = serializers.CharField()
+    kind = serializers.ChoiceField(choices=["openai_compat", "anthropic", "demo"])
+    modes = serializers.ListField(
+        child=serializers.ChoiceField(
+            choices=[("chat", "chat messages"), ("completion", "a completion prompt")]
+        ),
+        help_text="the channel modes it can serve",
+    )
+    models = serializers.ListField(child=serializers.CharField(allow_blank=True))
+
+
+class ProviderList(Output):
+    providers = Provider(many=True)
+
+
+class AccountUsage(Output):
+    """Used today (UTC)."""
+
+    messages = serializers.IntegerField()
+    tokens = serializers.IntegerField()
+
+
+class AccountLimits(Output):
+    """The limits that apply (0 = unlimited)."""
+
+    max_message_chars = serializers.IntegerField()
+    messages_per_minute = serializers.IntegerField()
+    daily_messages = serializers.IntegerField()
+    daily_tokens = serializers.IntegerField()
+
+
+class Account(Output):
+    username = serializers.CharField()
+    is_staff = serializers.BooleanField()
+    is_moderator = serializers.BooleanField()
+    usage = AccountUsage()
+    limits = AccountLimits()
+
+
+class Token(Output):
+    token = serializers.CharField(help_text="shown only in this answer")
+
+
+# --- Errors -----------------------------------------------------------------------------
+
+
+@extend_schema_field(
+    {
+        "type": "object",
+        "additionalProperties": {
+            "anyOf": [{"type": "array", "items": {"type": "string"}}, {"type": "object"}]
+        },
+        "description": "the messages of each bad field (nested for framing, params and list items)",
+    }
+)
+class FieldErrors(serializers.DictField):
+    pass
+
+
+class Error(Output):
+    """Every refusal. `code` is one of the protocol's error codes; the refusals of the
+    framework itself (a path not found, not logged in, a bad token, the CSRF check) carry
+    `detail` alone."""
+
+    detail = serializers.CharField()
+    code = serializers.ChoiceField(choices=list(HTTP_STATUS), required=False)
+    # (DRF's metaclass takes declared fields out of the class, so this one does not hide
+    # Serializer.fields at run time; mypy sees only the class body.)
+    fields = FieldErrors(required=False, help_text="with invalid")  # type: ignore[assignment]
+    retry_after = serializers.IntegerField(
+        required=False, help_text="seconds, with rate_limited, quota_exceeded and unavailable"
+    )
+
+
+ERROR_MEANINGS = {
+    400: "bad input: bad_json, unknown_type or invalid (with `fields`)",
+    401: "not logged in (auth_required), or a bad or revoked token",
+    403: "not allowed: forbidden, read_only or muted (or a session caller without the CSRF token)",
+    404: "not found, or private and not the caller's to see",
+    409: "locked: the channel is locked",
+    413: "too_long: over MAX_MESSAGE_CHARS",
+    429: "rate_limited or quota_exceeded, with `retry_after` and Retry-After",
+    503: "unavailable: the database or Redis cannot be reached; nothing was changed (`retry_after`)",
+}
+
+
+def errors(*statuses: int) -> dict[Any, Any]:
+    """The error answers an endpoint can give, for ``extend_schema(responses=...)``;
+    every endpoint can answer 401 (a bad token) and 503."""
+    wanted = sorted({401, 503, *statuses})
+    return {
+        (code, "application/json"): OpenApiResponse(Error, description=ERROR_MEANINGS[code])
+        for code in wanted
+    }
+
+
+EVENT_STREAM = OpenApiResponse(
+    OpenApiTypes.STR,
+    description="Server-Sent Events: `id: {seq}`, `event: {type}`, `data: {json}` (docs/protocol.md)",
+)
