@@ -48,7 +48,10 @@ def test_outsiders_get_404_for_a_private_channel(private_channel, carol):
     assert names(client_for(carol).get("/api/channels")) == []
     assert client_for(carol).get("/api/channels/backroom").status_code == 404
     assert client_for().get("/api/channels/backroom").status_code == 404
-    assert client_for(carol).get("/api/channels/nothing-here").json() == {"detail": "No such channel."}
+    assert client_for(carol).get("/api/channels/nothing-here").json() == {
+        "detail": "No such channel.",
+        "code": "not_found",
+    }
 
 
 def test_admins_see_everything(channel, private_channel, admin_user):

@@ -40,4 +40,21 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         )
     if isinstance(exc, exceptions.ParseError):
         return Response({"detail": str(exc.detail), "code": "bad_json"}, status=status.HTTP_400_BAD_REQUEST)
-    return drf_handler(exc, context)
+    response = drf_handler(exc, context)
+    if response is not None and isinstance(response.data, dict) and "code" not in response.data:
+        # DRF's own refusals (not logged in, a bad token, CSRF, not found, a method not
+        # allowed…) carry the protocol's code like ours do.
+        response.data["code"] = PROTOCOL_CODES.get(response.status_code, "invalid")
+    return response
+
+
+# The protocol's error code for the statuses DRF answers by itself.
+PROTOCOL_CODES = {
+    401: "auth_required",
+    403: "forbidden",
+    404: "not_found",
+    405: "invalid",
+    406: "invalid",
+    415: "invalid",
+    429: "rate_limited",
+}

@@ -317,12 +317,11 @@ class FieldErrors(serializers.DictField):
 
 
 class Error(Output):
-    """Every refusal. `code` is one of the protocol's error codes; the refusals of the
-    framework itself (a path not found, not logged in, a bad token, the CSRF check) carry
-    `detail` alone."""
+    """Every refusal, ours and the framework's own (not found, not logged in, a bad
+    token, the CSRF check): `code` is one of the protocol's error codes."""
 
     detail = serializers.CharField()
-    code = serializers.ChoiceField(choices=list(HTTP_STATUS), required=False)
+    code = serializers.ChoiceField(choices=list(HTTP_STATUS))
     # (DRF's metaclass takes declared fields out of the class, so this one does not hide
     # Serializer.fields at run time; mypy sees only the class body.)
     fields = FieldErrors(required=False, help_text="with invalid")  # type: ignore[assignment]
