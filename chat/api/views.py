@@ -16,6 +16,7 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.authentication import BasicAuthentication, SessionAuthentication
 from rest_framework.exceptions import NotAuthenticated
+from rest_framework.permissions import AllowAny, IsAuthenticatedOrReadOnly
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -124,6 +125,9 @@ def channel_detail(request: Request, channel: Channel) -> dict[str, Any]:
 
 
 class ChannelsView(APIView):
+    # Public channels are readable without an account; changes need one.
+    permission_classes = [IsAuthenticatedOrReadOnly]
+
     @extend_schema(
         operation_id="channels_list",
         parameters=[OpenApiParameter("page", int, required=False)],
@@ -156,6 +160,9 @@ class ChannelsView(APIView):
 
 
 class ChannelDetailView(APIView):
+    # Public channels are readable without an account; changes need one.
+    permission_classes = [IsAuthenticatedOrReadOnly]
+
     @extend_schema(responses={200: outputs.ChannelDetail, **errors(404)})
     def get(self, request: Request, name: str) -> Response:
         return Response(channel_detail(request, channel_or_404(request, name)))
@@ -198,6 +205,9 @@ def member_to_dict(membership: Membership) -> dict[str, Any]:
 
 
 class MembersView(APIView):
+    # Public channels are readable without an account; changes need one.
+    permission_classes = [IsAuthenticatedOrReadOnly]
+
     @extend_schema(responses={200: outputs.MemberList, **errors(404)})
     def get(self, request: Request, name: str) -> Response:
         """The channel's members (whoever may see the channel may see them)."""
@@ -327,6 +337,8 @@ def wait_for_answer(turn: Turn, timeout: float) -> Turn | None:
 
 
 class ChannelEventsView(StreamingView):
+    permission_classes = [AllowAny]  # the same read rules as watching, checked below
+
     @extend_schema(
         parameters=[
             OpenApiParameter("key", str, required=False, description="a private channel's watch key")
@@ -391,6 +403,8 @@ class InterruptView(APIView):
 
 
 class ChannelSessionsView(APIView):
+    permission_classes = [AllowAny]  # the same read rules as watching, checked below
+
     @extend_schema(responses={200: outputs.SessionList, **errors(404)})
     def get(self, request: Request, name: str) -> Response:
         channel = channel_or_404(request, name)
@@ -455,6 +469,8 @@ class TurnsView(APIView):
 
 
 class TurnDetailView(APIView):
+    permission_classes = [AllowAny]  # the same read rules as watching, checked below
+
     @extend_schema(
         parameters=[
             OpenApiParameter("key", str, required=False, description="a private channel's watch key")
@@ -483,6 +499,8 @@ class TruncateView(APIView):
 
 
 class ProvidersView(APIView):
+    permission_classes = [AllowAny]  # which models answer here is no secret
+
     @extend_schema(responses={200: outputs.ProviderList, **errors()})
     def get(self, request: Request) -> Response:
         providers = Provider.objects.filter(enabled=True)
