@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -16,22 +15,23 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.run import (
-    ROOT,
+    DEFAULT_LAYER,
+    DEFAULT_SERVER,
     Stack,
-    free_port,
     measure_memory,
     prepare_stack,
     start_colloquy,
     start_reference,
+    start_stub,
+    stop_stub,
     stop_target,
-    wait_port,
 )
 
 
 async def measure(stack: Stack, connections: int) -> dict[str, float]:
     figures: dict[str, float] = {}
     for name, start in (
-        ("colloquy", lambda: start_colloquy(stack, "uvicorn", "pubsub", 2)),
+        ("colloquy", lambda: start_colloquy(stack, DEFAULT_SERVER, DEFAULT_LAYER, 2)),
         ("reference", lambda: start_reference(stack)),
     ):
         target = start()
@@ -43,12 +43,12 @@ async def measure(stack: Stack, connections: int) -> dict[str, float]:
 
 if __name__ == "__main__":
     connections = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
-    stub_port = free_port()
-    stub = subprocess.Popen([sys.executable, "-m", "bench.stub_model", str(stub_port)], cwd=ROOT)
-    wait_port(stub_port)
-    stack = prepare_stack(Path(tempfile.mkdtemp(prefix="colloquy-mem-")), stub_port, channels=2)
+    stub, stub_port = start_stub()
     try:
-        print(json.dumps(asyncio.run(measure(stack, connections))))
+        stack = prepare_stack(Path(tempfile.mkdtemp(prefix="colloquy-mem-")), stub_port, channels=2)
+        try:
+            print(json.dumps(asyncio.run(measure(stack, connections))))
+        finally:
+            stack.stop_all()
     finally:
-        stack.stop_all()
-        stub.terminate()
+        stop_stub(stub)

@@ -43,6 +43,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def wait_for_port(port: int, timeout: float = 30, host: str = "127.0.0.1") -> None:
+    """Wait until something accepts connections on ``port``: for servers that need not
+    answer HTTP (the benchmark's stub model and reference broadcaster)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"port {port}")
+
+
 def wait_for_http(url: str, timeout: float = 30, process: subprocess.Popen[str] | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -91,10 +102,12 @@ def output(process: subprocess.Popen[str]) -> str:
         return log.read()
 
 
-def stop(process: subprocess.Popen[str]) -> None:
+def stop(process: subprocess.Popen[Any], signum: int = signal.SIGINT) -> None:
+    """Stop a process started with ``start_new_session``, and its children: ``signum``
+    to its group, SIGKILL if it is still running 15 s later."""
     if process.poll() is None:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGINT)
+            os.killpg(process.pid, signum)
         try:
             process.wait(15)
         except subprocess.TimeoutExpired:
