@@ -42,7 +42,7 @@ def test_a_slow_reply_answers_202_with_the_ids_to_poll(channel, alice, openai_se
         ({"text": "hi", "params": {"top_p": 3}}, 400, "invalid"),
     ],
 )
-def test_bad_messages(channel, alice, payload, status, code):
+def test_bad_messages_are_refused_with_the_field_named(channel, alice, payload, status, code):
     response = client_for(alice).post("/api/channels/lobby/messages", payload, format="json")
     assert response.status_code == status and response.json()["detail"]
     assert Turn.objects.count() == 0

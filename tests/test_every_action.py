@@ -230,7 +230,7 @@ async def test_every_action_keeps_clients_consistent_and_replay_clean(world, nam
     await verify_action(world, action["perform"], prepare=action.get("prepare"), closes=action.get("closes"))
 
 
-async def test_interrupt(world, openai_server):
+async def test_an_interrupt_keeps_clients_consistent_and_replay_clean(world, openai_server):
     await db_call(use_slow_model)(
         world.channel, openai_server, delay=0.01, tokens=[" t"] * 400, max_tokens=500
     )

@@ -46,7 +46,7 @@ def is_type(kind):
     return lambda event: event["type"] == kind
 
 
-async def test_message(channel, alice):
+async def test_a_message_and_its_reply_bring_every_client_to_the_fresh_history(channel, alice):
     watcher, chat, state = await setup_sockets(alice)
     await chat.send_json_to({"type": "message", "text": "I think so"})
     await follow(watcher, state, is_type("done"))
@@ -63,7 +63,7 @@ async def test_message_with_new_settings(channel, alice):
     assert_same(state, await fresh_history())
 
 
-async def test_inject(channel, alice):
+async def test_injected_turns_bring_every_client_to_the_fresh_history(channel, alice):
     watcher, chat, state = await setup_sockets(alice)
     for role in ("user", "agent", "bot"):
         await chat.send_json_to({"type": "inject", "role": role, "text": f"as {role}"})
@@ -71,7 +71,7 @@ async def test_inject(channel, alice):
     assert_same(state, await fresh_history())
 
 
-async def test_regenerate(channel, alice):
+async def test_a_regenerated_reply_brings_every_client_to_the_fresh_history(channel, alice):
     watcher, chat, state = await setup_sockets(alice)
     await chat.send_json_to({"type": "message", "text": "hello"})
     await follow(watcher, state, is_type("done"))
@@ -80,7 +80,7 @@ async def test_regenerate(channel, alice):
     assert_same(state, await fresh_history())
 
 
-async def test_reset(channel, alice):
+async def test_a_reset_brings_every_client_to_an_empty_fresh_history(channel, alice):
     watcher, chat, state = await setup_sockets(alice)
     await chat.send_json_to({"type": "inject", "role": "user", "text": "old"})
     await follow(watcher, state, is_type("turn"))
@@ -90,7 +90,7 @@ async def test_reset(channel, alice):
     assert_same(state, await fresh_history())
 
 
-async def test_interrupt(channel, alice, openai_server):
+async def test_an_interrupted_reply_brings_every_client_to_the_fresh_history(channel, alice, openai_server):
     await db_call(use_slow_model)(channel, openai_server, delay=0.01, tokens=[" t"] * 400, max_tokens=500)
     watcher, chat, state = await setup_sockets(alice)
     await chat.send_json_to({"type": "message", "text": "go"})
