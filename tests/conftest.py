@@ -39,7 +39,9 @@ def wait_until_no_generation(timeout: float = 30) -> None:
     while time.monotonic() < deadline:
         busy = [
             key
-            for pattern in (f"{settings.REDIS_PREFIX}:*:lock", f"{settings.REDIS_PREFIX}:*:pending")
+            # pending before lock: a driver takes the lock before it consumes the pending
+            # request, so a reply moving from one to the other is seen in one or the other.
+            for pattern in (f"{settings.REDIS_PREFIX}:*:pending", f"{settings.REDIS_PREFIX}:*:lock")
             for key in client.scan_iter(match=pattern, count=1000)
         ]
         if not busy:
