@@ -207,40 +207,57 @@ def history_event(
 # --- publishing ------------------------------------------------------------------------
 
 
+class LockLostError(Exception):
+    """A reply's event was refused: the reply no longer holds its channel's lock."""
+
+
 def encode_head(event: dict[str, Any]) -> str:
     """The event as JSON without its closing brace; the publish script appends the seq."""
     return orjson.dumps(event).decode()[:-1]
 
 
 async def apublish(
-    channel_id: int, channel_name: str, event: Mapping[str, Any], *, redact: bool = False
+    channel_id: int,
+    channel_name: str,
+    event: Mapping[str, Any],
+    *,
+    redact: bool = False,
+    owner: str | None = None,
 ) -> int:
     """Number, log and broadcast one event; returns its seq. Runs on any event loop.
 
     ``redact``: the event takes text out of the transcript (a turn hidden, deleted,
     truncated; a session deleted). The replay log is dropped in the same script, so no
     replay (``get_history`` ``since``, ``Last-Event-ID``) from before this event can
-    serve what ``history`` now hides: such requests get a fresh ``history`` instead."""
+    serve what ``history`` now hides: such requests get a fresh ``history`` instead.
+
+    ``owner``: the event is a reply's, published only while that owner holds the
+    channel's generation lock; LockLostError otherwise."""
     event = {**event, "channel": channel_name}
     event_type = event["type"]
     op = GEN_OPS.get(event_type, "")
     arg = ""
-    if op == "start":
+    if op in ("start", "end"):
         arg = str(event["turn_id"])
     elif op in ("text", "reasoning"):
         arg = event["data"]
-    seq, frame, access, epoch = await store.async_redis().eval(
+    numbered = await store.async_redis().eval(
         store.PUBLISH_SCRIPT,
-        7,
+        8,
         *store.channel_keys(channel_id),
         *store.global_keys(),
+        store.key(channel_id, "lock"),
         encode_head(event),
         settings.REPLAY_BUFFER_EVENTS,
         op,
         arg,
         "1" if redact else "0",
         uuid.uuid4().hex,
+        owner or "",
     )
+    if numbered is None:
+        raise LockLostError(f"channel {channel_id}: the lock is no longer {owner}")
+    seq, frame, access, epoch = numbered
     layer = get_channel_layer()
     assert layer is not None
     await layer.group_send(

@@ -216,10 +216,9 @@ class Hub:
           same, for that channel;
         - a seq Redis had numbered one check ago has still not arrived: it was lost on
           the way; the replay log has it (or, if not, a fresh history)."""
-        run_id: str | None = None
+        run_id: str | None = None  # read at once, so that even the first restart shows
         unreachable = False
         while True:
-            await asyncio.sleep(REDIS_CHECK_INTERVAL_S)
             rooms = list(self.rooms.values())
             try:
                 server_id, access, epoch, numbered = await self._read_numbering(rooms)
@@ -241,6 +240,7 @@ class Hub:
                 unreachable = True
             except Exception:
                 log.exception("checking the numbering against Redis failed; going on")
+            await asyncio.sleep(REDIS_CHECK_INTERVAL_S)
 
     async def _read_numbering(self, rooms: list[Room]) -> tuple[str | None, int, str | None, list[int]]:
         """Redis's run id (None where INFO is not allowed), the access version, the

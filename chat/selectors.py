@@ -53,6 +53,10 @@ def visible_channels(user: Any) -> QuerySet[Channel]:
 
 def history_state(channel: Channel, *, limit: int = HISTORY_TURNS) -> dict[str, Any]:
     """The database half of a ``history`` event: the active session's last turns."""
+    # Read afresh: a connection's channel object is as old as the connection, and a
+    # history may be all that tells a client of settings changed since (their event is
+    # lost when Redis was out of reach as they were saved).
+    channel = Channel.objects.filter(pk=channel.pk).first() or channel
     session = channel.active_session
     turns: list[Turn] = []
     has_more = False

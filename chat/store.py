@@ -68,8 +68,14 @@ def group_name(channel_id: int) -> str:
 
 
 # Numbering, logging and the generation snapshot happen in one script, so that the
-# seq order is the log order and a history snapshot matches its seq exactly.
+# seq order is the log order and a history snapshot matches its seq exactly. KEYS[8] is
+# the channel's generation lock: a reply's own events (ARGV[7], its lock owner) are
+# numbered only while it holds the lock, so a reply whose lock expired or was lost with
+# Redis's data, and which recovery may already have closed, adds nothing more.
 PUBLISH_SCRIPT = """
+if ARGV[7] ~= '' and redis.call('GET', KEYS[8]) ~= ARGV[7] then
+  return false
+end
 local seq = redis.call('INCR', KEYS[1])
 local frame = ARGV[1] .. ',"seq":' .. seq .. '}'
 if ARGV[5] == '1' then
@@ -87,7 +93,12 @@ elseif op == 'text' then
 elseif op == 'reasoning' then
   redis.call('APPEND', KEYS[5], ARGV[4])
 elseif op == 'end' then
-  redis.call('DEL', KEYS[3], KEYS[4], KEYS[5])
+  -- Only the snapshot of the reply that ended: a late `done` of a reply closed by
+  -- recovery must not wipe that of the reply written since.
+  local current = redis.call('GET', KEYS[3])
+  if not current or current == ARGV[4] then
+    redis.call('DEL', KEYS[3], KEYS[4], KEYS[5])
+  end
 end
 local epoch = redis.call('GET', KEYS[7])
 if not epoch then

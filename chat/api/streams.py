@@ -25,6 +25,9 @@ from chat.threads import db_call
 
 HEARTBEAT_S = 15.0
 FEED_LIMIT = 5000
+# Queued in place of an event: send a fresh `history` here (Redis lost or renumbered what
+# the stream was following).
+RESYNC = "resync"
 
 
 class EventStreamRenderer(BaseRenderer):
@@ -74,7 +77,11 @@ class EventFeed:
         self.watch_key = watch_key
         # The login the stream was opened with, rechecked like a socket's.
         self.token_hash, self.session_key = token_hash, session_key
-        self.queue: asyncio.Queue[tuple[int | None, str] | None] = asyncio.Queue()
+        self.queue: asyncio.Queue[tuple[int | None, str] | str | None] = asyncio.Queue()
+        # A channel's stream answers a resync with a fresh history in place; an exchange's
+        # stream (one message and its reply) has no history to give, and ends.
+        self.resync_in_place = False
+        self.resync_pending = False
 
     def push(self, seq: int | None, frame: str) -> None:
         if self.queue.qsize() < FEED_LIMIT:
@@ -86,9 +93,14 @@ class EventFeed:
         self.queue.put_nowait(None)
 
     def request_resync(self, since: int | None) -> None:
-        # An SSE stream cannot take back what it sent: end it; the client's reconnect
-        # with Last-Event-ID gets a fresh `history` (the replay log no longer covers it).
-        self.close_with(0)
+        if not self.resync_in_place:
+            # The client's reconnect with Last-Event-ID gets a replay or a fresh history.
+            self.close_with(0)
+        elif not self.resync_pending:
+            # In place, not by ending the stream: a Last-Event-ID from before Redis lost
+            # its data may name a seq the new numbering has reached, and be replayed.
+            self.resync_pending = True
+            self.queue.put_nowait(RESYNC)
 
     async def login_ended(self) -> bool:
         if self.user_id is None:
@@ -98,9 +110,12 @@ class EventFeed:
         )
         return not valid
 
-    async def events(self, last: int) -> AsyncIterator[tuple[int | None, str] | None]:
-        """Live events after ``last`` (None every HEARTBEAT_S while quiet). Ends when
-        the login it was opened with ends (logout, token rotated or deleted, ban)."""
+    async def events(self, last: int) -> AsyncIterator[tuple[int | None, str] | str | None]:
+        """Live events after ``last`` (None every HEARTBEAT_S while quiet; RESYNC when a
+        fresh history is due, after which ``self.last`` is where it left the stream).
+        Ends when the login it was opened with ends (logout, token rotated or deleted,
+        ban)."""
+        self.last = last
         loop = asyncio.get_running_loop()
         next_check = loop.time() + settings.LOGIN_RECHECK_SECONDS
         quiet_since = loop.time()
@@ -120,18 +135,30 @@ class EventFeed:
             quiet_since = loop.time()
             if item is None:
                 return
+            if isinstance(item, str):  # RESYNC
+                self.resync_pending = False
+                yield RESYNC
+                continue
             seq, frame = item
             if seq is not None:
-                if seq <= last:
+                if seq <= self.last:
                     continue
-                last = seq
+                self.last = seq
             yield seq, frame
 
 
 async def follow_channel(channel: Channel, feed: EventFeed, since: int | None) -> AsyncIterator[bytes]:
-    """`history` (or the replay after ``since``), then every broadcast event."""
+    """`history` (or the replay after ``since``), then every broadcast event; a fresh
+    `history` again whenever the process can no longer continue the stream by seq."""
     hub = get_hub()
+    feed.resync_in_place = True
     await hub.join(channel.pk, channel.name, feed)
+
+    async def history() -> tuple[int, bytes]:
+        event = await build_history(channel, mode="watch")
+        hub.note_seq(channel.pk, event["seq"], event["epoch"])
+        return event["seq"], sse(orjson.dumps(event).decode(), event["seq"] or None)
+
     try:
         frames = await store.replay_since(channel.pk, since) if since is not None else None
         if frames is not None:
@@ -140,12 +167,18 @@ async def follow_channel(channel: Channel, feed: EventFeed, since: int | None) -
                 last += 1
                 yield sse(frame, last)
         else:
-            history = await build_history(channel, mode="watch")
-            last = history["seq"]
-            hub.note_seq(channel.pk, last, history["epoch"])
-            yield sse(orjson.dumps(history).decode(), last or None)
+            last, first = await history()
+            yield first
         async for item in feed.events(last):
-            yield b": keep-alive\n\n" if item is None else sse(item[1], item[0])
+            if item is None:
+                yield b": keep-alive\n\n"
+            elif item == RESYNC:
+                # Events queued after this are skipped up to the history's seq.
+                feed.last, fresh = await history()
+                yield fresh
+            else:
+                assert not isinstance(item, str)
+                yield sse(item[1], item[0])
     finally:
         await hub.leave(channel.pk, feed)
 
@@ -169,7 +202,8 @@ async def follow_exchange(
             for queued in backlog:
                 yield queued
             async for live in feed.events(last):
-                yield live
+                if not isinstance(live, str):  # (no RESYNC: an exchange's stream ends instead)
+                    yield live
 
         async for item in all_events():
             if item is None:

@@ -23,6 +23,7 @@ import uuid
 from channels.layers import get_channel_layer
 
 from chat import background, store
+from chat.errors import UNAVAILABLE
 from chat.generation import records
 from chat.generation.generation import Generation, publish_recovered
 from chat.threads import db_call
@@ -126,6 +127,8 @@ async def watch_for_dead_replies(interval: float) -> None:
                     background.submit(_drive(chan_id))
         except asyncio.CancelledError:
             raise
+        except UNAVAILABLE as exc:  # an outage is a line in the log, not a bug report
+            log.warning("the sweep for dead replies could not run: %s", exc)
         except Exception:
             log.exception("the sweep for dead replies failed; trying again")
 
@@ -172,10 +175,10 @@ async def _drive(channel_id: int) -> None:
     while await redis.exists(pending_key):
         if not await redis.set(lock_key, owner, nx=True, px=LOCK_TTL_MS):
             return  # another process is writing; it will see the pending request
-        renewer = asyncio.create_task(_renew_lock(lock_key, owner))
+        renewer = asyncio.create_task(_renew_lock(channel_id, lock_key, owner))
         try:
             while requester := await redis.getdel(pending_key):
-                generation = Generation(channel_id, int(requester) if requester.isdigit() else None)
+                generation = Generation(channel_id, int(requester) if requester.isdigit() else None, owner)
                 # Registered before it reads its plan, so an interrupt sent meanwhile
                 # (one without a turn id) still reaches it.
                 _running[channel_id] = generation
@@ -183,17 +186,47 @@ async def _drive(channel_id: int) -> None:
                     await generation.run()
                 finally:
                     _running.pop(channel_id, None)
+                if generation.lost.is_set() or renewer.done():
+                    break  # the lock may be gone: take it again before the next reply
         except Exception:
             log.exception("generation failed in channel %s", channel_id)
         finally:
             renewer.cancel()
-            await redis.eval(store.LOCK_RELEASE_SCRIPT, 1, lock_key, owner)
+            await _release_lock(channel_id, lock_key, owner)
         # A request may have come in after our last look and before the release; its
         # sender could not take the lock, so we go round once more.
 
 
-async def _renew_lock(lock_key: str, owner: str) -> None:
+async def _release_lock(channel_id: int, lock_key: str, owner: str) -> None:
+    """Release the lock, trying again while Redis is out of reach (a request made once
+    it is back could not take the lock, and is answered by the round that follows),
+    until the lock would have expired anyway."""
+    deadline = time.monotonic() + LOCK_TTL_MS / 1000
+    while True:
+        try:
+            await store.async_redis().eval(store.LOCK_RELEASE_SCRIPT, 1, lock_key, owner)
+            return
+        except UNAVAILABLE as exc:
+            if time.monotonic() > deadline:
+                log.warning("could not release the lock of channel %s: %s", channel_id, exc)
+                return
+            await asyncio.sleep(0.5)
+
+
+async def _renew_lock(channel_id: int, lock_key: str, owner: str) -> None:
+    """Keep the lock while replies run. Ends when the lock turns out to be gone (it
+    expired while Redis was out of reach, or Redis lost its data), cutting off the reply
+    running under it: recovery may close that reply's turn any moment."""
     redis = store.async_redis()
     while True:
         await asyncio.sleep(LOCK_RENEW_S)
-        await redis.eval(store.LOCK_EXTEND_SCRIPT, 1, lock_key, owner, LOCK_TTL_MS)
+        try:
+            held = await redis.eval(store.LOCK_EXTEND_SCRIPT, 1, lock_key, owner, LOCK_TTL_MS)
+        except UNAVAILABLE as exc:  # try again: the lock lasts LOCK_TTL_MS
+            log.warning("could not renew the lock of channel %s: %s", channel_id, exc)
+            continue
+        if not held:
+            generation = _running.get(channel_id)
+            if generation is not None:
+                generation.lose("its lock is gone")
+            return

@@ -1,7 +1,8 @@
 """One reply: create its turn, stream it from the first provider that answers, send its
 text and reasoning as they come, save it as it grows, then record, charge and announce
 how it ended. The driver (chat.generation.driver) decides when one runs and holds the
-channel's lock meanwhile; this module assumes it is the only writer of the channel.
+channel's lock meanwhile; this module assumes it is the only writer of the channel, and
+its events are numbered only while that holds (chat.store.PUBLISH_SCRIPT).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from chat import events, limits
-from chat.events import apublish
+from chat.errors import UNAVAILABLE
+from chat.events import LockLostError, apublish
 from chat.generation import records
 from chat.generation.prompt import BuiltPrompt, build_prompt, estimate_tokens
 from chat.generation.providers import make_provider
@@ -36,6 +38,9 @@ log = logging.getLogger(__name__)
 
 # How often the text so far is saved: a process that dies loses at most this much.
 FLUSH_TO_DB_S = 1.0
+# How long a reply cut off from Redis keeps trying to announce its end (turn, done);
+# after that, every process gives its connections a fresh history once Redis is back.
+ANNOUNCE_END_FOR_S = 30.0
 
 
 @dataclass
@@ -51,10 +56,6 @@ class Outcome:
     error: str | None = None  # what failed, when finish_reason is "error"
 
 
-async def _publish(plan: Plan, event: Mapping[str, Any]) -> None:
-    await apublish(plan.channel_id, plan.channel_name, event)
-
-
 async def publish_recovered(channel_id: int, channel_name: str, turn: dict[str, Any]) -> None:
     """Tell every screen that a reply left by a dead process has ended."""
     await apublish(channel_id, channel_name, events.turn_event(turn))
@@ -66,11 +67,17 @@ async def publish_recovered(channel_id: int, channel_name: str, turn: dict[str, 
 class Generation:
     """One reply in one channel, from the request to ``done``."""
 
-    def __init__(self, channel_id: int, requester_id: int | None) -> None:
+    def __init__(self, channel_id: int, requester_id: int | None, owner: str | None = None) -> None:
         self.channel_id = channel_id
         self.requester_id = requester_id  # who is charged for the reply's tokens
+        self.owner = owner  # of the channel's lock, which the reply's events need
         # Set by the driver when an interrupt for this reply arrives.
         self.interrupted = asyncio.Event()
+        # Set when the reply cannot go on: Redis could not take its events, or its lock
+        # is gone (and recovery may close its turn any moment). It ends at once, as
+        # ``error`` with the text it has.
+        self.lost = asyncio.Event()
+        self.lost_because = ""
         # Read from the database when run() creates the bot turn; None until then.
         self.plan: Plan | None = None
         # The provider being (or last) tried, and the prompt built for its context window.
@@ -87,37 +94,83 @@ class Generation:
         """The bot turn being written; None before it exists."""
         return self.plan.turn_id if self.plan else None
 
+    def lose(self, because: str) -> None:
+        """The reply cannot go on (see ``lost``)."""
+        if not self.lost.is_set():
+            log.warning("reply %s in channel %s is cut off: %s", self.turn_id, self.channel_id, because)
+            self.lost_because = because
+            self.lost.set()
+
+    async def _publish(self, plan: Plan, event: Mapping[str, Any]) -> None:
+        """Publish one of the reply's own events, while it holds the lock; a failure
+        cuts the reply off (its final turn carries all the text)."""
+        if self.lost.is_set():
+            return
+        try:
+            await apublish(plan.channel_id, plan.channel_name, event, owner=self.owner)
+        except LockLostError:
+            self.lose("its lock is gone")
+        except UNAVAILABLE as exc:
+            self.lose(f"Redis failed: {exc}")
+
+    async def _announce(self, plan: Plan, event: Mapping[str, Any]) -> None:
+        """Publish an event of the reply's end, lock or no lock (only whoever closed the
+        turn gets here), trying again while Redis is out of reach."""
+        deadline = time.monotonic() + ANNOUNCE_END_FOR_S
+        while True:
+            try:
+                await apublish(plan.channel_id, plan.channel_name, event)
+                return
+            except UNAVAILABLE as exc:
+                if time.monotonic() > deadline:
+                    log.warning("gave up announcing the end of reply %s: %s", plan.turn_id, exc)
+                    return
+                await asyncio.sleep(0.5)
+
     async def run(self) -> None:
         """Write the reply. Returns at once when there is nothing to answer."""
         plan = await db_call(records.start_generation)(self.channel_id)
         if plan is None:
             return
         self.plan = plan
-        for turn in plan.recovered:
-            await publish_recovered(plan.channel_id, plan.channel_name, turn)
+        try:
+            for turn in plan.recovered:
+                await publish_recovered(plan.channel_id, plan.channel_name, turn)
+        except UNAVAILABLE as exc:
+            self.lose(f"Redis failed: {exc}")
         first = plan.providers[0]
         label = f"{first.model_label or first.name} is writing…"
-        await _publish(plan, events.thinking_event(plan.turn_id, label))
+        await self._publish(plan, events.thinking_event(plan.turn_id, label))
         started = time.monotonic()
+        outcome = self._cut_off() if self.lost.is_set() else await self._write(plan)
+        await self._finish(plan, outcome, started)
+
+    def _cut_off(self) -> Outcome:
+        return Outcome("error", error=f"the reply was cut off: {self.lost_because}")
+
+    async def _write(self, plan: Plan) -> Outcome:
+        """Stream the reply until it ends, is interrupted or is cut off."""
         sender = asyncio.create_task(self.outbox.drain(functools.partial(self._send, plan)))
         saver = asyncio.create_task(self._save_partial(plan.turn_id))
         streamer = asyncio.create_task(self._stream(plan))
         listener = asyncio.create_task(self.interrupted.wait())
+        losing = asyncio.create_task(self.lost.wait())
         try:
-            await asyncio.wait({streamer, listener}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({streamer, listener, losing}, return_when=asyncio.FIRST_COMPLETED)
             if streamer.done():
                 outcome = streamer.result()
             else:
                 streamer.cancel()  # closes the provider's stream, and so its connection
                 with contextlib.suppress(asyncio.CancelledError):
                     await streamer
-                outcome = Outcome("interrupted")
+                outcome = Outcome("interrupted") if self.interrupted.is_set() else self._cut_off()
         finally:
             listener.cancel()
+            losing.cancel()
             saver.cancel()
             self.outbox.close()
             await sender  # every piece of text is sent before the turn and done events
-        await self._finish(plan, outcome, started)
+        return outcome
 
     async def _stream(self, plan: Plan) -> Outcome:
         """Try the providers in order, each twice when its failure may pass (a timeout,
@@ -192,9 +245,9 @@ class Generation:
 
     async def _send(self, plan: Plan, reasoning: str, text: str) -> None:
         if reasoning:
-            await _publish(plan, events.reasoning_event(plan.turn_id, reasoning))
+            await self._publish(plan, events.reasoning_event(plan.turn_id, reasoning))
         if text:
-            await _publish(plan, events.token_event(plan.turn_id, text))
+            await self._publish(plan, events.token_event(plan.turn_id, text))
 
     async def _save_partial(self, turn_id: int) -> None:
         saved = ("", "")
@@ -226,32 +279,43 @@ class Generation:
         }
         config = self.config or plan.providers[0]
         earlier = [t.text for t in plan.turns if t.role == "bot"]
-        turn = await db_call(records.finish_turn)(
-            plan.turn_id,
-            text=self.text,
-            reasoning=self.reasoning,
-            raw_completion=self.raw,
-            prompt=prompt_text,
-            finish_reason=reason,
-            truncated=outcome.truncated,
-            rep_hint=repetition_hint(self.text, earlier) if self.text else None,
-            usage=usage,
-            timings=timings,
-            provider=config.name,
-            model=config.model_label,
-            dropped_turns=self.built.dropped_turns if self.built else 0,
-        )
+        closed_by_recovery = False
+        try:
+            turn = await db_call(records.finish_turn)(
+                plan.turn_id,
+                text=self.text,
+                reasoning=self.reasoning,
+                raw_completion=self.raw,
+                prompt=prompt_text,
+                finish_reason=reason,
+                truncated=outcome.truncated,
+                rep_hint=repetition_hint(self.text, earlier) if self.text else None,
+                usage=usage,
+                timings=timings,
+                provider=config.name,
+                model=config.model_label,
+                dropped_turns=self.built.dropped_turns if self.built else 0,
+            )
+        except records.AlreadyClosedError:
+            turn, closed_by_recovery = None, True
         # Charged to whoever asked for this reply, and only when a model answered: a
         # request that never reached one (connection refused, every provider down) is
         # free. The counter is in Redis only, so no database connection is involved; the
         # thread keeps the loop free while the synchronous client waits.
         if self.requester_id is not None and (self.first_token_at is not None or reported):
-            await asyncio.to_thread(limits.count_tokens, self.requester_id, prompt_tokens + completion_tokens)
+            try:
+                await asyncio.to_thread(
+                    limits.count_tokens, self.requester_id, prompt_tokens + completion_tokens
+                )
+            except UNAVAILABLE as exc:  # the reply's end matters more than its count
+                log.warning("could not count the tokens of reply %s: %s", plan.turn_id, exc)
+        if closed_by_recovery:
+            return  # closed and announced by recovery while this reply had lost its lock
         if turn is not None and not turn["hidden"]:
-            await _publish(plan, events.turn_event(turn))
+            await self._announce(plan, events.turn_event(turn))
         if reason == "interrupted":
-            await _publish(plan, events.interrupted_event(plan.turn_id))
+            await self._announce(plan, events.interrupted_event(plan.turn_id))
         if reason == "error":
             failure = outcome.error if outcome.error is not None else "unknown error"
-            await _publish(plan, events.error_event("provider_error", f"The model failed: {failure}"))
-        await _publish(plan, events.done_event(plan.turn_id, reason, usage, timings))
+            await self._announce(plan, events.error_event("provider_error", f"The model failed: {failure}"))
+        await self._announce(plan, events.done_event(plan.turn_id, reason, usage, timings))

@@ -146,12 +146,21 @@ def flush_partial(turn_id: int, text: str, reasoning: str) -> None:
     Turn.objects.filter(pk=turn_id, finish_reason__isnull=True).update(text=text, reasoning=reasoning)
 
 
+class AlreadyClosedError(Exception):
+    """Recovery closed the turn while its generation had lost its lock (the lock
+    expired, or Redis lost it): the generation must neither rewrite nor announce it."""
+
+
 def finish_turn(turn_id: int, **fields: Any) -> dict[str, Any] | None:
     """Write the final state of a bot turn and add its usage to the session's totals."""
     with transaction.atomic():
-        turn = Turn.objects.select_related("session").filter(pk=turn_id).first()
+        # Locked (the turn's row only) against recovery closing it at the same moment.
+        rows = Turn.objects.select_for_update(of=("self",)).select_related("session")
+        turn = rows.filter(pk=turn_id).first()
         if turn is None:  # deleted meanwhile (purge, truncate)
             return None
+        if turn.finish_reason is not None:
+            raise AlreadyClosedError(turn_id)
         for name, value in fields.items():
             setattr(turn, name, value)
         turn.save()
@@ -175,11 +184,12 @@ def unfinished_turns(channel_id: int | None = None) -> list[tuple[int, int, str]
 
 def close_as_error(turn_id: int) -> dict[str, Any] | None:
     """Close a turn whose generation died with its process; it keeps the text it had."""
-    turn = Turn.objects.filter(pk=turn_id, finish_reason__isnull=True).first()
-    if turn is None:
-        return None
-    turn.finish_reason = Turn.FinishReason.ERROR
-    turn.raw_completion = turn.raw_completion or turn.text
-    turn.timings = {**(turn.timings or {}), "recovered": True}
-    turn.save(update_fields=["finish_reason", "raw_completion", "timings"])
-    return turn.to_dict()
+    with transaction.atomic():  # against its generation finishing it at the same moment
+        turn = Turn.objects.select_for_update().filter(pk=turn_id, finish_reason__isnull=True).first()
+        if turn is None:
+            return None
+        turn.finish_reason = Turn.FinishReason.ERROR
+        turn.raw_completion = turn.raw_completion or turn.text
+        turn.timings = {**(turn.timings or {}), "recovered": True}
+        turn.save(update_fields=["finish_reason", "raw_completion", "timings"])
+        return turn.to_dict()
