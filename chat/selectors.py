@@ -35,6 +35,15 @@ def user_by_id(user_id: int | None) -> Any | None:
     return get_user_model().objects.filter(pk=user_id).first()
 
 
+def current_seq(channel: Channel) -> int:
+    """The seq of the channel's last broadcast event."""
+    return int(store.sync_redis().get(store.key(channel.pk, "seq")) or 0)
+
+
+def finished_turn(turn_id: int) -> Turn | None:
+    return Turn.objects.select_related("author").filter(pk=turn_id, finish_reason__isnull=False).first()
+
+
 def visible_channels(user: Any) -> QuerySet[Channel]:
     """Public channels, the ones the user belongs to; all of them for moderators."""
     channels = Channel.objects.all()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import orjson
 from django.conf import settings
@@ -18,7 +19,7 @@ from rest_framework.renderers import BaseRenderer
 
 from chat import store
 from chat.fanout import get_hub
-from chat.history import build_history
+from chat.history import catch_up
 from chat.logins import login_still_valid
 from chat.models import Channel
 from chat.threads import db_call
@@ -149,33 +150,31 @@ class EventFeed:
 
 async def follow_channel(channel: Channel, feed: EventFeed, since: int | None) -> AsyncIterator[bytes]:
     """`history` (or the replay after ``since``), then every broadcast event; a fresh
-    `history` again whenever the process can no longer continue the stream by seq."""
+    `history` again whenever the process can no longer continue the stream by seq. What
+    to send first is chat.realtime's one catch-up rule, the same as a socket's."""
     hub = get_hub()
     feed.resync_in_place = True
     await hub.join(channel.pk, channel.name, feed)
 
-    async def history() -> tuple[int, bytes]:
-        event = await build_history(channel, mode="watch")
-        hub.note_seq(channel.pk, event["seq"], event["epoch"])
-        return event["seq"], sse(orjson.dumps(event).decode(), event["seq"] or None)
+    async def caught_up(after: int | None) -> tuple[int, list[bytes]]:
+        sent = await catch_up(channel, after, mode="watch")
+        if sent.is_history:
+            return sent.seq, [sse(sent.frames[0], sent.seq or None)]
+        first = sent.seq - len(sent.frames) + 1
+        return sent.seq, [sse(frame, first + i) for i, frame in enumerate(sent.frames)]
 
     try:
-        frames = await store.replay_since(channel.pk, since) if since is not None else None
-        if frames is not None:
-            last = since or 0
-            for frame in frames:
-                last += 1
-                yield sse(frame, last)
-        else:
-            last, first = await history()
-            yield first
+        last, frames = await caught_up(since)
+        for frame in frames:
+            yield frame
         async for item in feed.events(last):
             if item is None:
                 yield b": keep-alive\n\n"
             elif item == RESYNC:
                 # Events queued after this are skipped up to the history's seq.
-                feed.last, fresh = await history()
-                yield fresh
+                feed.last, frames = await caught_up(None)
+                for frame in frames:
+                    yield frame
             else:
                 assert not isinstance(item, str)
                 yield sse(item[1], item[0])
@@ -183,19 +182,20 @@ async def follow_channel(channel: Channel, feed: EventFeed, since: int | None) -
         await hub.leave(channel.pk, feed)
 
 
-async def follow_exchange(
+async def exchange_events(
     channel: Channel, feed: EventFeed, after: int, user_turn_id: int
-) -> AsyncIterator[bytes]:
-    """One exchange: the user turn, then the reply that answers it (`thinking`,
-    `token`…, `turn`, `done`), then the stream ends. ``after`` is the channel's seq from
-    before the message was posted: the log fills whatever came before the hub did."""
+) -> AsyncIterator[tuple[int, str, dict[str, Any]] | None]:
+    """One exchange's events as (seq, frame, event): the user turn, then the reply that
+    answers it (`thinking`, `token`…, `turn`, `done`), then it ends (also at a `reset`).
+    None while quiet (a keep-alive's turn). ``after`` is the channel's seq from before the
+    message was posted: the log fills whatever came before the hub did."""
     hub = get_hub()
     await hub.join(channel.pk, channel.name, feed)
     try:
         replayed = await store.replay_since(channel.pk, after) or []
         backlog: list[tuple[int | None, str] | None] = [(after + 1 + i, f) for i, f in enumerate(replayed)]
         last = after + len(backlog)
-        user_seq: int | None = None
+        user_seen = False
         bot_id: int | None = None
 
         async def all_events() -> AsyncIterator[tuple[int | None, str] | None]:
@@ -207,7 +207,7 @@ async def follow_exchange(
 
         async for item in all_events():
             if item is None:
-                yield b": keep-alive\n\n"
+                yield None
                 continue
             seq, frame = item
             if seq is None:
@@ -215,19 +215,43 @@ async def follow_exchange(
             event = orjson.loads(frame)
             kind = event["type"]
             if kind == "reset":
-                yield sse(frame, seq)
+                yield seq, frame, event
                 return
-            if user_seq is None:
+            if not user_seen:
                 if kind == "turn" and event["id"] == user_turn_id:
-                    user_seq = seq
-                    yield sse(frame, seq)
+                    user_seen = True
+                    yield seq, frame, event
             elif bot_id is None:
                 if kind == "thinking":
                     bot_id = event["turn_id"]
-                    yield sse(frame, seq)
+                    yield seq, frame, event
             elif event.get("turn_id") == bot_id or event.get("id") == bot_id or kind == "error":
-                yield sse(frame, seq)
+                yield seq, frame, event
                 if kind == "done":
                     return
     finally:
         await hub.leave(channel.pk, feed)
+
+
+async def follow_exchange(
+    channel: Channel, feed: EventFeed, after: int, user_turn_id: int
+) -> AsyncIterator[bytes]:
+    """One exchange as Server-Sent Events."""
+    async for item in exchange_events(channel, feed, after, user_turn_id):
+        yield b": keep-alive\n\n" if item is None else sse(item[1], item[0])
+
+
+async def await_reply(
+    channel: Channel, feed: EventFeed, after: int, user_turn_id: int, timeout: float
+) -> int | None:
+    """The id of the bot turn that answers ``user_turn_id``, once its `done` has been
+    published; None when time runs out or the session was reset. It follows the
+    exchange's events as a stream does, instead of asking the database again and again."""
+    try:
+        async with asyncio.timeout(timeout):
+            async for item in exchange_events(channel, feed, after, user_turn_id):
+                if item is not None and item[2]["type"] == "done":
+                    return int(item[2]["turn_id"])
+    except TimeoutError:
+        return None
+    return None

@@ -4,9 +4,9 @@ the caller, call one service, and answer; outsiders get 404 for private things."
 from __future__ import annotations
 
 import re
-import time
 from typing import Any
 
+from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import User
@@ -22,16 +22,23 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from chat import permissions, selectors, services, store
+from chat import permissions, selectors, services
 from chat.api import outputs
 from chat.api.authentication import BearerTokenAuthentication
 from chat.api.outputs import EVENT_STREAM, errors
 from chat.api.serializers import TurnsQuerySerializer
-from chat.api.streams import EventFeed, EventStreamRenderer, follow_channel, follow_exchange, stream_response
+from chat.api.streams import (
+    EventFeed,
+    EventStreamRenderer,
+    await_reply,
+    follow_channel,
+    follow_exchange,
+    stream_response,
+)
 from chat.errors import ServiceError
 from chat.framing import effective_framing, effective_params
 from chat.logins import bearer_from_header
-from chat.models import ApiToken, Channel, Membership, Provider, Session, Turn, hash_token, iso
+from chat.models import ApiToken, Channel, Membership, Provider, Session, hash_token, iso
 from chat.schemas import (
     BulkDeleteSerializer,
     ChannelCreateSerializer,
@@ -271,15 +278,15 @@ class MessagesView(StreamingView):
         caller = require_login(request)
         channel = channel_or_404(request, name)
         data = parse(MessageSerializer, request)
-        if wants_stream(request):
-            # Note the seq first: the stream replays from here whatever precedes its
-            # joining the fan-out hub.
-            after = int(store.sync_redis().get(store.key(channel.pk, "seq")) or 0)
-            turn = services.post_message(channel=channel, user=caller, **data)
-            feed = event_feed(request, None)
-            return stream_response(follow_exchange(channel, feed, after, turn.pk))  # type: ignore[return-value]
+        # Note the seq first: the exchange is followed from here, whatever precedes its
+        # joining the fan-out hub.
+        after = selectors.current_seq(channel)
         turn = services.post_message(channel=channel, user=caller, **data)
-        bot = wait_for_answer(turn, settings.SYNC_REPLY_TIMEOUT)
+        feed = event_feed(request, None)
+        if wants_stream(request):
+            return stream_response(follow_exchange(channel, feed, after, turn.pk))  # type: ignore[return-value]
+        bot_id = async_to_sync(await_reply)(channel, feed, after, turn.pk, settings.SYNC_REPLY_TIMEOUT)
+        bot = selectors.finished_turn(bot_id) if bot_id is not None else None
         if bot is None:
             return Response(
                 {
@@ -313,27 +320,6 @@ def event_feed(request: Request, key: str | None) -> EventFeed:
 def wants_stream(request: Any) -> bool:
     accept = request.META.get("HTTP_ACCEPT", "")
     return "text/event-stream" in accept or request.GET.get("stream") in ("1", "true")
-
-
-def wait_for_answer(turn: Turn, timeout: float) -> Turn | None:
-    """The finished bot turn that answers ``turn``, or None when time runs out."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        bot = (
-            Turn.objects.filter(
-                session_id=turn.session_id,
-                role=Turn.Role.BOT,
-                id__gt=turn.pk,
-                finish_reason__isnull=False,
-                hidden=False,
-            )
-            .order_by("id")
-            .first()
-        )
-        if bot is not None:
-            return bot
-        time.sleep(0.05)
-    return None
 
 
 class ChannelEventsView(StreamingView):
