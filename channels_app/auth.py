@@ -12,7 +12,7 @@ from django.contrib.auth.models import AnonymousUser
 from chat import logins
 from chat.logins import bearer_from_header, user_for_token
 from chat.models import hash_token
-from chat.threads import db_call
+from chat.realtime.async_db import db_call
 
 
 class BearerTokenMiddleware(BaseMiddleware):  # type: ignore[misc]  # an untyped base class (no stubs)

@@ -22,14 +22,15 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from channels_app.auth import login_still_valid
-from chat import frames, permissions, selectors, services
+from chat import permissions, selectors, services
 from chat.errors import UNAVAILABLE, ServiceError, unavailable_error
-from chat.events import pong_event, turn_detail_event
-from chat.fanout import Room, get_hub
-from chat.history import bounded_replay, catch_up
 from chat.models import Channel, channel_name_validator
+from chat.realtime import frames
+from chat.realtime.async_db import db_call
+from chat.realtime.events import pong_event, turn_detail_event
+from chat.realtime.fanout import Room, get_hub
+from chat.realtime.history import bounded_replay, catch_up
 from chat.schemas import SOCKET_MESSAGES, validate_socket_message
-from chat.threads import db_call
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +213,7 @@ class ChannelConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # an untyp
 
     async def _send_history(self, since: int | None = None, replay: list[str] | None = None) -> None:
         """Send what the client lacks: ``replay`` (the events after ``since``), or a full
-        history (chat.history.catch_up); then the live events that came in meanwhile."""
+        history (chat.realtime.history.catch_up); then the live events that came in meanwhile."""
         assert self.channel is not None
         self.ready = False  # live events wait in ``early`` from here on
         mode = "watch" if self.is_watcher else "chat"

@@ -60,7 +60,7 @@ class ServiceError(Exception):
         return HTTP_STATUS.get(self.code, 400)
 
     def to_event(self, channel_name: str | None = None) -> dict[str, Any]:
-        from chat.events import error_event  # late: events loads the channel layer
+        from chat.realtime.events import error_event  # late: events loads the channel layer
 
         return dict(
             error_event(

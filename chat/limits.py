@@ -10,7 +10,7 @@ from typing import Any
 from django.conf import settings
 
 from chat.errors import ServiceError
-from chat.store import sync_redis
+from chat.realtime.store import sync_redis
 
 
 def _seconds_to_midnight(now: datetime) -> int:

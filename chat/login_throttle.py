@@ -19,7 +19,7 @@ from django.contrib.auth.backends import ModelBackend
 from django.core.exceptions import PermissionDenied
 
 from chat.errors import ServiceError
-from chat.store import sync_redis
+from chat.realtime.store import sync_redis
 
 # KEYS: the counters; ARGV: the window, then each counter's limit (0 = unlimited).
 # Returns 0 when the attempt may go on (and is counted), else the seconds to wait.

@@ -13,7 +13,7 @@ from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import Q
 
-from chat import frames
+from chat.realtime import frames
 
 # What a bot turn keeps of its generation that clients fetch on demand instead of
 # receiving in every frame: each can be as large as the context window or the framing's

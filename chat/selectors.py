@@ -11,9 +11,10 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db.models import Count, Q, QuerySet
 
-from chat import limits, permissions, store
+from chat import limits, permissions
 from chat.framing import effective_framing, effective_params
 from chat.models import Channel, Session, Turn, iso
+from chat.realtime import store
 
 log = logging.getLogger(__name__)
 

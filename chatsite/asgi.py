@@ -15,8 +15,8 @@ from channels_app import daphne_close  # noqa: E402
 from channels_app.auth import RawSendMiddleware, SessionOrTokenAuthMiddleware  # noqa: E402
 from channels_app.origin import CsrfOriginValidator  # noqa: E402
 from channels_app.routing import websocket_urlpatterns  # noqa: E402
-from chat import background  # noqa: E402
 from chat.generation import engine  # noqa: E402
+from chat.realtime import background  # noqa: E402
 from chatsite import log_redaction  # noqa: E402
 
 daphne_close.install()

@@ -12,9 +12,9 @@ import pytest
 from django.conf import settings
 from django.contrib.auth import get_user_model
 
-from chat import store
 from chat.generation import engine
 from chat.models import Channel
+from chat.realtime import store
 
 
 def pytest_configure(config: Any) -> None:

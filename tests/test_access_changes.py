@@ -15,7 +15,7 @@ from django.conf import settings
 from websockets.typing import Origin
 
 from chat.models import ApiToken
-from chat.threads import db_call
+from chat.realtime.async_db import db_call
 from tests.processes import live_servers
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]

@@ -10,9 +10,10 @@ import pytest
 from django.test import Client
 from rest_framework.test import APIClient
 
-from chat import services, store
+from chat import services
 from chat.errors import ServiceError
 from chat.models import ApiToken, Channel, Membership, ModerationAction, Session
+from chat.realtime import store
 from tests.conftest import channel_events, make_user
 
 pytestmark = pytest.mark.django_db(transaction=True)

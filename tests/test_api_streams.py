@@ -12,7 +12,7 @@ import websockets
 from httpx_sse import EventSource, connect_sse
 
 from chat.models import SUBSTRATE_FIELDS, ApiToken, Turn
-from chat.threads import db_call
+from chat.realtime.async_db import db_call
 from tests.conftest import use_slow_model, wait_for
 from tests.processes import live_servers
 

@@ -15,7 +15,7 @@ import websockets
 from websockets.typing import Origin
 
 from chat.models import Turn
-from chat.threads import db_call
+from chat.realtime.async_db import db_call
 from tests.conftest import use_slow_model
 from tests.processes import free_port, live_env, live_server
 from tests.ws_helpers import token_for

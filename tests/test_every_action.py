@@ -16,7 +16,7 @@ import pytest
 
 from chat import services
 from chat.models import Channel, Membership, Session, Turn
-from chat.threads import db_call
+from chat.realtime.async_db import db_call
 from tests.conftest import use_slow_model, wait_for, wait_until_no_generation
 from tests.ws_helpers import ChannelState, open_socket, receive, token_for
 

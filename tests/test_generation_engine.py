@@ -4,9 +4,9 @@ import time
 
 import pytest
 
-from chat import store
 from chat.generation import engine
 from chat.models import Session, Turn
+from chat.realtime import store
 from chat.services import inject, interrupt, post_message, regenerate, reset
 from tests.conftest import (
     add_provider,

@@ -20,7 +20,7 @@ from chat import services
 from chat.framing import effective_framing, effective_params
 from chat.models import ApiToken, Channel, Session, Turn
 from chat.permissions import ensure_moderators_group
-from chat.threads import db_call
+from chat.realtime.async_db import db_call
 from tests.conftest import make_user
 from tests.processes import live_servers
 from tests.ws_helpers import open_socket, receive, receive_until, token_for

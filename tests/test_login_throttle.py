@@ -14,7 +14,7 @@ from django.conf import settings
 from django.test import Client
 from rest_framework.test import APIClient
 
-from chat import store
+from chat.realtime import store
 from tests.processes import live_servers
 
 HERE, THERE = "203.0.113.7", "198.51.100.9"

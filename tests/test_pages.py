@@ -165,7 +165,7 @@ def test_pages_answer_head_requests(channel, alice):
 
 
 def test_the_index_tells_when_the_bot_is_writing(channel):
-    from chat import store
+    from chat.realtime import store
 
     lock = store.key(channel.pk, "lock")
     assert "bot is writing" not in client_for().get("/").content.decode()

@@ -24,7 +24,7 @@ from httpx_sse import aconnect_sse
 from websockets.typing import Origin
 
 from chat.models import ApiToken, Turn
-from chat.threads import db_call
+from chat.realtime.async_db import db_call
 from tests.conftest import use_slow_model
 from tests.processes import free_port, live_env, live_server
 from tests.test_unavailable import redis_binary

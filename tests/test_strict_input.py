@@ -9,7 +9,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from chat.models import ApiToken, Channel, Membership, Turn
-from chat.threads import db_call
+from chat.realtime.async_db import db_call
 from tests.ws_helpers import open_socket, receive, token_for
 
 NUL = "\u0000"

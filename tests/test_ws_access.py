@@ -2,7 +2,7 @@
 
 import pytest
 
-from chat.threads import db_call
+from chat.realtime.async_db import db_call
 from tests.ws_helpers import close_code, open_socket, receive, session_cookie_for, token_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]

@@ -5,7 +5,7 @@ import asyncio
 
 import pytest
 
-from chat.threads import db_call
+from chat.realtime.async_db import db_call
 from tests.conftest import use_slow_model
 from tests.ws_helpers import ChannelState, open_socket, receive, token_for
 

@@ -13,9 +13,10 @@ import websockets
 from websockets.typing import Origin
 
 from channels_app.consumers import HISTORY_INTERVAL_S
-from chat import services, store
-from chat.history import REPLAY_MAX_BYTES, REPLAY_MAX_EVENTS
-from chat.threads import db_call
+from chat import services
+from chat.realtime import store
+from chat.realtime.async_db import db_call
+from chat.realtime.history import REPLAY_MAX_BYTES, REPLAY_MAX_EVENTS
 from tests.processes import live_servers
 from tests.ws_helpers import open_socket, receive, token_for
 

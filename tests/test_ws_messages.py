@@ -5,7 +5,7 @@ import json
 import pytest
 
 from chat.models import Membership, Turn
-from chat.threads import db_call
+from chat.realtime.async_db import db_call
 from tests.ws_helpers import close_code, open_socket, receive, receive_until, token_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]

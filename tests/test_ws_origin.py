@@ -43,7 +43,7 @@ async def websocket_accepts(origin: str, **headers: str) -> bool:
 
 
 async def test_the_websocket_accepts_exactly_the_origins_the_csrf_check_accepts(channel):
-    from chat.threads import db_call
+    from chat.realtime.async_db import db_call
 
     websocket = {origin: await websocket_accepts(origin) for origin in ORIGINS}
     csrf = {origin: await db_call(csrf_accepts)(origin) for origin in ORIGINS}

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chat import store
 from chat.models import Turn
+from chat.realtime import store
 from tests.ws_helpers import open_socket, receive, token_for
 
 json_values = st.recursive(

@@ -12,7 +12,7 @@ from django.conf import settings
 from websockets.typing import Origin
 
 from chat.models import Turn
-from chat.threads import db_call
+from chat.realtime.async_db import db_call
 from tests.conftest import use_slow_model
 from tests.processes import live_servers
 from tests.ws_helpers import token_for

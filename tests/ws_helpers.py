@@ -12,7 +12,7 @@ from django.conf import settings
 from django.test import Client
 
 from chat.models import ApiToken
-from chat.threads import db_call
+from chat.realtime.async_db import db_call
 
 ORIGIN = (b"origin", b"http://localhost")
 

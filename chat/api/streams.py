@@ -17,12 +17,12 @@ from django.conf import settings
 from django.http import StreamingHttpResponse
 from rest_framework.renderers import BaseRenderer
 
-from chat import store
-from chat.fanout import get_hub
-from chat.history import catch_up
 from chat.logins import login_still_valid
 from chat.models import Channel
-from chat.threads import db_call
+from chat.realtime import store
+from chat.realtime.async_db import db_call
+from chat.realtime.fanout import get_hub
+from chat.realtime.history import catch_up
 
 HEARTBEAT_S = 15.0
 FEED_LIMIT = 5000

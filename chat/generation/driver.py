@@ -2,7 +2,7 @@
 interrupt reaches it.
 
 - A request sets the channel's ``pending`` key (its value: the requester's user id, or
-  ``-``) and starts a driver on this process's background loop (chat.background).
+  ``-``) and starts a driver on this process's background loop (chat.realtime.background).
 - A driver takes the channel's Redis lock (owner token + expiry, renewed while it runs),
   so that at most one reply is written per channel across all processes, and writes
   one reply per pending request until none is left. Requests made while a reply is
@@ -22,11 +22,11 @@ import uuid
 
 from channels.layers import get_channel_layer
 
-from chat import background, store
 from chat.errors import UNAVAILABLE
 from chat.generation import records
 from chat.generation.generation import Generation, publish_recovered
-from chat.threads import db_call
+from chat.realtime import background, store
+from chat.realtime.async_db import db_call
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 text and reasoning as they come, save it as it grows, then record, charge and announce
 how it ended. The driver (chat.generation.driver) decides when one runs and holds the
 channel's lock meanwhile; this module assumes it is the only writer of the channel, and
-its events are numbered only while that holds (chat.store.PUBLISH_SCRIPT).
+its events are numbered only while that holds (chat.realtime.store.PUBLISH_SCRIPT).
 """
 
 from __future__ import annotations
@@ -16,9 +16,8 @@ from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
-from chat import events, limits
+from chat import limits
 from chat.errors import UNAVAILABLE
-from chat.events import LockLostError, apublish
 from chat.generation import records
 from chat.generation.prompt import BuiltPrompt, build_prompt, estimate_tokens
 from chat.generation.providers import make_provider
@@ -32,7 +31,9 @@ from chat.generation.providers.base import (
 )
 from chat.generation.records import Plan
 from chat.generation.text import Coalescer, StopCutter, coalesce_window, repetition_hint
-from chat.threads import db_call
+from chat.realtime import events
+from chat.realtime.async_db import db_call
+from chat.realtime.events import LockLostError, apublish
 
 log = logging.getLogger(__name__)
 

@@ -8,9 +8,8 @@ from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
-from chat import events, permissions
+from chat import permissions
 from chat.errors import ServiceError
-from chat.events import publish_on_commit
 from chat.framing import (
     SettingsInvalidError,
     effective_framing,
@@ -19,6 +18,8 @@ from chat.framing import (
     merge_params,
 )
 from chat.models import Channel, Membership, Session, channel_name_validator, new_watch_key
+from chat.realtime import events
+from chat.realtime.events import publish_on_commit
 from chat.services.audit import record
 
 

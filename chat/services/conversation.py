@@ -11,9 +11,9 @@ from django.utils import timezone
 
 from chat import limits, permissions
 from chat.errors import ServiceError
-from chat.events import publish_on_commit, reset_event, turn_event, turn_removed_event
 from chat.generation import engine
 from chat.models import Channel, Session, Turn
+from chat.realtime.events import publish_on_commit, reset_event, turn_event, turn_removed_event
 from chat.services.channels import check_channel_settings, update_channel_settings
 
 # How long regenerate and reset wait for a running reply to stop before going on.

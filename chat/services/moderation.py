@@ -12,11 +12,12 @@ from django.contrib.auth.models import User
 from django.contrib.sessions.models import Session as LoginSession
 from django.db import transaction
 
-from chat import background, events, permissions, store
+from chat import permissions
 from chat.errors import ServiceError
-from chat.events import publish_on_commit
 from chat.generation import engine
 from chat.models import ApiToken, Channel, Membership, Session, Turn
+from chat.realtime import background, events, store
+from chat.realtime.events import publish_on_commit
 from chat.services.audit import record
 from chat.services.channels import change_lock
 

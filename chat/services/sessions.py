@@ -9,9 +9,9 @@ from django.db import transaction
 
 from chat import permissions
 from chat.errors import ServiceError
-from chat.events import publish_on_commit, redact_on_commit, reset_event, turn_removed_event
 from chat.generation import engine
 from chat.models import Session, Turn
+from chat.realtime.events import publish_on_commit, redact_on_commit, reset_event, turn_removed_event
 from chat.services.audit import record
 
 

@@ -7,11 +7,12 @@ from typing import Any
 
 import orjson
 
-from chat import frames, selectors, store
-from chat.events import history_event
-from chat.fanout import get_hub, presence_totals
+from chat import selectors
 from chat.models import Channel
-from chat.threads import db_call
+from chat.realtime import frames, store
+from chat.realtime.async_db import db_call
+from chat.realtime.events import history_event
+from chat.realtime.fanout import get_hub, presence_totals
 
 
 async def build_history(channel: Channel, *, mode: str, watchers: int = 0) -> dict[str, Any]:

@@ -21,9 +21,9 @@ import orjson
 import redis
 from channels.layers import get_channel_layer
 
-from chat import store
-from chat.events import presence_event
-from chat.store import CONTROL_GROUP
+from chat.realtime import store
+from chat.realtime.events import presence_event
+from chat.realtime.store import CONTROL_GROUP
 
 log = logging.getLogger(__name__)
 
@@ -300,7 +300,7 @@ class Hub:
         if not connections:
             return
         from chat.permissions import still_allowed  # late: models load after the app registry
-        from chat.threads import db_call
+        from chat.realtime.async_db import db_call
 
         allowed = await db_call(still_allowed)(
             room.channel_id, [(c.user_id, c.watch_key, c.is_watcher) for c in connections]

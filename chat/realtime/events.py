@@ -15,7 +15,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import transaction
 
-from chat import background, store
+from chat.realtime import background, store
 
 log = logging.getLogger(__name__)
 
