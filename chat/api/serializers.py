@@ -1,39 +1,11 @@
-"""Input serializers of the REST API. The bodies' schemas are chat/schemas.py's, which
-the WebSocket uses too (one strict schema per action); only the query of a turns page,
-which is REST's alone, is here."""
+"""The query of a turns page, REST's alone. Bodies are checked by chat/schemas.py, the
+one strict schema per action that the WebSocket uses too."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from rest_framework import serializers
-
-from chat.schemas import (
-    BulkDeleteSerializer,
-    ChannelCreateSerializer,
-    ChannelUpdateSerializer,
-    InjectSerializer,
-    InterruptSerializer,
-    MemberSerializer,
-    MessageSerializer,
-    RegenerateSerializer,
-    ResetSerializer,
-    TruncateSerializer,
-)
-
-__all__ = [
-    "BulkDeleteSerializer",
-    "ChannelCreateSerializer",
-    "ChannelUpdateSerializer",
-    "InjectSerializer",
-    "InterruptSerializer",
-    "MemberSerializer",
-    "MessageSerializer",
-    "RegenerateSerializer",
-    "ResetSerializer",
-    "TruncateSerializer",
-    "TurnsQuerySerializer",
-]
 
 
 class TurnsQuerySerializer(serializers.Serializer[Any]):
