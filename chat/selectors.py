@@ -13,7 +13,7 @@ from django.db.models import Count, Q, QuerySet
 
 from chat import limits, permissions
 from chat.framing import effective_framing, effective_params
-from chat.models import Channel, Session, Turn, iso
+from chat.models import ApiToken, Channel, Membership, Provider, Session, Turn, iso
 from chat.realtime import store
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,31 @@ def current_seq(channel: Channel) -> int:
 
 def finished_turn(turn_id: int) -> Turn | None:
     return Turn.objects.select_related("author").filter(pk=turn_id, finish_reason__isnull=False).first()
+
+
+def visible_turn_count(session: Session | None) -> int:
+    return session.turns.filter(hidden=False).count() if session else 0
+
+
+def members(channel: Channel) -> list[Membership]:
+    return list(Membership.objects.filter(channel=channel).select_related("user").order_by("created_at"))
+
+
+def user_by_name(username: str) -> Any | None:
+    return get_user_model().objects.filter(username=username).first()
+
+
+def channel_sessions(channel: Channel) -> QuerySet[Session]:
+    """The channel's sessions, newest first (whoever may see the channel may see them)."""
+    return channel.sessions.select_related("channel", "started_by").order_by("-created_at")
+
+
+def enabled_providers() -> QuerySet[Provider]:
+    return Provider.objects.filter(enabled=True).order_by("priority", "name")
+
+
+def has_api_token(user: Any) -> bool:
+    return ApiToken.objects.filter(user=user).exists()
 
 
 def visible_channels(user: Any) -> QuerySet[Channel]:

@@ -17,7 +17,7 @@ from django.views.decorators.http import require_http_methods
 from chat import permissions, selectors, services
 from chat.errors import ServiceError
 from chat.forms import ChannelForm, LoginForm, SignupForm
-from chat.models import ApiToken, Channel, Provider
+from chat.models import ApiToken, Channel
 
 FRAMING_FIELDS = [
     ("name", "name"),
@@ -65,7 +65,7 @@ def channel_page(request: HttpRequest, name: str) -> HttpResponse:
         return redirect(f"{settings.LOGIN_URL}?next=/channel/{name}")
     context = page_context(request, channel, mode="chat")
     context["can_configure"] = permissions.can_configure(request.user, channel)
-    context["providers"] = Provider.objects.filter(enabled=True).order_by("priority", "name")
+    context["providers"] = selectors.enabled_providers()
     context["framing_fields"] = FRAMING_FIELDS
     context["param_fields"] = ["model", "max_tokens", "temperature", "top_p", "top_k", "repeat_penalty"]
     return render(request, "chat/channel.html", context)
@@ -106,7 +106,7 @@ def account(request: HttpRequest) -> HttpResponse:
     context = {
         "state": selectors.account_state(user),
         "token": token,
-        "has_token": ApiToken.objects.filter(user=user).exists(),
+        "has_token": selectors.has_api_token(user),
     }
     response = render(request, "chat/account.html", context)
     response["Cache-Control"] = "no-store"

@@ -8,7 +8,6 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.contrib.auth.models import User
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.http import Http404, QueryDict
@@ -122,7 +121,7 @@ def channel_detail(request: Request, channel: Channel) -> dict[str, Any]:
     (generating,) = selectors.generating_flags([channel])
     return {
         **channel_summary(request, channel, generating),
-        "turns": session.turns.filter(hidden=False).count() if session else 0,
+        "turns": selectors.visible_turn_count(session),
         "owner": channel.owner.get_username() if channel.owner else None,
         "mode": channel.mode,
         "framing": effective_framing(channel.framing),
@@ -219,7 +218,7 @@ class MembersView(APIView):
     def get(self, request: Request, name: str) -> Response:
         """The channel's members (whoever may see the channel may see them)."""
         channel = channel_or_404(request, name)
-        rows = Membership.objects.filter(channel=channel).select_related("user").order_by("created_at")
+        rows = selectors.members(channel)
         return Response({"members": [member_to_dict(m) for m in rows]})
 
     @extend_schema(request=MemberSerializer, responses={201: outputs.Member, **errors(400, 403, 404)})
@@ -243,7 +242,7 @@ class MemberDetailView(APIView):
 
 
 def user_or_404(username: str) -> Any:
-    user = get_user_model().objects.filter(username=username).first()
+    user = selectors.user_by_name(username)
     if user is None:
         raise Http404("No such user.")
     return user
@@ -394,7 +393,7 @@ class ChannelSessionsView(APIView):
     @extend_schema(responses={200: outputs.SessionList, **errors(404)})
     def get(self, request: Request, name: str) -> Response:
         channel = channel_or_404(request, name)
-        sessions = channel.sessions.select_related("channel", "started_by").order_by("-created_at")
+        sessions = selectors.channel_sessions(channel)
         return Response({"sessions": [selectors.session_to_dict(s) for s in sessions[:PAGE_SIZE]]})
 
 
@@ -489,7 +488,7 @@ class ProvidersView(APIView):
 
     @extend_schema(responses={200: outputs.ProviderList, **errors()})
     def get(self, request: Request) -> Response:
-        providers = Provider.objects.filter(enabled=True)
+        providers = selectors.enabled_providers()
         return Response(
             {
                 "providers": [
