@@ -45,6 +45,28 @@ def finished_turn(turn_id: int) -> Turn | None:
     return Turn.objects.select_related("author").filter(pk=turn_id, finish_reason__isnull=False).first()
 
 
+def is_reply_being_written(turn_id: int) -> bool:
+    return Turn.objects.filter(
+        pk=turn_id, role=Turn.Role.BOT, finish_reason__isnull=True, hidden=False
+    ).exists()
+
+
+def reply_to(turn: Turn) -> Turn | None:
+    """The finished, visible bot turn that answers ``turn``, if there is one yet."""
+    return (
+        Turn.objects.select_related("author")
+        .filter(
+            session_id=turn.session_id,
+            role=Turn.Role.BOT,
+            id__gt=turn.pk,
+            finish_reason__isnull=False,
+            hidden=False,
+        )
+        .order_by("id")
+        .first()
+    )
+
+
 def visible_turn_count(session: Session | None) -> int:
     return session.turns.filter(hidden=False).count() if session else 0
 

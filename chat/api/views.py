@@ -34,7 +34,7 @@ from chat.api.streams import (
     follow_exchange,
     stream_response,
 )
-from chat.errors import ServiceError
+from chat.errors import UNAVAILABLE, ServiceError
 from chat.framing import effective_framing, effective_params
 from chat.logins import bearer_from_header
 from chat.models import ApiToken, Channel, Membership, Provider, Session, hash_token, iso
@@ -284,8 +284,13 @@ class MessagesView(StreamingView):
         feed = event_feed(request, None)
         if wants_stream(request):
             return stream_response(follow_exchange(channel, feed, after, turn.pk))  # type: ignore[return-value]
-        bot_id = async_to_sync(await_reply)(channel, feed, after, turn.pk, settings.SYNC_REPLY_TIMEOUT)
-        bot = selectors.finished_turn(bot_id) if bot_id is not None else None
+        try:
+            bot_id = async_to_sync(await_reply)(channel, feed, after, turn.pk, settings.SYNC_REPLY_TIMEOUT)
+        except UNAVAILABLE:  # the message is saved: never answer as if nothing changed
+            bot_id = None
+        # The events may have been missed (a redaction dropped the log meanwhile): the
+        # database has the last word.
+        bot = selectors.finished_turn(bot_id) if bot_id is not None else selectors.reply_to(turn)
         if bot is None:
             return Response(
                 {

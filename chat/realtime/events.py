@@ -282,7 +282,12 @@ def publish(channel_id: int, channel_name: str, event: Mapping[str, Any], *, red
 def publish_on_commit(
     channel_id: int, channel_name: str, event: Mapping[str, Any], *, redact: bool = False
 ) -> None:
-    """Publish once the current transaction commits, so nobody sees a rolled-back row."""
+    """Publish once the current transaction commits, so nobody sees a rolled-back row.
+    A redaction also drops the replay log at once, before the commit: with Redis out of
+    reach the change fails (503) instead of committing while the log still holds what it
+    takes away."""
+    if redact:
+        store.forget_log_sync(channel_id)
 
     def send() -> None:
         try:
@@ -299,7 +304,9 @@ def publish_on_commit(
 def redact_on_commit(channel_id: int) -> None:
     """Text left the transcript without an event (an archived session's turn, a session
     that was not the active one): drop the replay log once the change commits, so no
-    replay serves it. Clients that ask for one get a fresh ``history``."""
+    replay serves it. Clients that ask for one get a fresh ``history``. Dropped before
+    the commit as well: with Redis out of reach, the change fails instead."""
+    store.forget_log_sync(channel_id)
 
     def forget() -> None:
         try:
@@ -314,7 +321,10 @@ def access_changed_on_commit(channel_id: int | None) -> None:
     """Who may see a channel (None: any channel) changed. Once the change commits, every
     process rechecks its connections of that channel and closes those no longer allowed
     (4003 for sockets; SSE streams end). Events numbered after the change carry the new
-    access version, so no process delivers one before it has rechecked."""
+    access version, so no process delivers one before it has rechecked. The version is
+    bumped before the commit too: with Redis out of reach the change fails (503) instead
+    of leaving every process unaware of it."""
+    store.sync_redis().incr(store.global_keys()[0])
 
     async def tell() -> None:
         await store.bump_access()

@@ -83,8 +83,11 @@ class Hub:
             if self.inbox is None:
                 layer = get_channel_layer()
                 assert layer is not None
-                self.inbox = await layer.new_channel("hub.")
-                await layer.group_add(CONTROL_GROUP, self.inbox)
+                # Kept only once it is in the control group: a failure here (Redis out of
+                # reach) leaves the hub to start again at the next join, not half-started.
+                inbox = await layer.new_channel("hub.")
+                await layer.group_add(CONTROL_GROUP, inbox)
+                self.inbox = inbox
                 loop = asyncio.get_running_loop()
                 self._listener = loop.create_task(self._listen())
                 self._refresher = loop.create_task(self._refresh_presence())
@@ -173,7 +176,7 @@ class Hub:
             # Redis lost its data and numbering began again: what each connection holds
             # cannot be continued by seq, so each gets a fresh history (SSE streams end
             # and their clients come back for one).
-            self._renumbered(room)
+            await self._resync_room(room)
             room.epoch, room.last_seq = epoch, seq
             return
         room.epoch = epoch or room.epoch
@@ -198,6 +201,12 @@ class Hub:
         room.last_seq = room.epoch = room.numbered = None
         for connection in list(room.connections):
             connection.request_resync(None)
+
+    async def _resync_room(self, room: Room) -> None:
+        """A fresh history for every connection still allowed: what changed meanwhile may
+        include who may see the channel, so the room is rechecked first."""
+        await self._recheck(room)
+        self._renumbered(room)
 
     # --- checking against Redis ------------------------------------------------------------
 
@@ -227,7 +236,7 @@ class Hub:
                     await self._rejoin()
                     async with self._delivering:
                         for room in rooms:
-                            self._renumbered(room)
+                            await self._resync_room(room)
                 else:
                     for room, current in zip(rooms, numbered, strict=True):
                         await self._check(room, access, epoch, current)
@@ -269,13 +278,13 @@ class Hub:
                 room.numbered = current  # a history is on its way; it tells where the room is
                 return
             if (room.epoch is not None and epoch != room.epoch) or current < room.last_seq:
-                self._renumbered(room)
+                await self._resync_room(room)
                 return
             if room.numbered is not None and room.last_seq < room.numbered:
                 # Numbered a whole check ago and still not here: lost on the way.
                 missed = await store.replay_since(room.channel_id, room.last_seq)
                 if missed is None:
-                    self._renumbered(room)
+                    await self._resync_room(room)
                     return
                 if access != room.access:
                     await self._recheck(room)
@@ -290,7 +299,13 @@ class Hub:
     def note_seq(self, channel_id: int, seq: int, epoch: str) -> None:
         """A connection's history was taken at ``seq``: the room has everything up to it."""
         room = self.rooms.get(channel_id)
-        if room is not None and (room.last_seq is None or (epoch and room.epoch not in (None, epoch))):
+        if room is None:
+            return
+        if epoch and room.epoch not in (None, epoch):
+            # A numbering this room did not know: the others' events would be dropped as
+            # seen. They get a history too.
+            self._renumbered(room)
+        if room.last_seq is None:
             room.last_seq, room.epoch = seq, epoch or None
 
     async def _recheck(self, room: Room) -> None:
@@ -306,7 +321,7 @@ class Hub:
             room.channel_id, [(c.user_id, c.watch_key, c.is_watcher) for c in connections]
         )
         for connection, ok in zip(connections, allowed, strict=True):
-            if not ok:
+            if not ok and connection in room.connections:  # (another recheck may have closed it)
                 room.connections.discard(connection)
                 connection.close_with(4003)
 

@@ -21,9 +21,9 @@ async def build_history(channel: Channel, *, mode: str, watchers: int = 0) -> di
     never not at all."""
     seq, generating, epoch = await store.snapshot(channel.pk)
     state = await db_call(selectors.history_state)(channel)
-    if generating and any(turn["id"] == generating["turn_id"] for turn in state["turns"]):
-        # The database has it finished: its end was not announced (Redis failed under
-        # it), so Redis's snapshot still says it is being written.
+    if generating and not await db_call(selectors.is_reply_being_written)(generating["turn_id"]):
+        # The database has it finished (its end was not announced: Redis failed under
+        # it), hidden or deleted: Redis's snapshot says otherwise, the database wins.
         generating = None
     return bounded(
         history_event(

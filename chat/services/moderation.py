@@ -50,6 +50,9 @@ def _is_live(turn: Turn) -> bool:
 def hide_turn(*, actor: User, turn: Turn, reason: str = "") -> None:
     """Take a turn out of every transcript (and every future prompt); kept for audit."""
     check_can_moderate(actor)
+    if turn.role == Turn.Role.BOT and turn.finish_reason is None:
+        # Still being written: stopped first, or its tokens would follow the removal.
+        engine.interrupt(turn.session.channel_id, wait=INTERRUPT_WAIT_S)
     channel = turn.session.channel
     with transaction.atomic():
         Turn.objects.filter(pk=turn.pk).update(hidden=True)
@@ -73,6 +76,9 @@ def unhide_turn(*, actor: User, turn: Turn, reason: str = "") -> None:
 def delete_turn(*, actor: User, turn: Turn, reason: str = "") -> None:
     """Delete a turn for good (the audit record keeps who, when and why)."""
     check_can_moderate(actor)
+    if turn.role == Turn.Role.BOT and turn.finish_reason is None:
+        # Still being written: stopped first, or its tokens would follow the removal.
+        engine.interrupt(turn.session.channel_id, wait=INTERRUPT_WAIT_S)
     channel = turn.session.channel
     live = _is_live(turn)
     with transaction.atomic():
@@ -220,10 +226,13 @@ def remove_member(*, actor: User, channel: Channel, user: User) -> None:
         raise ServiceError("invalid", "The owner cannot be removed from their channel.")
     with transaction.atomic():
         membership = Membership.objects.select_for_update().filter(user=user, channel=channel).first()
-        if membership is not None and membership.muted and not permissions.is_moderator(actor):
-            # The row carries a moderator's mute: leaving (or being removed by the
-            # owner) would lift it.
-            raise ServiceError("forbidden", "A muted member can be removed only by a moderator.")
+        if membership is not None and membership.muted:
+            # The row carries a moderator's mute: removing it lifts the mute.
+            if not permissions.is_moderator(actor):
+                raise ServiceError("forbidden", "A muted member can be removed only by a moderator.")
+            check_can_act_on(actor, user)
+        if membership is not None:
+            record(actor=actor, action="remove_member", target=user, channel=channel)
         deleted, _ = Membership.objects.filter(user=user, channel=channel).delete()
         if deleted:  # in a private channel their connections there close (4003)
             events.access_changed_on_commit(channel.pk)

@@ -73,4 +73,8 @@ def truncate_session(*, session: Session, user: User, keep: int) -> dict[str, An
                 publish_on_commit(channel.pk, channel.name, turn_removed_event(turn_id), redact=True)
         if doomed and (not live or any(hidden for _, hidden in doomed)):
             redact_on_commit(channel.pk)
+        if doomed:
+            record(
+                actor=user, action="truncate_session", target=session, channel=channel, deleted=len(doomed)
+            )
     return {"session": str(session.pk), "kept": min(keep, len(visible)), "deleted": len(doomed)}
