@@ -101,6 +101,14 @@ def update_channel_settings(
 ) -> Channel:
     """Validate and save new framing/params (owner or moderator) and tell every screen."""
     checked = check_channel_settings(channel=channel, user=user, framing=framing, params=params)
+    return save_channel_settings(channel=channel, checked=checked)
+
+
+def save_channel_settings(
+    *, channel: Channel, checked: tuple[dict[str, Any], dict[str, Any]] | None
+) -> Channel:
+    """Save what check_channel_settings returned (nothing when it returned None) and tell
+    every screen; for callers that check before they count or interrupt."""
     if checked is None:
         return channel
     new_framing, new_params = checked

@@ -14,7 +14,7 @@ from chat.errors import ServiceError
 from chat.generation import engine
 from chat.models import Channel, Session, Turn
 from chat.realtime.events import publish_on_commit, reset_event, turn_event, turn_removed_event
-from chat.services.channels import check_channel_settings, update_channel_settings
+from chat.services.channels import check_channel_settings, save_channel_settings
 
 # How long regenerate and reset wait for a running reply to stop before going on.
 INTERRUPT_WAIT_S = 5.0
@@ -82,9 +82,9 @@ def post_message(
     text = check_text(text)
     # Everything that can refuse the request is checked before it is counted: a refused
     # request uses up no rate or quota.
-    check_channel_settings(channel=channel, user=user, framing=framing, params=params)
+    checked = check_channel_settings(channel=channel, user=user, framing=framing, params=params)
     limits.check_and_count_message(user)
-    update_channel_settings(channel=channel, user=user, framing=framing, params=params)
+    save_channel_settings(channel=channel, checked=checked)
     turn = _add_turn(channel=channel, user=user, role=Turn.Role.USER, text=text)
     # robust: the turn is saved whatever happens here (Redis gone since the limits were
     # counted); a failure is logged, and must not report the saved message as failed.
@@ -116,10 +116,10 @@ def regenerate(
     check_can_write(user, channel)
     # Bad settings are refused before anything stops; the interrupt reaches Redis before
     # anything is saved, so with Redis down the request fails having changed nothing.
-    check_channel_settings(channel=channel, user=user, framing=framing, params=params)
+    checked = check_channel_settings(channel=channel, user=user, framing=framing, params=params)
     limits.check_and_count_message(user)  # a new reply costs like a message does
     engine.interrupt(channel.pk, wait=INTERRUPT_WAIT_S)
-    update_channel_settings(channel=channel, user=user, framing=framing, params=params)
+    save_channel_settings(channel=channel, checked=checked)
     with transaction.atomic():
         session = active_session(channel)
         last = Turn.objects.filter(session=session, hidden=False).order_by("-id").first()
