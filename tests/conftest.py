@@ -72,6 +72,18 @@ def _no_generation_left_running() -> Iterator[None]:
         time.sleep(0.02)
 
 
+def client_for(user: Any = None) -> Any:
+    """A REST client, with the user's API token when there is a user."""
+    from rest_framework.test import APIClient
+
+    from chat.models import ApiToken
+
+    client = APIClient()
+    if user is not None:
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {ApiToken.issue(user)}")
+    return client
+
+
 def make_user(username: str, **extra: Any) -> Any:
     return get_user_model().objects.create_user(username=username, password="pw-" + username, **extra)
 

@@ -8,13 +8,12 @@ from typing import Any
 
 import pytest
 from django.test import Client
-from rest_framework.test import APIClient
 
 from chat import services
 from chat.errors import ServiceError
-from chat.models import ApiToken, Channel, Membership, ModerationAction, Session
+from chat.models import Channel, Membership, ModerationAction, Session
 from chat.realtime import store
-from tests.conftest import channel_events, make_user
+from tests.conftest import channel_events, client_for, make_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -22,12 +21,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def desk(user: Any) -> Client:
     client = Client()
     client.force_login(user)
-    return client
-
-
-def api(user: Any) -> APIClient:
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {ApiToken.issue(user)}")
     return client
 
 
@@ -99,25 +92,25 @@ def test_the_channel_form_validates_framing_and_publishes_through_update_channel
 
 def test_a_muted_member_cannot_unmute_themselves_by_leaving(channel, bob, mona):
     services.set_muted(actor=mona, channel=channel, user=bob, muted=True)
-    response = api(bob).delete("/api/channels/lobby/members/bob")
+    response = client_for(bob).delete("/api/channels/lobby/members/bob")
     assert response.status_code == 403
     assert Membership.objects.get(user=bob, channel=channel).muted
 
 
 def test_the_owner_cannot_lift_a_moderators_mute_by_removing_the_member(channel, alice, bob, mona):
     services.set_muted(actor=mona, channel=channel, user=bob, muted=True)
-    assert api(alice).delete("/api/channels/lobby/members/bob").status_code == 403
+    assert client_for(alice).delete("/api/channels/lobby/members/bob").status_code == 403
     services.remove_member(actor=mona, channel=channel, user=bob)  # a moderator may
 
 
 def test_the_owner_cannot_undo_a_moderators_lock_and_every_lock_is_audited(channel, alice, mona):
     services.set_locked(actor=mona, channel=channel, locked=True)
-    response = api(alice).patch("/api/channels/lobby", {"locked": False}, format="json")
+    response = client_for(alice).patch("/api/channels/lobby", {"locked": False}, format="json")
     assert response.status_code == 403
     assert Channel.objects.get(pk=channel.pk).locked
     services.set_locked(actor=mona, channel=channel, locked=False)
-    assert api(alice).patch("/api/channels/lobby", {"locked": True}, format="json").status_code == 200
-    assert api(alice).patch("/api/channels/lobby", {"locked": False}, format="json").status_code == 200
+    assert client_for(alice).patch("/api/channels/lobby", {"locked": True}, format="json").status_code == 200
+    assert client_for(alice).patch("/api/channels/lobby", {"locked": False}, format="json").status_code == 200
     audit = list(
         ModerationAction.objects.filter(channel=channel).order_by("id").values_list("action", "actor")
     )

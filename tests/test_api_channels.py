@@ -4,15 +4,9 @@ import pytest
 from rest_framework.test import APIClient
 
 from chat.models import ApiToken, Channel
+from tests.conftest import client_for
 
 pytestmark = pytest.mark.django_db
-
-
-def client_for(user=None):
-    client = APIClient()
-    if user is not None:
-        client.credentials(HTTP_AUTHORIZATION=f"Bearer {ApiToken.issue(user)}")
-    return client
 
 
 def names(response):

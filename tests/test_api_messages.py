@@ -3,16 +3,10 @@
 import pytest
 from rest_framework.test import APIClient
 
-from chat.models import ApiToken, Turn
-from tests.conftest import use_slow_model
+from chat.models import Turn
+from tests.conftest import client_for, use_slow_model
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def client_for(user):
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {ApiToken.issue(user)}")
-    return client
 
 
 def test_send_and_wait_returns_the_bot_turn(channel, alice):

@@ -1,19 +1,12 @@
 """Sessions and turns over REST: scoping, paging, truncate and delete do exactly what they say."""
 
 import pytest
-from rest_framework.test import APIClient
 
-from chat.models import ApiToken, Session, Turn
+from chat.models import Session, Turn
 from chat.services import inject, reset
+from tests.conftest import client_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def client_for(user=None):
-    client = APIClient()
-    if user is not None:
-        client.credentials(HTTP_AUTHORIZATION=f"Bearer {ApiToken.issue(user)}")
-    return client
 
 
 def fill(channel, user, count):

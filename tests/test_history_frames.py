@@ -13,15 +13,14 @@ import pytest
 import websockets
 from django.conf import settings
 from django.contrib.auth.models import Group
-from rest_framework.test import APIClient
 from websockets.typing import Origin
 
 from chat import services
 from chat.framing import effective_framing, effective_params
-from chat.models import ApiToken, Channel, Session, Turn
+from chat.models import Channel, Session, Turn
 from chat.permissions import ensure_moderators_group
 from chat.realtime.async_db import db_call
-from tests.conftest import make_user
+from tests.conftest import client_for, make_user
 from tests.processes import live_servers
 from tests.ws_helpers import open_socket, receive, receive_until, token_for
 
@@ -303,13 +302,6 @@ async def test_a_finished_bot_turn_is_broadcast_without_its_substrate(channel, a
 
 
 # --- GET /api/turns/{id} ----------------------------------------------------------------
-
-
-def client_for(user: Any = None) -> APIClient:
-    client = APIClient()
-    if user is not None:
-        client.credentials(HTTP_AUTHORIZATION=f"Bearer {ApiToken.issue(user)}")
-    return client
 
 
 def test_the_api_serves_a_whole_turn_with_its_long_prompt(channel):

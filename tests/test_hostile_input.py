@@ -2,18 +2,11 @@
 400 / `invalid` naming the field, and the socket stays open."""
 
 import pytest
-from rest_framework.test import APIClient
 
-from chat.models import ApiToken, Turn
+from chat.models import Turn
 from chat.realtime.async_db import db_call
+from tests.conftest import client_for
 from tests.ws_helpers import open_socket, receive, token_for
-
-
-def client_for(user=None):
-    client = APIClient()
-    if user is not None:
-        client.credentials(HTTP_AUTHORIZATION=f"Bearer {ApiToken.issue(user)}")
-    return client
 
 
 @pytest.mark.django_db

@@ -3,19 +3,12 @@ channel's owner, moderators and admins, never to whoever started the session
 (issue 11, items 3 and 12)."""
 
 import pytest
-from rest_framework.test import APIClient
 
-from chat.models import ApiToken, Session, Turn
+from chat.models import Session, Turn
 from chat.services import hide_turn, inject, remove_member, reset
+from tests.conftest import client_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def client_for(user=None):
-    client = APIClient()
-    if user is not None:
-        client.credentials(HTTP_AUTHORIZATION=f"Bearer {ApiToken.issue(user)}")
-    return client
 
 
 def test_a_removed_member_loses_the_sessions_they_started(private_channel, alice, bob):

@@ -6,19 +6,13 @@ is saved. (Run on SQLite and on PostgreSQL, which cannot store NUL in text at al
 from __future__ import annotations
 
 import pytest
-from rest_framework.test import APIClient
 
-from chat.models import ApiToken, Channel, Membership, Turn
+from chat.models import Channel, Membership, Turn
 from chat.realtime.async_db import db_call
+from tests.conftest import client_for
 from tests.ws_helpers import open_socket, receive, token_for
 
 NUL = "\u0000"
-
-
-def client_for(user):
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {ApiToken.issue(user)}")
-    return client
 
 
 async def ws_answer(user, frame: dict) -> dict:
