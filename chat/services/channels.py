@@ -174,13 +174,10 @@ def update_channel(*, channel: Channel, user: User, changes: dict[str, Any], rea
         )
     if "mode" in changes and changes["mode"] not in Channel.Mode.values:
         raise ServiceError("invalid", "mode must be chat or completion", fields={"mode": ["Invalid."]})
-    try:
-        framing = (
-            merge_framing(channel.framing, changes["framing"]) if "framing" in changes else channel.framing
-        )
-        params = merge_params(channel.params, changes["params"]) if "params" in changes else channel.params
-    except SettingsInvalidError as exc:
-        raise ServiceError("invalid", "Invalid framing or params.", fields=exc.fields) from exc
+    checked = check_channel_settings(
+        channel=channel, user=user, framing=changes.get("framing"), params=changes.get("params")
+    )
+    framing, params = checked or (channel.framing, channel.params)
     lock = changes.get("locked")
     with transaction.atomic():
         if lock is not None and lock != channel.locked:
