@@ -1,0 +1,437 @@
+"""The benchmark's reports: the tables printed and written to RESULTS.md, and
+results.json. Every section is optional, since `--only` runs some scenarios alone."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+# A measure with a goal: what, the figure, the goal, and whether it was met (None when
+# the run cannot tell, e.g. a ceiling above every rate tried).
+Goal = tuple[str, str, str, bool | None]
+
+# Issue 13's bound for "grows with history": the largest size's figure at most this
+# many times the smallest's, while history grows 100 to 10,000 times.
+GROWTH_LIMIT = 2.0
+FRAME_LIMIT = 64 * 1024  # MAX_FRAME_BYTES by default
+REPLAY_LIMIT = (500, 256 * 1024)  # events, bytes (chat/realtime/history.py)
+
+
+def verdict(met: bool | None) -> str:
+    return "unknown" if met is None else "met" if met else "missed"
+
+
+def table(head: list[str], rows: list[list[Any]]) -> str:
+    """A Markdown table."""
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+# --- Colloquy beside the reference -------------------------------------------------------
+
+
+def memory_rows(results: dict[str, Any]) -> list[list[Any]]:
+    if "memory_per_connection_kib" not in results:
+        return []
+    ours, ref = results["memory_per_connection_kib"], results["reference_memory_per_connection_kib"]
+    return [["memory per idle WebSocket (KiB)", ours, ref, f"{ours / max(ref, 0.1):.2f}×"]]
+
+
+def ttft_rows(results: dict[str, Any]) -> list[list[Any]]:
+    rows = []
+    labels = {"ttft_overhead_ms": "WebSocket", "ttft_sse_overhead_ms": "SSE (`POST …/messages`)"}
+    for key, label in labels.items():
+        if key in results:
+            got = results[key]
+            rows.append(
+                [
+                    f"time to first token overhead, {label}, p50 / p99 (ms)",
+                    f"{got['p50']} / {got['p99']}",
+                    "—",
+                    "—",
+                ]
+            )
+    if "ttft_long_session" in results:
+        long = results["ttft_long_session"]
+        for name in ("fresh", "long"):
+            got = long[name]
+            rows.append(
+                [
+                    f"time to first token overhead, {name} session ({long['context_window']}-token window), "
+                    "p50 / p99 (ms)",
+                    f"{got['p50']} / {got['p99']}",
+                    "—",
+                    "—",
+                ]
+            )
+    return rows
+
+
+def fanout_rows(results: dict[str, Any]) -> list[list[Any]]:
+    rows = []
+    if "fanout" in results:
+        ours, ref = results["cpu_s_per_1000_deliveries"], results["reference_cpu_s_per_1000_deliveries"]
+        rows.append(["CPU s per 1,000 deliveries", ours, ref, f"{ours / (ref or float('nan')):.2f}×"])
+        for row in results["fanout"]:
+            rows.append(
+                [
+                    f"fan-out {row['watchers']} watchers p50 / p99 / max (ms), lost",
+                    f"{row['p50_ms']} / {row['p99_ms']} / {row['max_ms']}, {row['lost']}",
+                    f"p99 {row['reference_p99_ms']}",
+                    f"{row['p99_ms'] / max(row['reference_p99_ms'], 0.01):.2f}× p99",
+                ]
+            )
+    if "concurrent_channels" in results:
+        cc = results["concurrent_channels"]
+        rows.append(
+            [
+                f"{cc['channels']} channels × {cc['watchers_each']} watchers p99 (ms), lost",
+                f"{cc['p99_ms']}, {cc['lost']}",
+                "—",
+                "—",
+            ]
+        )
+    return rows
+
+
+def held(value: float, found: bool) -> str:
+    """A rate held, with ≥ when no rate was failed (the ceiling is above it)."""
+    return f"{value:g}" if found else f"≥ {value:g}"
+
+
+def throughput_rows(results: dict[str, Any]) -> list[list[Any]]:
+    if "throughput" not in results:
+        return []
+    tp = results["throughput"]
+    ref = held(tp["reference_deliveries_per_s"], tp.get("reference_ceiling_found", True))
+    return [
+        [
+            f"token deliveries/s at p99 < 250 ms, {processes} process(es)",
+            held(value, tp.get("ceiling_found", {}).get(processes, True)),
+            ref,
+            f"{value / max(tp['reference_deliveries_per_s'], 1):.2f}×",
+        ]
+        for processes, value in tp["deliveries_per_s"].items()
+    ]
+
+
+def results_table(results: dict[str, Any]) -> str:
+    """Colloquy beside the reference, one measure a row (Markdown)."""
+    rows = fanout_rows(results) + memory_rows(results) + ttft_rows(results) + throughput_rows(results)
+    return table(["measure", "Colloquy", "reference", "ratio"], rows) if rows else ""
+
+
+def matrix_table(results: dict[str, Any]) -> str:
+    """The server × layer matrix (Markdown)."""
+    return table(
+        ["server", "layer", "CPU µs/delivery", "× reference", "p99 ms", "lost"],
+        [
+            [
+                m["server"],
+                m["layer"],
+                m["cpu_us_per_delivery"],
+                m["ratio_to_reference"],
+                m["p99_ms"],
+                m["lost"],
+            ]
+            for m in results["matrix"]
+        ],
+    )
+
+
+def rest_table(rest: dict[str, Any]) -> str:
+    """Each endpoint on 1 and 2 processes, and the ratio 2 to 1 (Markdown)."""
+
+    def cell(got: dict[str, Any]) -> str:
+        return f"{got['rps']} / {got['p50_ms']} / {got['p99_ms']} ({got['client_cpu_pct']} %)"
+
+    one, two = rest["processes"]["1"], rest["processes"]["2"]
+    return table(
+        [
+            f"endpoint ({rest['clients']} clients)",
+            "1 process: req/s / p50 / p99 ms (client CPU)",
+            "2 processes: req/s / p50 / p99 ms (client CPU)",
+            "req/s 2 ÷ 1",
+        ],
+        [
+            [f"`{label}`", cell(one[label]), cell(two[label]), f"{rest['two_to_one'][label]}×"]
+            for label in one
+        ],
+    )
+
+
+# --- growth ------------------------------------------------------------------------------
+
+
+def ratio_row(label: str, values: list[Any]) -> list[Any]:
+    return [f"**{label}**", *(f"{v}×" if v != "" else "" for v in values)]
+
+
+def growth_tables(got: dict[str, Any]) -> str:
+    """(a) sessions, (b) channel lists, (c) catch-ups, each with its ratio (Markdown)."""
+    ratios = got["history_ratios"]
+    sessions = table(
+        [
+            "turns in the session",
+            "`history` frame (bytes)",
+            "connect → `history` p50 (ms)",
+            "`GET /api/channels` p50 (ms)",
+        ],
+        [
+            [f"{r['turns']:,}", r["history_bytes"], r["history_ms_p50"], r["channels_list_ms_p50"]]
+            for r in got["history"]
+        ]
+        + [
+            ratio_row(
+                "largest ÷ smallest",
+                [ratios["history_bytes"], ratios["history_ms_p50"], ratios["channels_list_ms_p50"]],
+            )
+        ],
+    )
+    lists = table(
+        ["channels the user sees", "`GET /api/channels` p50 (ms)"],
+        [[f"{r['visible']:,}", r["ms_p50"]] for r in got["channel_list"]]
+        + [ratio_row("largest ÷ smallest", [got["channel_list_ratio"]])],
+    )
+    replay = table(
+        [
+            f"`get_history` `since` = seq − N, of {got['replay_events']:,} events",
+            "answer",
+            "frames",
+            "bytes",
+            "ms",
+        ],
+        [[f"{r['events_back']:,}", r["answer"], r["frames"], r["bytes"], r["ms"]] for r in got["replay"]]
+        + [
+            ratio_row(
+                "largest ÷ smallest", ["", "", got["replay_ratios"]["bytes"], got["replay_ratios"]["ms"]]
+            )
+        ],
+    )
+    return (
+        f"(a) A session's size\n\n{sessions}\n\n(b) Channels visible\n\n{lists}\n\n"
+        f"(c) Catching up (asked a second after the connect's `history`)\n\n{replay}"
+    )
+
+
+# --- the goals -----------------------------------------------------------------------------
+
+
+def memory_goals(results: dict[str, Any]) -> list[Goal]:
+    if "memory_per_connection_kib" not in results:
+        return []
+    kib = results["memory_per_connection_kib"]
+    return [("memory per idle WebSocket", f"{kib} KiB", "≤ 20 KiB", kib <= 20)]
+
+
+def fanout_goals(results: dict[str, Any]) -> list[Goal]:
+    goals: list[Goal] = []
+    if "fanout" in results:
+        times = results["cpu_s_per_1000_deliveries"] / (
+            results["reference_cpu_s_per_1000_deliveries"] or float("nan")
+        )
+        goals.append(("fan-out CPU per delivery, × reference", f"{times:.2f}×", "≤ 1.5×", times <= 1.5))
+        big = results["fanout"][-1]
+        label = f"fan-out to {big['watchers']:,} watchers at 50 tok/s (goal set for 1,000): p99, lost"
+        goals.append(lossless(label, big, 50))
+    if "concurrent_channels" in results:
+        cc = results["concurrent_channels"]
+        label = f"{cc['channels']} channels × {cc['watchers_each']} watchers: p99, lost"
+        goals.append(lossless(label, cc, 100))
+    if "throughput" in results:
+        goals.append(throughput_goal(results["throughput"]))
+    return goals
+
+
+def lossless(label: str, got: dict[str, Any], p99_ms: float) -> Goal:
+    """A fan-out's goal: its p99 at most ``p99_ms``, and no token lost."""
+    met = got["p99_ms"] <= p99_ms and got["lost"] == 0
+    return (label, f"{got['p99_ms']} ms, {got['lost']}", f"≤ {p99_ms:g} ms, 0", met)
+
+
+def throughput_goal(tp: dict[str, Any]) -> Goal:
+    """Fan-out deliveries/s on 2 processes over 1: exact when both failed a rate, a
+    lower bound when only 1 process did, unknown when 1 process held every rate tried."""
+    one = held(tp["deliveries_per_s"]["1"], tp["ceiling_found"]["1"])
+    two = held(tp["deliveries_per_s"]["2"], tp["ceiling_found"]["2"])
+    times, bound = tp["ratio_2_to_1"], tp["ratio_2_to_1_bound"]
+    if bound == "unknown":
+        measured, met = f"unknown: 1 process held the highest rate tried ({two} ÷ {one})", None
+    elif bound == "at least":
+        measured, met = f"≥ {times}× ({two} ÷ {one})", True if times >= 1.7 else None
+    else:
+        measured, met = f"{times}× ({two} ÷ {one})", times >= 1.7
+    return ("fan-out token deliveries/s, 2 processes ÷ 1", measured, "≥ 1.7×", met)
+
+
+def ttft_goals(results: dict[str, Any]) -> list[Goal]:
+    goals: list[Goal] = []
+    if "ttft_overhead_ms" in results:
+        got = results["ttft_overhead_ms"]
+        goals.append(
+            (
+                "time to first token overhead (WebSocket), p50 / p99",
+                f"{got['p50']} / {got['p99']} ms",
+                "≤ 2 / ≤ 10 ms",
+                got["p50"] <= 2 and got["p99"] <= 10,
+            )
+        )
+    if "ttft_sse_overhead_ms" in results:
+        sse, socket = results["ttft_sse_overhead_ms"], results["ttft_overhead_ms"]
+        goals.append(
+            (
+                "time to first token over SSE, p50 less the WebSocket's",
+                f"{sse['p50']} − {socket['p50']} = {sse['minus_websocket_p50']} ms",
+                "≤ 1 ms",
+                sse["minus_websocket_p50"] <= 1,
+            )
+        )
+    if "ttft_long_session" in results:
+        long = results["ttft_long_session"]
+        for q in ("p50", "p99"):
+            goals.append(
+                (
+                    f"time to first token overhead {q}, session of {long['turns']} turns ÷ fresh",
+                    f"{long['long'][q]} ÷ {long['fresh'][q]} ms = {long[f'ratio_{q}']}×",
+                    "≤ 1.10×",
+                    long[f"ratio_{q}"] <= 1.10,
+                )
+            )
+    return goals
+
+
+def rest_goals(results: dict[str, Any]) -> list[Goal]:
+    if "rest" not in results:
+        return []
+    rest, goals = results["rest"], []
+    for processes, got in rest["processes"].items():
+        for api, bare in rest["api_and_bare"].items():
+            times = rest["api_to_bare"][processes][api]
+            goals.append(
+                (
+                    f"REST `{api}` ÷ `{bare}`, {processes} process(es): req/s",
+                    f"{got[api]['rps']} ÷ {got[bare]['rps']} = {times}×",
+                    "≥ 0.5×",
+                    times >= 0.5,
+                )
+            )
+            goals.append(
+                (
+                    f"REST `{api}`, {processes} process(es): p99",
+                    f"{got[api]['p99_ms']} ms",
+                    "≤ 100 ms",
+                    got[api]["p99_ms"] <= 100,
+                )
+            )
+    for api in rest["api_and_bare"]:
+        times = rest["two_to_one"][api]
+        goals.append((f"REST `{api}`: req/s, 2 processes ÷ 1", f"{times}×", "≥ 1.7×", times >= 1.7))
+    return goals
+
+
+def growth_goals(results: dict[str, Any]) -> list[Goal]:
+    if "growth" not in results:
+        return []
+    got = results["growth"]
+    history, lists, ratios = got["history"], got["channel_list"], got["history_ratios"]
+    turns = f"{history[0]['turns']:,} → {history[-1]['turns']:,} turns"
+    limit = f"≤ {GROWTH_LIMIT:g}×"
+    goals: list[Goal] = [
+        (
+            f"`history` frame, {turns}",
+            f"{history[0]['history_bytes']:,} → {history[-1]['history_bytes']:,} bytes",
+            f"≤ {FRAME_LIMIT:,} bytes",
+            max(r["history_bytes"] for r in history) <= FRAME_LIMIT,
+        ),
+        (
+            f"connect → `history`, {turns}",
+            f"{ratios['history_ms_p50']}×",
+            limit,
+            ratios["history_ms_p50"] <= GROWTH_LIMIT,
+        ),
+        (
+            f"`GET /api/channels` with one channel, {turns}",
+            f"{ratios['channels_list_ms_p50']}×",
+            limit,
+            ratios["channels_list_ms_p50"] <= GROWTH_LIMIT,
+        ),
+        (
+            f"`GET /api/channels`, {lists[0]['visible']:,} → {lists[-1]['visible']:,} channels visible",
+            f"{got['channel_list_ratio']}×",
+            limit,
+            got["channel_list_ratio"] <= GROWTH_LIMIT,
+        ),
+    ]
+    for row in got["replay"]:
+        bounded = row["bytes"] <= REPLAY_LIMIT[1] and (
+            row["frames"] <= REPLAY_LIMIT[0] or row["answer"] == "history"
+        )
+        goals.append(
+            (
+                f"catch-up {row['events_back']:,} events back",
+                f"{row['answer']}: {row['frames']} frame(s), {row['bytes']:,} bytes, {row['ms']} ms",
+                "≤ 500 events and ≤ 256 KiB, else one `history`",
+                bounded,
+            )
+        )
+    return goals
+
+
+def goal_rows(results: dict[str, Any]) -> list[dict[str, str]]:
+    """Every measure of this run that has a goal (README, issue 13), with its verdict."""
+    builders = (memory_goals, fanout_goals, ttft_goals, rest_goals, growth_goals)
+    return [
+        {"measure": measure, "measured": measured, "goal": goal, "verdict": verdict(met)}
+        for build in builders
+        for measure, measured, goal, met in build(results)
+    ]
+
+
+def goals_table(goals: list[dict[str, str]]) -> str:
+    head = ["measure", "measured", "goal", "verdict"]
+    return table(head, [[goal[key] for key in head] for goal in goals])
+
+
+# --- the files -----------------------------------------------------------------------------
+
+
+def sections(results: dict[str, Any]) -> list[tuple[str, str]]:
+    """The report's sections, (title, Markdown), for the scenarios that ran."""
+    found = []
+    if "matrix" in results:
+        found.append(("Server and layer", matrix_table(results)))
+    if results_table(results):
+        found.append(("Results", results_table(results)))
+    if "rest" in results:
+        found.append(("REST", rest_table(results["rest"])))
+    if "growth" in results:
+        found.append(("Growth with history", growth_tables(results["growth"])))
+    if results.get("goals"):
+        found.append(("Goals", goals_table(results["goals"])))
+    return found
+
+
+def write_reports(results: dict[str, Any], out: Path) -> str:
+    """Adds the goals to ``results``, writes results.json and RESULTS.md to ``out``, and
+    returns the sections to print."""
+    results["goals"] = goal_rows(results)
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    m, v = results["machine"], results["versions"]
+    title = "# Benchmark results" + (" (smoke run)" if results["smoke"] else "")
+    if results.get("partial"):
+        title += f" — only {', '.join(results['scenarios'])}"
+    head = (
+        f"{title}\n\nMachine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB; {m['platform']}.\n"
+        f"Versions: {', '.join(f'{k} {val}' for k, val in v.items())}.\n"
+    )
+    if "choice" in results:
+        head += (
+            f"Measured: the defaults, **{results['choice']['server']}** with the "
+            f"**{results['choice']['layer']}** channel layer (best in this run's matrix: "
+            f"{results['best_this_run']['server']} with {results['best_this_run']['layer']}).\n"
+        )
+    body = "\n\n".join(f"## {name}\n\n{text}" for name, text in sections(results))
+    (out / "RESULTS.md").write_text(f"{head}\n{body}\n")
+    return "\n\n".join(f"{name}\n\n{text}" for name, text in sections(results))
