@@ -162,3 +162,33 @@ def test_llm_base_url_makes_a_default_provider_for_channels_that_name_none(
     assert bot_turn(channel).provider == "default"
     assert openai_server.requests[0]["model"] == "my-model"
     assert openai_server.headers[0]["authorization"] == "Bearer secret-from-env"
+
+
+def test_a_long_session_reads_only_what_the_context_window_holds(channel, alice, openai_server):
+    """A reply reads the newest turns its prompt can hold, not the whole session (the
+    old code read all 3,000 turns before the first token), and still reports exactly
+    how many turns were left out."""
+    from chat.generation import records
+
+    add_provider("llama", openai_server.base_url, context_window=600)
+    use_provider(channel, "llama", max_tokens=100)
+    session = channel.active_session
+    Turn.objects.bulk_create(
+        Turn(session=session, role=role, text=f"turn {i} " + "x" * 36, finish_reason=finish)
+        for i in range(3000)
+        for role, finish in [("user", None) if i % 2 == 0 else ("bot", "stop")]
+    )
+    plan = records.start_generation(channel.pk)
+    assert plan is not None and plan.unread_before is not None
+    assert 40 < len(plan.turns) < 200  # ~500 tokens of ~11 each, not 3,000 turns
+    assert plan.turns[-1].text.startswith("turn 2999 ")
+    Turn.objects.filter(pk=plan.turn_id).delete()  # the plan's bot turn: not under test
+
+    post_message(channel=channel, user=alice, text="And now?")
+    wait_for_done(channel)
+    sent = openai_server.requests[0]["messages"]
+    assert sent[-1]["content"].endswith("And now?") and len(sent) < 200
+    reply = bot_turn(channel)
+    kept = [m for m in sent if m["role"] != "system"]
+    assert kept[0]["content"].startswith("turn 2968 ") and len(kept) == 33
+    assert reply.dropped_turns == 2968  # turns 0 to 2967: each one counted, none read

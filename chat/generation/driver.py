@@ -52,8 +52,12 @@ async def arequest_generation(channel_id: int, requester_id: int | None = None) 
 
 
 def request_generation(channel_id: int, requester_id: int | None = None) -> None:
-    """``arequest_generation`` for synchronous callers; returns once the request is stored."""
-    background.run(arequest_generation(channel_id, requester_id))
+    """``arequest_generation`` for synchronous callers; returns once the request is stored.
+    The key is set from this thread and the driver started without waiting for it: a
+    round trip through the background loop would delay the reply by a millisecond or two."""
+    value = str(requester_id) if requester_id is not None else "-"
+    store.sync_redis().set(store.key(channel_id, "pending"), value, ex=3600)
+    background.submit(_drive(channel_id))
 
 
 async def ainterrupt(channel_id: int, *, wait: float = 0.0) -> bool:

@@ -280,6 +280,9 @@ class Generation:
         }
         config = self.config or plan.providers[0]
         earlier = [t.text for t in plan.turns if t.role == "bot"]
+        dropped = self.built.dropped_turns if self.built else 0
+        if plan.unread_before is not None:  # counted now, off the path to the first token
+            dropped += await db_call(records.older_turn_count)(plan.session_id, plan.unread_before)
         closed_by_recovery = False
         try:
             turn = await db_call(records.finish_turn)(
@@ -295,7 +298,7 @@ class Generation:
                 timings=timings,
                 provider=config.name,
                 model=config.model_label,
-                dropped_turns=self.built.dropped_turns if self.built else 0,
+                dropped_turns=dropped,
             )
         except records.AlreadyClosedError:
             turn, closed_by_recovery = None, True

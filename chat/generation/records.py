@@ -13,7 +13,7 @@ from django.db import transaction
 from django.db.models import F
 
 from chat.framing import effective_framing, effective_params
-from chat.generation.prompt import PromptTurn
+from chat.generation.prompt import PromptTurn, estimate_tokens
 from chat.generation.providers.base import ProviderConfig
 from chat.models import Channel, Provider, Session, Turn
 
@@ -29,7 +29,11 @@ class Plan:
     framing: dict[str, Any]
     params: dict[str, Any]
     providers: list[ProviderConfig]
+    session_id: Any = None  # the active session (a UUID)
+    # The newest turns, as many as the largest context window of the providers can hold.
     turns: list[PromptTurn] = field(default_factory=list)
+    # Older visible turns were left unread: the id of the oldest one read (else None).
+    unread_before: int | None = None
     last_user_text: str = ""
     # Replies of this channel that a dead process left unfinished, closed as errors
     # (the caller holds the channel's lock, so nothing else is writing them).
@@ -92,8 +96,39 @@ def provider_chain(channel: Channel, params: dict[str, Any]) -> list[ProviderCon
     return chain
 
 
-def visible_turns(session_id: Any) -> list[Turn]:
-    return list(Turn.objects.filter(session_id=session_id, hidden=False).order_by("id"))
+# Turns read per query when collecting the newest turns of a session.
+_PAGE = 64
+
+
+def recent_turns(session_id: Any, token_budget: int) -> tuple[list[PromptTurn], int | None]:
+    """The newest visible turns of a session, oldest first: enough to fill
+    ``token_budget`` (a prompt can hold no more), and at least one. Read newest-first a
+    page at a time, so a reply in a session of 100,000 turns reads what its context
+    window holds, not the whole session. Also returns the id of the oldest turn read
+    when older ones were left unread (None when the whole session was read)."""
+    picked: list[tuple[int, str, str]] = []
+    total = 0
+    rows = Turn.objects.filter(session_id=session_id, hidden=False).order_by("-id")
+    while True:
+        before = {"id__lt": picked[-1][0]} if picked else {}
+        page = list(rows.filter(**before).values_list("id", "role", "text")[:_PAGE])
+        for row in page:
+            picked.append(row)
+            # The text alone costs no more than the rendered turn (prefixes, suffix), so
+            # once it exceeds the budget, the turns read hold all that can fit.
+            total += estimate_tokens(row[2])
+            if total > token_budget:
+                picked.reverse()
+                return [PromptTurn(role, text) for _, role, text in picked], picked[0][0]
+        if len(page) < _PAGE:
+            picked.reverse()
+            return [PromptTurn(role, text) for _, role, text in picked], None
+
+
+def older_turn_count(session_id: Any, before_id: int) -> int:
+    """How many visible turns of a session come before ``before_id`` (the ones a reply's
+    prompt left out without reading them)."""
+    return Turn.objects.filter(session_id=session_id, hidden=False, id__lt=before_id).count()
 
 
 def start_generation(channel_id: int) -> Plan | None:
@@ -112,12 +147,13 @@ def start_generation(channel_id: int) -> Plan | None:
         session = channel.active_session
         if session is None:
             return None
-        turns = visible_turns(session.pk)
-        if not turns:
-            return None
         framing = effective_framing(channel.framing)
         params = effective_params(channel.params)
         chain = provider_chain(channel, params)
+        budget = max(c.context_window for c in chain) - int(params["max_tokens"])
+        turns, unread_before = recent_turns(session.pk, max(budget, 1))
+        if not turns:
+            return None
         last_user = next((t for t in reversed(turns) if t.role != Turn.Role.BOT), None)
         bot = Turn.objects.create(
             session=session,
@@ -135,7 +171,9 @@ def start_generation(channel_id: int) -> Plan | None:
             framing=framing,
             params=params,
             providers=chain,
-            turns=[PromptTurn(t.role, t.text) for t in turns],
+            session_id=session.pk,
+            turns=turns,
+            unread_before=unread_before,
             last_user_text=last_user.text if last_user else "",
             recovered=recovered,
         )
