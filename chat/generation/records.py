@@ -96,8 +96,9 @@ def provider_chain(channel: Channel, params: dict[str, Any]) -> list[ProviderCon
     return chain
 
 
-# Turns read per query when collecting the newest turns of a session.
-_PAGE = 64
+# Turns read per query when collecting the newest turns of a session: the first page
+# covers a short session in one query, the next ones a full context window in few.
+_FIRST_PAGE, _PAGE = 100, 500
 
 
 def recent_turns(session_id: Any, token_budget: int) -> tuple[list[PromptTurn], int | None]:
@@ -110,8 +111,9 @@ def recent_turns(session_id: Any, token_budget: int) -> tuple[list[PromptTurn], 
     total = 0
     rows = Turn.objects.filter(session_id=session_id, hidden=False).order_by("-id")
     while True:
+        size = _PAGE if picked else _FIRST_PAGE
         before = {"id__lt": picked[-1][0]} if picked else {}
-        page = list(rows.filter(**before).values_list("id", "role", "text")[:_PAGE])
+        page = list(rows.filter(**before).values_list("id", "role", "text")[:size])
         for row in page:
             picked.append(row)
             # The text alone costs no more than the rendered turn (prefixes, suffix), so
@@ -120,7 +122,7 @@ def recent_turns(session_id: Any, token_budget: int) -> tuple[list[PromptTurn], 
             if total > token_budget:
                 picked.reverse()
                 return [PromptTurn(role, text) for _, role, text in picked], picked[0][0]
-        if len(page) < _PAGE:
+        if len(page) < size:
             picked.reverse()
             return [PromptTurn(role, text) for _, role, text in picked], None
 

@@ -68,10 +68,11 @@ def coalesce_window() -> float:
 
 
 class Coalescer:
-    """Text and reasoning waiting to be sent, merged over a window. The first piece goes
-    out at once; what comes within ``window`` seconds of a send waits and goes out with
-    the rest of that window, so a fast model costs one event per window, not one per
-    token, and a slow one adds no delay."""
+    """Text and reasoning waiting to be sent, merged only under load. The first piece,
+    and any piece that comes ``window`` seconds or more after the last send (a model
+    slower than one token a window, a pause), goes out at once; pieces that come faster
+    wait out the window and go out together, so a fast model costs one event per window,
+    not one per token. Pieces that come while a send is in flight are merged too."""
 
     def __init__(self, window: float) -> None:
         self.window = window
