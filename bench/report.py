@@ -98,7 +98,7 @@ def fanout_rows(results: dict[str, Any]) -> list[list[Any]]:
 
 def held(value: float, found: bool) -> str:
     """A rate held, with ≥ when no rate was failed (the ceiling is above it)."""
-    return f"{value:g}" if found else f"≥ {value:g}"
+    return f"{value:,.0f}" if found else f"≥ {value:,.0f}"
 
 
 def throughput_rows(results: dict[str, Any]) -> list[list[Any]]:
@@ -257,6 +257,7 @@ def throughput_goal(tp: dict[str, Any]) -> Goal:
     one = held(tp["deliveries_per_s"]["1"], tp["ceiling_found"]["1"])
     two = held(tp["deliveries_per_s"]["2"], tp["ceiling_found"]["2"])
     times, bound = tp["ratio_2_to_1"], tp["ratio_2_to_1_bound"]
+    one += f"; ceilings known to {tp.get('rate_step', 2)}×"
     if bound == "unknown":
         measured, met = f"unknown: 1 process held the highest rate tried ({two} ÷ {one})", None
     elif bound == "at least":

@@ -382,24 +382,39 @@ async def measure_ttft(stub_port: int, probes: dict[str, Probe], runs: int) -> d
     return {name: overhead(values, direct) for name, values in times.items()}
 
 
+async def holds_rate(target: Target, channel: str, watchers_n: int, rate: float, seconds: float) -> bool:
+    """Whether ``watchers_n`` watchers get ``rate`` tokens/s for ``seconds`` with no
+    loss and p99 < 250 ms."""
+    result = await run_fanout(target, channel, watchers_n, rate, max(int(rate * seconds), 5))
+    print(
+        f"    {target.kind}: {watchers_n} watchers at {rate:g} tok/s: p99 {result['p99_ms']} ms, "
+        f"lost {result['lost']}",
+        flush=True,
+    )
+    return bool(result["lost"] == 0 and result["p99_ms"] < 250)
+
+
 async def measure_throughput(
-    target: Target, channel: str, watchers_n: int, rates: list[float], seconds: float
+    target: Target, channel: str, watchers_n: int, rates: list[float], seconds: float, refine: int = 0
 ) -> tuple[float, bool]:
-    """The highest token deliveries/s held (no loss, p99 < 250 ms), and whether a rate
-    failed: if none did, the ceiling lies above the highest rate tried."""
-    best = 0.0
+    """The highest token deliveries/s held, and whether a rate failed: if none did, the
+    ceiling lies above the highest rate tried. Between the last rate held and the first
+    failed, ``refine`` geometric halvings narrow the ceiling (each halves its log step)."""
+    held, failed = 0.0, None
     for rate in rates:
-        result = await run_fanout(target, channel, watchers_n, rate, max(int(rate * seconds), 5))
-        ok = result["lost"] == 0 and result["p99_ms"] < 250
-        print(
-            f"    {target.kind}: {watchers_n} watchers at {rate:g} tok/s: p99 {result['p99_ms']} ms, "
-            f"lost {result['lost']}",
-            flush=True,
-        )
-        if not ok:
-            return best, True
-        best = rate * watchers_n
-    return best, False
+        if not await holds_rate(target, channel, watchers_n, rate, seconds):
+            failed = rate
+            break
+        held = rate
+    if failed is None:
+        return held * watchers_n, False
+    for _ in range(refine if held else 0):
+        middle = round((held * failed) ** 0.5)
+        if await holds_rate(target, channel, watchers_n, middle, seconds):
+            held = middle
+        else:
+            failed = middle
+    return held * watchers_n, True
 
 
 async def measure_concurrent(
@@ -613,6 +628,8 @@ def sizes(smoke: bool) -> dict[str, Any]:
         # process counts held 1,600 (the old top) and their ratio needs a ceiling.
         "throughput_rates": [50.0, 200.0] if smoke else [50.0 * 2**i for i in range(9)],
         "throughput_seconds": 0.5 if smoke else 2.0,
+        # Two halvings of the last doubling: the ceiling, and the ratio 2 to 1, to 19 %.
+        "throughput_refine": 0 if smoke else 2,
         "concurrent": (5, 3) if smoke else (50, 10),
         "concurrent_rate": 20.0,
         "concurrent_tokens": 10 if smoke else 40,
@@ -806,6 +823,7 @@ async def sustained_throughput(stack: Stack, reference: Target, size: dict[str, 
             size["throughput_watchers"],
             size["throughput_rates"],
             size["throughput_seconds"],
+            size["throughput_refine"],
         )
 
     throughput: dict[str, Any] = {"deliveries_per_s": {}, "ceiling_found": {}}
@@ -820,6 +838,8 @@ async def sustained_throughput(stack: Stack, reference: Target, size: dict[str, 
     )
     one, two = throughput["deliveries_per_s"]["1"], throughput["deliveries_per_s"]["2"]
     throughput["ratio_2_to_1"] = round(two / max(one, 1), 2)
+    # How finely the ceilings are known: rates doubled, then the last step halved.
+    throughput["rate_step"] = round(2 ** (0.5 ** size["throughput_refine"]), 2)
     # Exact when both failed a rate; at least the ratio when only 1 process did; with 1
     # process holding the highest rate tried, its ceiling and so the ratio are unknown.
     if not throughput["ceiling_found"]["1"]:
