@@ -63,10 +63,10 @@ class Connection:
                 if not chunk:
                     raise ConnectionError(f"the stream ended early: {seen[:300]!r}")
                 seen += chunk
+                if b"\r\n\r\n" in seen and not seen.startswith(b"HTTP/1.1 200"):
+                    raise ConnectionError(seen[:300].decode(errors="replace"))  # a refusal, not a stream
                 if not first_at and first in seen:
                     first_at = time.monotonic_ns()
-        if not seen.startswith(b"HTTP/1.1 200"):
-            raise ConnectionError(seen[:300].decode(errors="replace"))
         self.close()  # the rest of the stream is not read: this connection is spent
         return started, first_at
 

@@ -229,10 +229,11 @@ def memory_goals(results: dict[str, Any]) -> list[Goal]:
 def fanout_goals(results: dict[str, Any]) -> list[Goal]:
     goals: list[Goal] = []
     if "fanout" in results:
-        times = results["cpu_s_per_1000_deliveries"] / (
-            results["reference_cpu_s_per_1000_deliveries"] or float("nan")
-        )
-        goals.append(("fan-out CPU per delivery, × reference", f"{times:.2f}×", "≤ 1.5×", times <= 1.5))
+        ref = results["reference_cpu_s_per_1000_deliveries"]
+        times = results["cpu_s_per_1000_deliveries"] / (ref or float("nan"))
+        # No verdict when the reference's CPU was under the clock's tick (smoke runs).
+        met = times <= 1.5 if ref else None
+        goals.append(("fan-out CPU per delivery, × reference", f"{times:.2f}×", "≤ 1.5×", met))
         big = results["fanout"][-1]
         label = f"fan-out to {big['watchers']:,} watchers at 50 tok/s (goal set for 1,000): p99, lost"
         goals.append(lossless(label, big, 50))
