@@ -192,3 +192,23 @@ def test_a_long_session_reads_only_what_the_context_window_holds(channel, alice,
     kept = [m for m in sent if m["role"] != "system"]
     assert kept[0]["content"].startswith("turn 2968 ") and len(kept) == 33
     assert reply.dropped_turns == 2968  # turns 0 to 2967: each one counted, none read
+
+
+def test_a_turn_posted_while_the_reply_is_planned_makes_it_read_again(channel, alice):
+    """The model request starts from a plan read before the bot turn is written; if the
+    conversation moved on in between, writing the turn is refused and nothing is saved,
+    so the reply is planned again and answers the newer turn too."""
+    from chat.generation import records
+    from chat.services import inject
+
+    inject(channel=channel, user=alice, role="user", text="First")
+    plan = records.read_plan(channel.pk)
+    assert plan is not None and [t.text for t in plan.turns] == ["First"]
+    inject(channel=channel, user=alice, role="user", text="Second")
+    before = Turn.objects.count()
+    assert records.open_turn(plan) is None
+    assert Turn.objects.count() == before
+    again = records.read_plan(channel.pk)
+    assert again is not None and [t.text for t in again.turns] == ["First", "Second"]
+    opened = records.open_turn(again)
+    assert opened is not None and Turn.objects.get(pk=opened.turn_id).role == "bot"

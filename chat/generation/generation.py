@@ -129,10 +129,29 @@ class Generation:
                 await asyncio.sleep(0.5)
 
     async def run(self) -> None:
-        """Write the reply. Returns at once when there is nothing to answer."""
-        plan = await db_call(records.start_generation)(self.channel_id)
-        if plan is None:
-            return
+        """Write the reply. Returns at once when there is nothing to answer.
+
+        The model request starts as soon as the plan is read; the bot turn is written
+        and ``thinking`` published while it is in flight (its first tokens wait in the
+        outbox meanwhile), which takes the turn's insert off the time to first token."""
+        while True:
+            plan = await db_call(records.read_plan)(self.channel_id)
+            if plan is None:
+                return
+            started = time.monotonic()
+            streamer = asyncio.create_task(self._stream(plan))
+            try:
+                opened = await db_call(records.open_turn)(plan)
+            except BaseException:
+                streamer.cancel()
+                raise
+            if opened is not None:
+                break
+            # The conversation moved on while the plan was read: start over from it.
+            streamer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ProviderError):
+                await streamer
+            self._forget_reply()
         self.plan = plan
         try:
             for turn in plan.recovered:
@@ -142,18 +161,29 @@ class Generation:
         first = plan.providers[0]
         label = f"{first.model_label or first.name} is writing…"
         await self._publish(plan, events.thinking_event(plan.turn_id, label))
-        started = time.monotonic()
-        outcome = self._cut_off() if self.lost.is_set() else await self._write(plan)
+        if self.lost.is_set():
+            streamer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await streamer
+            outcome = self._cut_off()
+        else:
+            outcome = await self._write(plan, streamer)
         await self._finish(plan, outcome, started)
+
+    def _forget_reply(self) -> None:
+        """Drop what a cancelled model request wrote, before it is made again."""
+        self.first_token_at, self.built, self.config = None, None, None
+        self.text = self.reasoning = self.raw = ""
+        self.outbox = Coalescer(coalesce_window())
 
     def _cut_off(self) -> Outcome:
         return Outcome("error", error=f"the reply was cut off: {self.lost_because}")
 
-    async def _write(self, plan: Plan) -> Outcome:
-        """Stream the reply until it ends, is interrupted or is cut off."""
+    async def _write(self, plan: Plan, streamer: asyncio.Task[Outcome]) -> Outcome:
+        """Follow the model's stream (already started) until it ends, is interrupted or
+        is cut off."""
         sender = asyncio.create_task(self.outbox.drain(functools.partial(self._send, plan)))
         saver = asyncio.create_task(self._save_partial(plan.turn_id))
-        streamer = asyncio.create_task(self._stream(plan))
         listener = asyncio.create_task(self.interrupted.wait())
         losing = asyncio.create_task(self.lost.wait())
         try:

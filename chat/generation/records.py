@@ -30,6 +30,7 @@ class Plan:
     params: dict[str, Any]
     providers: list[ProviderConfig]
     session_id: Any = None  # the active session (a UUID)
+    newest_turn_id: int = 0  # its newest visible turn when the plan was read
     # The newest turns, as many as the largest context window of the providers can hold.
     turns: list[PromptTurn] = field(default_factory=list)
     # Older visible turns were left unread: the id of the oldest one read (else None).
@@ -101,12 +102,12 @@ def provider_chain(channel: Channel, params: dict[str, Any]) -> list[ProviderCon
 _FIRST_PAGE, _PAGE = 100, 500
 
 
-def recent_turns(session_id: Any, token_budget: int) -> tuple[list[PromptTurn], int | None]:
-    """The newest visible turns of a session, oldest first: enough to fill
-    ``token_budget`` (a prompt can hold no more), and at least one. Read newest-first a
-    page at a time, so a reply in a session of 100,000 turns reads what its context
-    window holds, not the whole session. Also returns the id of the oldest turn read
-    when older ones were left unread (None when the whole session was read)."""
+def recent_turns(session_id: Any, token_budget: int) -> tuple[list[tuple[int, str, str]], bool]:
+    """The newest visible turns of a session as (id, role, text), oldest first: enough
+    to fill ``token_budget`` (a prompt can hold no more), and at least one. Read
+    newest-first a page at a time, so a reply in a session of 100,000 turns reads what
+    its context window holds, not the whole session. Also says whether older turns were
+    left unread."""
     picked: list[tuple[int, str, str]] = []
     total = 0
     rows = Turn.objects.filter(session_id=session_id, hidden=False).order_by("-id")
@@ -120,11 +121,9 @@ def recent_turns(session_id: Any, token_budget: int) -> tuple[list[PromptTurn], 
             # once it exceeds the budget, the turns read hold all that can fit.
             total += estimate_tokens(row[2])
             if total > token_budget:
-                picked.reverse()
-                return [PromptTurn(role, text) for _, role, text in picked], picked[0][0]
+                return picked[::-1], True
         if len(page) < size:
-            picked.reverse()
-            return [PromptTurn(role, text) for _, role, text in picked], None
+            return picked[::-1], False
 
 
 def older_turn_count(session_id: Any, before_id: int) -> int:
@@ -133,52 +132,79 @@ def older_turn_count(session_id: Any, before_id: int) -> int:
     return Turn.objects.filter(session_id=session_id, hidden=False, id__lt=before_id).count()
 
 
-def start_generation(channel_id: int) -> Plan | None:
-    """Create the bot turn of a new generation, or None when there is nothing to answer."""
+def read_plan(channel_id: int) -> Plan | None:
+    """What the channel's next reply needs, read without writing anything (the model
+    request starts from it while ``open_turn`` writes the bot turn); None when there
+    is nothing to answer."""
+    channel = Channel.objects.filter(pk=channel_id).first()
+    if channel is None:
+        return None
+    session = channel.active_session
+    if session is None:
+        return None
+    framing = effective_framing(channel.framing)
+    params = effective_params(channel.params)
+    chain = provider_chain(channel, params)
+    budget = max(c.context_window for c in chain) - int(params["max_tokens"])
+    rows, unread = recent_turns(session.pk, max(budget, 1))
+    if not rows:
+        return None
+    last_user = next((text for _, role, text in reversed(rows) if role != Turn.Role.BOT), "")
+    return Plan(
+        channel_id=channel.pk,
+        channel_name=channel.name,
+        turn_id=0,
+        mode=channel.mode,
+        framing=framing,
+        params=params,
+        providers=chain,
+        session_id=session.pk,
+        newest_turn_id=rows[-1][0],
+        turns=[PromptTurn(role, text) for _, role, text in rows],
+        unread_before=rows[0][0] if unread else None,
+        last_user_text=last_user,
+    )
+
+
+def open_turn(plan: Plan) -> Plan | None:
+    """Create the plan's bot turn, first closing the replies a dead process left
+    unfinished (``plan.recovered``). None, writing nothing, when the conversation moved
+    on since the plan was read (a new turn, a reset): the caller reads it again."""
     with transaction.atomic():
-        channel = Channel.objects.select_for_update().filter(pk=channel_id).first()
+        channel = Channel.objects.select_for_update().filter(pk=plan.channel_id).first()
         if channel is None:
             return None
-        recovered = [
+        newest = (
+            Turn.objects.filter(session__channel=channel, session__status=Session.Status.ACTIVE, hidden=False)
+            .order_by("-id")
+            .values_list("session_id", "id")
+            .first()
+        )
+        if newest != (plan.session_id, plan.newest_turn_id):
+            return None
+        plan.recovered = [
             turn
             for stale in Turn.objects.filter(
                 session__channel=channel, role=Turn.Role.BOT, finish_reason__isnull=True
             )
             if (turn := close_as_error(stale.pk)) is not None
         ]
-        session = channel.active_session
-        if session is None:
-            return None
-        framing = effective_framing(channel.framing)
-        params = effective_params(channel.params)
-        chain = provider_chain(channel, params)
-        budget = max(c.context_window for c in chain) - int(params["max_tokens"])
-        turns, unread_before = recent_turns(session.pk, max(budget, 1))
-        if not turns:
-            return None
-        last_user = next((t for t in reversed(turns) if t.role != Turn.Role.BOT), None)
-        bot = Turn.objects.create(
-            session=session,
+        first = plan.providers[0]
+        plan.turn_id = Turn.objects.create(
+            session_id=plan.session_id,
             role=Turn.Role.BOT,
-            framing=framing,
-            params=params,
-            provider=chain[0].name,
-            model=chain[0].model_label,
-        )
-        return Plan(
-            channel_id=channel.pk,
-            channel_name=channel.name,
-            turn_id=bot.pk,
-            mode=channel.mode,
-            framing=framing,
-            params=params,
-            providers=chain,
-            session_id=session.pk,
-            turns=turns,
-            unread_before=unread_before,
-            last_user_text=last_user.text if last_user else "",
-            recovered=recovered,
-        )
+            framing=plan.framing,
+            params=plan.params,
+            provider=first.name,
+            model=first.model_label,
+        ).pk
+        return plan
+
+
+def start_generation(channel_id: int) -> Plan | None:
+    """``read_plan`` then ``open_turn``, one after the other."""
+    plan = read_plan(channel_id)
+    return open_turn(plan) if plan is not None else None
 
 
 def flush_partial(turn_id: int, text: str, reasoning: str) -> None:
