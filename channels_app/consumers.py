@@ -2,9 +2,10 @@
 
 It parses frames, checks who may do what, calls one service, and sends the answer.
 Broadcast events do not pass through Channels' per-consumer dispatch: the process's
-fan-out hub (fanout.py) hands each pre-encoded frame to ``push``, which queues it for
-this socket's writer task. The queue is bounded: a client too slow to keep up is
-resynchronised with a fresh ``history`` instead of stalling everyone else.
+fan-out hub (fanout.py) hands each pre-encoded frame to ``push``, which writes it to the
+socket at once when it can (direct_send.py) or queues it for this socket's writer task.
+The queue is bounded: a client too slow to keep up is resynchronised with a fresh
+``history`` instead of stalling everyone else.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import orjson
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
+from channels_app import direct_send
 from channels_app.auth import login_still_valid
 from chat import permissions, selectors, services
 from chat.errors import UNAVAILABLE, ServiceError, unavailable_error
@@ -95,6 +97,9 @@ class ChannelConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # an untyp
         self.closing = False
         self.writer: asyncio.Task[None] | None = None
         self.checker: asyncio.Task[None] | None = None
+        # Set while the writer has frames in hand: broadcast frames then queue behind them.
+        self.sending = False
+        self.direct: Any | None = None  # see channels_app/direct_send.py
 
         query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
         self.is_watcher = query.get("watch", ["0"])[0] in ("1", "true", "yes")
@@ -112,6 +117,8 @@ class ChannelConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # an untyp
         self.user_id = user.pk if user and user.is_authenticated else None
         self.room = await get_hub().join(channel.pk, channel.name, self)
         await self._send_history()
+        # The history went out, so the handshake is complete (see direct_socket).
+        self.direct = direct_send.direct_socket(self.scope.get("raw_send"))
         self.writer = asyncio.create_task(self._write())
         if self.user_id is not None:
             self.checker = asyncio.create_task(self._check_login())
@@ -137,6 +144,9 @@ class ChannelConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # an untyp
             return
         if self.resync_pending:
             return  # the coming history or replay covers it
+        idle = self.direct is not None and not self.sending and self.queue.empty()
+        if idle and direct_send.write_now(self.direct, frame):
+            return
         if self.queue.qsize() >= settings.SEND_QUEUE_FRAMES:
             while not self.queue.empty():
                 self.queue.get_nowait()
@@ -167,6 +177,7 @@ class ChannelConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # an untyp
         try:
             while True:
                 kind, payload = await queue.get()
+                self.sending = True
                 while True:
                     if kind == "resync":
                         await self._resync(due=payload == "due")
@@ -175,6 +186,7 @@ class ChannelConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # an untyp
                     if queue.empty():
                         break
                     kind, payload = queue.get_nowait()
+                self.sending = False
         except asyncio.CancelledError:
             raise
         except (RuntimeError, OSError) as exc:
