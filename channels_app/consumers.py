@@ -89,16 +89,18 @@ class ChannelConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # an untyp
     async def connect(self) -> None:
         # Frames to write, or a resync order: ("resync", since) sends a replay after
         # ``since`` (or a full history when since is None or no longer kept).
-        self.queue: asyncio.Queue[tuple[Any, str | int | None]] = asyncio.Queue()
+        # A plain deque drained by a writer task that runs only while it holds frames:
+        # an idle socket (most watchers, whose frames usually go out directly) keeps
+        # neither a waiting task nor an asyncio.Queue (~4 KiB each way).
+        self.queue: deque[tuple[Any, str | int | None]] = deque()
         self.ready = False
         self.early: list[tuple[int | None, str]] = []
         self.resync_pending = False
         self.turn_requests: deque[float] = deque()  # when the last get_turn were answered
         self.closing = False
+        # Runs while frames wait in ``queue``; broadcast frames then queue behind them.
         self.writer: asyncio.Task[None] | None = None
         self.checker: asyncio.Task[None] | None = None
-        # Set while the writer has frames in hand: broadcast frames then queue behind them.
-        self.sending = False
         self.direct: Any | None = None  # see channels_app/direct_send.py
 
         query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
@@ -119,7 +121,6 @@ class ChannelConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # an untyp
         await self._send_history()
         # The history went out, so the handshake is complete (see direct_socket).
         self.direct = direct_send.direct_socket(self.scope.get("raw_send"))
-        self.writer = asyncio.create_task(self._write())
         if self.user_id is not None:
             self.checker = asyncio.create_task(self._check_login())
 
@@ -144,15 +145,14 @@ class ChannelConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # an untyp
             return
         if self.resync_pending:
             return  # the coming history or replay covers it
-        idle = self.direct is not None and not self.sending and self.queue.empty()
+        idle = self.direct is not None and self.writer is None
         if idle and direct_send.write_now(self.direct, frame):
             return
-        if self.queue.qsize() >= settings.SEND_QUEUE_FRAMES:
-            while not self.queue.empty():
-                self.queue.get_nowait()
+        if len(self.queue) >= settings.SEND_QUEUE_FRAMES:
+            self.queue.clear()
             self.request_resync(None)
             return
-        self.queue.put_nowait((seq, frame))
+        self._enqueue((seq, frame))
 
     def request_resync(self, since: int | None) -> None:
         """Have the writer send a replay after ``since`` or a full history, in order;
@@ -164,29 +164,31 @@ class ChannelConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # an untyp
                 self.resync_since = None if since is None else min(self.resync_since, since)
             return
         self.resync_pending, self.resync_since = True, since
-        self.queue.put_nowait(("resync", since))
+        self._enqueue(("resync", since))
 
     def send_event(self, event: Mapping[str, Any]) -> None:
         """A frame for this socket only (error, pong), in order with the events."""
-        self.queue.put_nowait((None, orjson.dumps(event).decode()))
+        self._enqueue((None, orjson.dumps(event).decode()))
+
+    def _enqueue(self, item: tuple[Any, str | int | None]) -> None:
+        self.queue.append(item)
+        if self.writer is None:
+            self.writer = asyncio.get_running_loop().create_task(self._write())
 
     async def _write(self) -> None:
-        """The socket's one writer: frames go out in queue order."""
+        """The socket's one writer: frames go out in queue order. It ends when the queue
+        is empty (``_enqueue`` starts another); nothing runs between its last look at
+        the queue and its end, so no frame is left behind."""
         send = self.scope.get("raw_send") or self.base_send
         queue = self.queue
         try:
-            while True:
-                kind, payload = await queue.get()
-                self.sending = True
-                while True:
-                    if kind == "resync":
-                        await self._resync(due=payload == "due")
-                    else:
-                        await send({"type": "websocket.send", "text": payload})
-                    if queue.empty():
-                        break
-                    kind, payload = queue.get_nowait()
-                self.sending = False
+            while queue:
+                kind, payload = queue.popleft()
+                if kind == "resync":
+                    await self._resync(due=payload == "due")
+                else:
+                    await send({"type": "websocket.send", "text": payload})
+            self.writer = None
         except asyncio.CancelledError:
             raise
         except (RuntimeError, OSError) as exc:
@@ -221,7 +223,7 @@ class ChannelConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # an untyp
     def _resync_due(self) -> None:
         self.resync_timer = None
         if not self.closing:
-            self.queue.put_nowait(("resync", "due"))
+            self._enqueue(("resync", "due"))
 
     async def _send_history(self, since: int | None = None, replay: list[str] | None = None) -> None:
         """Send what the client lacks: ``replay`` (the events after ``since``), or a full
@@ -237,7 +239,7 @@ class ChannelConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # an untyp
         early, self.early = self.early, []
         for seq, frame in early:
             if seq is None or seq > sent.seq:
-                self.queue.put_nowait((seq, frame))
+                self._enqueue((seq, frame))
         self.ready = True
 
     def close_with(self, code: int) -> None:
