@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
+from django import db
 from django.conf import settings
 from django.http import StreamingHttpResponse
 from rest_framework.renderers import BaseRenderer
@@ -54,7 +55,15 @@ def sse(frame: str, seq: int | None) -> bytes:
     return f"{head}event: {event_type(frame)}\ndata: {frame}\n\n".encode()
 
 
+def release_db_connection() -> None:
+    """Hand the request thread's database connection back (to the pool, on PostgreSQL)
+    before a response that lasts: Django would keep it until the response closes, and a
+    few dozen open event streams would hold every pooled connection of the process."""
+    db.connection.close()
+
+
 def stream_response(body: AsyncIterator[bytes]) -> StreamingHttpResponse:
+    release_db_connection()  # the stream reads no rows in this thread any more
     response = StreamingHttpResponse(body, content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"

@@ -32,6 +32,7 @@ from chat.api.streams import (
     await_reply,
     follow_channel,
     follow_exchange,
+    release_db_connection,
     stream_response,
 )
 from chat.errors import UNAVAILABLE, ServiceError
@@ -285,6 +286,7 @@ class MessagesView(StreamingView):
         if wants_stream(request):
             return stream_response(follow_exchange(channel, feed, after, turn.pk))  # type: ignore[return-value]
         try:
+            release_db_connection()  # held for the wait, it would be a pooled one lost
             bot_id = async_to_sync(await_reply)(channel, feed, after, turn.pk, settings.SYNC_REPLY_TIMEOUT)
         except UNAVAILABLE:  # the message is saved: never answer as if nothing changed
             bot_id = None

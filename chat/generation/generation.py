@@ -149,8 +149,7 @@ class Generation:
                 break
             # The conversation moved on while the plan was read: start over from it.
             streamer.cancel()
-            with contextlib.suppress(asyncio.CancelledError, ProviderError):
-                await streamer
+            await asyncio.wait({streamer})  # unlike awaiting it, never raises its end
             self._forget_reply()
         self.plan = plan
         try:
@@ -230,6 +229,9 @@ class Generation:
                     log.warning("provider %s failed (attempt %s): %s", config.name, attempt, exc)
                     if not exc.retryable:
                         break
+                except Exception as exc:  # a provider's bug still ends the reply properly
+                    log.exception("provider %s failed unexpectedly", config.name)
+                    return Outcome("error", error=f"{config.name}: {type(exc).__name__}")
         return Outcome("error", error=str(error) if error else "no provider")
 
     async def _consume(

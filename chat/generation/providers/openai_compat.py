@@ -37,7 +37,11 @@ class OpenAICompatProvider(ModelProvider):
         # per server and event loop.
         return cached_client(
             ("openai", self.config.base_url),
-            lambda: httpx.AsyncClient(timeout=httpx.Timeout(settings.PROVIDER_TIMEOUT, connect=5.0)),
+            lambda: httpx.AsyncClient(
+                timeout=httpx.Timeout(settings.PROVIDER_TIMEOUT, connect=5.0),
+                # As many replies at once as the SDK allowed (httpx's default is 100).
+                limits=httpx.Limits(max_connections=1000, max_keepalive_connections=100),
+            ),
         )
 
     def _body(self, request: GenerationRequest) -> dict[str, Any]:
@@ -82,34 +86,36 @@ class OpenAICompatProvider(ModelProvider):
             ) as response:
                 if response.status_code >= 400:
                     raise http_failure(response.status_code, f"{name}: HTTP {response.status_code}")
-                async for line in response.aiter_lines():
-                    if not line.startswith("data:"):
-                        continue  # blank separators, comments, "event:" lines
-                    data = line[5:].strip()
+                async for data in _events(response, name):
                     if data == "[DONE]":
                         break
                     chunk = orjson.loads(data)
                     if not isinstance(chunk, dict):
-                        raise ProviderError(f"{name}: the stream sent something other than an object")
+                        raise _malformed(name, "a chunk that is not an object")
                     if chunk.get("error"):
                         raise ProviderError(f"{name}: {_error_text(chunk['error'])}", retryable=False)
                     usage = chunk.get("usage")
                     if isinstance(usage, dict):
-                        finish.prompt_tokens = usage.get("prompt_tokens")
-                        finish.completion_tokens = usage.get("completion_tokens")
-                    for choice in chunk.get("choices") or ():
-                        text, reasoning = _choice_text(choice, completion)
+                        finish.prompt_tokens = _count(usage.get("prompt_tokens"))
+                        finish.completion_tokens = _count(usage.get("completion_tokens"))
+                    choices = chunk.get("choices") or []
+                    if not isinstance(choices, list):
+                        raise _malformed(name, "choices that are not a list")
+                    for choice in choices:
+                        text, reasoning, reason = _choice(choice, completion, name)
                         if text or reasoning:
                             yield Delta(text=text, reasoning=reasoning)
-                        if choice.get("finish_reason"):
+                        if reason:
                             finished = True
-                            finish.reason = _FINISH.get(choice["finish_reason"], "stop")
+                            finish.reason = _FINISH.get(reason, "stop")
         except httpx.TimeoutException as exc:
             raise ProviderError(f"{name}: timed out", retryable=True) from exc
         except httpx.TransportError as exc:  # refused, reset, cut off mid-stream
             raise ProviderError(f"{name}: connection failed", retryable=True) from exc
+        except httpx.HTTPError as exc:  # a body it cannot decode, a bad redirect…
+            raise ProviderError(f"{name}: {type(exc).__name__}", retryable=False) from exc
         except orjson.JSONDecodeError as exc:
-            raise ProviderError(f"{name}: the stream is not valid JSON", retryable=False) from exc
+            raise _malformed(name, "a chunk that is not JSON") from exc
         if not finished:
             # Servers end every stream with a finish_reason; without one the connection
             # was cut short.
@@ -117,13 +123,58 @@ class OpenAICompatProvider(ModelProvider):
         yield finish
 
 
-def _choice_text(choice: dict[str, Any], completion: bool) -> tuple[str, str]:
-    """(text, reasoning) of one streamed choice; reasoning servers name it either way."""
+# An event's data larger than this is not a token: the server is not speaking the format.
+MAX_EVENT_BYTES = 1 << 20
+
+
+async def _events(response: httpx.Response, name: str) -> AsyncIterator[str]:
+    """The data of each server-sent event: its ``data:`` lines joined by newlines, as the
+    SSE format says, sent when the blank line that ends the event arrives."""
+    lines: list[str] = []
+    size = 0
+    async for line in response.aiter_lines():
+        if not line:
+            if lines:
+                yield "\n".join(lines)
+                lines, size = [], 0
+            continue
+        if line.startswith("data:"):
+            data = line[5:]
+            lines.append(data[1:] if data.startswith(" ") else data)
+            size += len(data)
+            if size > MAX_EVENT_BYTES:
+                raise _malformed(name, "an event over 1 MiB")
+        # Other fields (event:, id:, retry:) and comments (":…") carry nothing we use.
+    if lines:
+        yield "\n".join(lines)
+
+
+def _choice(choice: Any, completion: bool, name: str) -> tuple[str, str, str]:
+    """(text, reasoning, finish reason or "") of one streamed choice; reasoning servers
+    name it either way. A shape the format does not allow is a ProviderError."""
+    if not isinstance(choice, dict):
+        raise _malformed(name, "a choice that is not an object")
     if completion:
-        return choice.get("text") or "", ""
-    delta = choice.get("delta") or {}
-    reasoning = delta.get("reasoning_content") or delta.get("reasoning") or ""
-    return delta.get("content") or "", reasoning
+        text, reasoning = choice.get("text") or "", ""
+    else:
+        delta = choice.get("delta") or {}
+        if not isinstance(delta, dict):
+            raise _malformed(name, "a delta that is not an object")
+        text = delta.get("content") or ""
+        reasoning = delta.get("reasoning_content") or delta.get("reasoning") or ""
+    reason = choice.get("finish_reason") or ""
+    if not all(isinstance(value, str) for value in (text, reasoning, reason)):
+        raise _malformed(name, "text or a finish reason that is not a string")
+    return text, reasoning, reason
+
+
+def _count(value: Any) -> int | None:
+    """A token count as reported, or None (then estimated) when it is not a count."""
+    return value if type(value) is int and value >= 0 else None
+
+
+def _malformed(name: str, what: str) -> ProviderError:
+    return ProviderError(f"{name}: the stream sent {what}", retryable=False)
 
 
 def _error_text(error: Any) -> str:
