@@ -168,6 +168,11 @@ class Session(models.Model):
     status = models.CharField(max_length=10, choices=Status.choices, default="active")
     prompt_tokens = models.PositiveBigIntegerField(default=0)
     completion_tokens = models.PositiveBigIntegerField(default=0)
+    # Kept by the database itself (triggers on chat_turn: chat/turn_counts.py), whoever adds,
+    # hides, unhides or deletes a turn and however (a queryset update, a cascade): lists
+    # show it without counting a session's turns on every read. Django never writes it
+    # after the insert (save() below).
+    visible_turns = models.IntegerField(default=0, editable=False, help_text="Turns not hidden.")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     archived_at = models.DateTimeField(null=True, blank=True)
@@ -186,6 +191,18 @@ class Session(models.Model):
 
     def __str__(self) -> str:
         return f"{self.channel.name} · {str(self.id)[:8]}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        # An instance read before turns came or went holds an older count than the row:
+        # an update writes every field but that one.
+        if (
+            not (self._state.adding or args or kwargs.get("force_insert"))
+            and kwargs.get("update_fields") is None
+        ):
+            kwargs["update_fields"] = [
+                f.name for f in self._meta.concrete_fields if not f.primary_key and f.name != "visible_turns"
+            ]
+        super().save(*args, **kwargs)
 
 
 class Turn(models.Model):

@@ -9,7 +9,8 @@ import redis
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
-from django.db.models import Count, Q, QuerySet
+from django.db.models import OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 
 from chat import limits, permissions
 from chat.framing import effective_framing, effective_params
@@ -68,7 +69,8 @@ def reply_to(turn: Turn) -> Turn | None:
 
 
 def visible_turn_count(session: Session | None) -> int:
-    return session.turns.filter(hidden=False).count() if session else 0
+    """As kept beside the session (read with it), not counted."""
+    return session.visible_turns if session else 0
 
 
 def members(channel: Channel) -> list[Membership]:
@@ -93,19 +95,31 @@ def has_api_token(user: Any) -> bool:
 
 
 def visible_channels(user: Any) -> QuerySet[Channel]:
-    """Public channels, the ones the user belongs to; all of them for moderators."""
+    """Public channels, the ones the user belongs to; all of them for moderators. Each
+    with ``turn_count``: the visible turns of its active session, as kept beside the
+    session (Session.visible_turns), so that a list reads no turn, however long the
+    history."""
     channels = Channel.objects.all()
     if not permissions.is_moderator(user):
         scope = Q(visibility=Channel.Visibility.PUBLIC)
         if user and user.is_authenticated:
-            scope |= Q(owner=user) | Q(memberships__user=user)
-        channels = channels.filter(scope).distinct()
-    return channels.annotate(
-        turn_count=Count(
-            "sessions__turns",
-            filter=Q(sessions__status=Session.Status.ACTIVE, sessions__turns__hidden=False),
-        )
-    ).order_by("name")
+            # A subquery, not a join: a join would repeat each channel once per member.
+            member_of = Membership.objects.filter(user=user).values("channel_id")
+            scope |= Q(owner=user) | Q(pk__in=member_of)
+        channels = channels.filter(scope)
+    active = Session.objects.filter(channel=OuterRef("pk"), status=Session.Status.ACTIVE)
+    turn_count = Coalesce(Subquery(active.values("visible_turns")[:1]), 0)
+    return channels.annotate(turn_count=turn_count).order_by("name")
+
+
+# What a channel list shows of each channel (ChannelsView, channel_summary): not the
+# framing and params, whose preamble alone may be 20,000 characters a channel.
+LISTED_FIELDS = ("name", "title", "owner_id", "visibility", "locked", "watch_key")
+
+
+def listed_channels(user: Any, *, offset: int, limit: int) -> list[Channel]:
+    """A page of :func:`visible_channels` with only the fields a list shows, in one query."""
+    return list(visible_channels(user).only(*LISTED_FIELDS)[offset : offset + limit])
 
 
 def history_state(channel: Channel, *, limit: int = HISTORY_TURNS) -> dict[str, Any]:
@@ -183,14 +197,10 @@ def session_for(user: Any, session_id: Any) -> Session | None:
     """A session, if the user may see its channel: access to a session is access to
     its channel, whoever started it."""
     try:
-        session = (
-            Session.objects.select_related("channel", "channel__owner", "started_by")
-            .filter(pk=session_id)
-            .first()
-        )
-    except (ValueError, TypeError, ValidationError):
+        session = Session.objects.select_related("channel", "started_by").get(pk=session_id)
+    except (Session.DoesNotExist, ValueError, TypeError, ValidationError):
         return None
-    if session is None or not permissions.can_view(user, session.channel):
+    if not permissions.can_view(user, session.channel):
         return None
     return session
 
@@ -219,11 +229,12 @@ def session_to_dict(session: Session) -> dict[str, Any]:
     }
 
 
-def watch_path(user: Any, channel: Channel) -> str:
+def watch_path(user: Any, channel: Channel, *, visible: bool = False) -> str:
     """The channel's watch link. A private channel's carries the key, shown only to
-    those who may see the channel anyway (and so may share it)."""
+    those who may see the channel anyway (and so may share it). ``visible``: the user is
+    known to see it (a row of :func:`visible_channels`), no need to ask again."""
     path = f"/watch/{channel.name}"
-    if not channel.is_public and permissions.can_view(user, channel):
+    if not channel.is_public and (visible or permissions.can_view(user, channel)):
         path += f"?key={channel.watch_key}"
     return path
 
@@ -234,7 +245,8 @@ def generating_flags(channels: list[Channel]) -> list[bool]:
     committed, which must not turn that answer into a failure."""
     if not channels:
         return []
-    pipe = store.sync_redis().pipeline()
+    # One round trip, and no MULTI: nothing here needs to be atomic.
+    pipe = store.sync_redis().pipeline(transaction=False)
     for channel in channels:
         pipe.exists(store.key(channel.pk, "lock"))
     try:

@@ -77,6 +77,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
+    # Last: the whole chain runs in the request's thread (chatsite/middleware.py says why).
+    "chatsite.middleware.SyncMiddlewareChain",
 ]
 
 # No inline script anywhere, no outside host for anything: model and user text cannot

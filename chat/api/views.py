@@ -32,7 +32,6 @@ from chat.api.streams import (
     await_reply,
     follow_channel,
     follow_exchange,
-    release_db_connection,
     stream_response,
 )
 from chat.errors import UNAVAILABLE, ServiceError
@@ -100,11 +99,15 @@ def session_or_404(request: Request, session_id: str) -> Session:
     return session
 
 
-def watch_url(request: Request, channel: Channel) -> str:
-    return request.build_absolute_uri(selectors.watch_path(request.user, channel))
+def watch_url(request: Request, channel: Channel, *, visible: bool = False) -> str:
+    return request.build_absolute_uri(selectors.watch_path(request.user, channel, visible=visible))
 
 
-def channel_summary(request: Request, channel: Channel, generating: bool) -> dict[str, Any]:
+def channel_summary(
+    request: Request, channel: Channel, generating: bool, *, listed: bool = False
+) -> dict[str, Any]:
+    """A channel as lists show it; ``listed``: a row of selectors.visible_channels (so the
+    caller may see it, and its turn count came with it)."""
     return {
         "name": channel.name,
         "title": channel.title,
@@ -113,7 +116,7 @@ def channel_summary(request: Request, channel: Channel, generating: bool) -> dic
         "locked": channel.locked,
         "generating": generating,
         "chat_url": request.build_absolute_uri(f"/channel/{channel.name}"),
-        "watch_url": watch_url(request, channel),
+        "watch_url": watch_url(request, channel, visible=listed),
     }
 
 
@@ -143,14 +146,17 @@ class ChannelsView(APIView):
     def get(self, request: Request) -> Response:
         """The channels the caller may see."""
         page = query_int(request, "page", default=1, low=1, high=MAX_PAGE)
-        rows = list(selectors.visible_channels(request.user)[(page - 1) * PAGE_SIZE : page * PAGE_SIZE + 1])
+        # One query and one Redis round trip, however many rows (tests/test_rest_queries.py).
+        rows = selectors.listed_channels(request.user, offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE + 1)
         more = len(rows) > PAGE_SIZE
         rows = rows[:PAGE_SIZE]
         flags = selectors.generating_flags(rows)
         next_url = request.build_absolute_uri(f"/api/channels?page={page + 1}") if more else None
         return Response(
             {
-                "channels": [channel_summary(request, c, g) for c, g in zip(rows, flags, strict=True)],
+                "channels": [
+                    channel_summary(request, c, g, listed=True) for c, g in zip(rows, flags, strict=True)
+                ],
                 "next": next_url,
             }
         )
@@ -286,7 +292,6 @@ class MessagesView(StreamingView):
         if wants_stream(request):
             return stream_response(follow_exchange(channel, feed, after, turn.pk))  # type: ignore[return-value]
         try:
-            release_db_connection()  # held for the wait, it would be a pooled one lost
             bot_id = async_to_sync(await_reply)(channel, feed, after, turn.pk, settings.SYNC_REPLY_TIMEOUT)
         except UNAVAILABLE:  # the message is saved: never answer as if nothing changed
             bot_id = None
