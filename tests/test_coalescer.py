@@ -16,7 +16,8 @@ async def collect(outbox: Coalescer, sent: list[tuple[float, str]]) -> None:
 
 async def test_a_slow_stream_goes_out_token_by_token_without_waiting():
     window = 0.05
-    outbox, sent = Coalescer(window), []
+    outbox = Coalescer(window)
+    sent: list[tuple[float, str]] = []
     drain = asyncio.create_task(collect(outbox, sent))
     added = []
     for piece in ("a", "b", "c"):
@@ -33,7 +34,8 @@ async def test_a_slow_stream_goes_out_token_by_token_without_waiting():
 
 async def test_a_burst_after_a_send_is_merged_into_one_event():
     window = 0.05
-    outbox, sent = Coalescer(window), []
+    outbox = Coalescer(window)
+    sent: list[tuple[float, str]] = []
     drain = asyncio.create_task(collect(outbox, sent))
     outbox.add(text="first")
     await asyncio.sleep(0)  # the first piece goes out at once
