@@ -1,6 +1,10 @@
 """The reference: a bare asyncio WebSocket broadcaster (the `websockets` library) that
-relays the stub model's stream to every connected client, encoding each event once and
-writing it to every socket with ``broadcast``. The figure every result is divided by."""
+relays the stub model's stream to every client watching, encoding each event once and
+writing it to every socket with ``broadcast``. The figure every result is divided by.
+
+``/watch/<channel>`` watches a channel; a message ``{"model": …}`` on ``/chat/<channel>``
+starts a generation there. ``/watch`` and ``/chat`` are the channel "".
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,8 @@ import orjson
 import websockets
 from websockets.asyncio.server import ServerConnection, broadcast, serve
 
-clients: set[ServerConnection] = set()
+# Each channel's watchers.
+watchers: dict[str, set[ServerConnection]] = {}
 
 
 async def stream_tokens(stub_port: int, model: str) -> AsyncIterator[str]:
@@ -39,7 +44,11 @@ async def stream_tokens(stub_port: int, model: str) -> AsyncIterator[str]:
 
 
 async def handler(ws: ServerConnection, stub_port: int) -> None:
-    clients.add(ws)
+    assert ws.request is not None
+    kind, _, channel = ws.request.path.lstrip("/").partition("/")
+    clients = watchers.setdefault(channel, set())
+    if kind == "watch":
+        clients.add(ws)
     try:
         async for message in ws:
             model = json.loads(message)["model"]

@@ -16,6 +16,7 @@ import contextlib
 import json
 import os
 import platform
+import re
 import secrets
 import signal
 import subprocess
@@ -23,7 +24,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -140,6 +141,12 @@ def cpu_seconds(processes: list[subprocess.Popen[bytes]]) -> float:
     return over_trees(processes, busy)
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds all the machine's cores have been busy (not idle or waiting)."""
+    times = psutil.cpu_times()
+    return float(sum(getattr(times, name, 0.0) for name in ("user", "nice", "system", "irq", "softirq")))
+
+
 def rss_bytes(processes: list[subprocess.Popen[bytes]]) -> int:
     return int(over_trees(processes, lambda p: p.memory_info().rss))
 
@@ -147,10 +154,18 @@ def rss_bytes(processes: list[subprocess.Popen[bytes]]) -> int:
 # --- one broadcast, measured --------------------------------------------------------------
 
 
+# One stub token in a token frame's data: " <index>:<ns when emitted>" (stub_model.py).
+TOKEN_PIECE = re.compile(rb" (\d+):(\d+)")
+
+
 class Watcher:
     """Records which stub tokens arrived and how late."""
 
-    def __init__(self, ready_now: bool = False) -> None:
+    # When any watcher last got a frame (monotonic ns): see settle().
+    last_frame_ns = 0
+
+    def __init__(self, ready_now: bool = False, timed: bool = True) -> None:
+        self.timed = timed  # False: which tokens came, not when (a lazy reader's times are its own)
         self.latencies_ms: list[float] = []
         self.indices: set[int] = set()
         self.ready = asyncio.get_running_loop().create_future()
@@ -158,8 +173,16 @@ class Watcher:
             self.ready.set_result(True)
         self.done = asyncio.get_running_loop().create_future()
         self.first_token_ns: int | None = None
+        self.since_ns = 0  # tokens emitted before this are a previous run's, not counted
+
+    def reset(self, since_ns: int) -> None:
+        """Ready for another generation: only tokens emitted from ``since_ns`` count."""
+        self.latencies_ms, self.indices, self.first_token_ns = [], set(), None
+        self.done = asyncio.get_running_loop().create_future()
+        self.since_ns = since_ns
 
     def on_message(self, text: str, now: int) -> None:
+        Watcher.last_frame_ns = now
         if '"token"' in text:
             event = orjson.loads(text)
             if event["type"] == "token":
@@ -167,20 +190,46 @@ class Watcher:
                     self.first_token_ns = now
                 for piece in event["data"].split():
                     index, emitted = piece.split(":")
-                    self.indices.add(int(index))
-                    self.latencies_ms.append((now - int(emitted)) / 1e6)
+                    if int(emitted) >= self.since_ns:
+                        self.indices.add(int(index))
+                        if self.timed:
+                            self.latencies_ms.append((now - int(emitted)) / 1e6)
                 return
         if '"history"' in text and not self.ready.done():
             self.ready.set_result(True)
         elif '"done"' in text and not self.done.done() and orjson.loads(text)["type"] == "done":
             self.done.set_result(True)
 
+    def on_batch(self, texts: list[bytes], now: int) -> None:
+        """A lazy reader's messages (wsclient.py): which tokens came, from the token
+        frames at once, without decoding each; not timed."""
+        Watcher.last_frame_ns = now
+        tokens = b"".join(text for text in texts if b'"type":"token"' in text)
+        for index, emitted in TOKEN_PIECE.findall(tokens):
+            if int(emitted) >= self.since_ns:
+                self.indices.add(int(index))
+        for text in texts:
+            if b'"type":"done"' in text and not self.done.done():
+                self.done.set_result(True)
+            elif b'"history"' in text and not self.ready.done():
+                self.ready.set_result(True)
+
+
+async def settle(quiet_s: float, longest_s: float = 10.0) -> None:
+    """Until no watcher has had a frame for ``quiet_s`` (a run that fell behind may
+    still be draining), or ``longest_s``."""
+    deadline = time.monotonic() + longest_s
+    while time.monotonic() < deadline:
+        if time.monotonic_ns() - Watcher.last_frame_ns >= quiet_s * 1e9:
+            return
+        await asyncio.sleep(0.1)
+
 
 async def open_watchers(targets: list[tuple[int, str]], count: int) -> tuple[list[Watcher], list[WSClient]]:
     watchers, clients = [], []
     for i in range(count):
         port, path = targets[i % len(targets)]
-        watcher = Watcher(ready_now=path == "/watch")
+        watcher = Watcher(ready_now=path.startswith("/watch"))
         clients.append(await connect("127.0.0.1", port, path, watcher.on_message))
         watchers.append(watcher)
         if i % 50 == 49:
@@ -222,18 +271,21 @@ class Target:
     def __init__(self, stack: Stack, kind: str, ports: list[int], processes: list[subprocess.Popen[bytes]]):
         self.stack, self.kind, self.ports, self.processes = stack, kind, ports, processes
         self.chat: WSClient | None = None
-        self.first_token = None
+
+    def watch_path(self, channel: str) -> str:
+        return f"/watch/{channel}" if self.kind == "reference" else f"/ws/{channel}?watch=1"
 
     def watch_targets(self, channel: str) -> list[tuple[int, str]]:
-        path = "/watch" if self.kind == "reference" else f"/ws/{channel}?watch=1"
-        return [(port, path) for port in self.ports]
+        return [(port, self.watch_path(channel)) for port in self.ports]
 
-    async def trigger(self, channel: str, model: str) -> None:
-        """Start a generation of ``model`` in the channel, from a chat client on port 0."""
+    async def trigger(self, channel: str, model: str, process: int = 0) -> None:
+        """Start a generation of ``model`` in the channel, from a chat client on the
+        ``process``-th port (kept in ``self.chat`` until the caller closes it)."""
+        port = self.ports[process]
         if self.kind == "reference":
-            client = await connect("127.0.0.1", self.ports[0], "/chat", lambda t, n: None)
+            client = await connect("127.0.0.1", port, f"/chat/{channel}", lambda t, n: None)
             client.send_text(json.dumps({"model": model}))
-            self._reference_chat = client
+            self.chat = client
             return
         headers = {"Authorization": f"Bearer {self.stack.tokens[0]}"}
         ready = asyncio.get_running_loop().create_future()
@@ -242,7 +294,7 @@ class Target:
             if not ready.done() and '"history"' in text:
                 ready.set_result(True)
 
-        client = await connect("127.0.0.1", self.ports[0], f"/ws/{channel}", on_message, headers)
+        client = await connect("127.0.0.1", port, f"/ws/{channel}", on_message, headers)
         await ready
         client.send_text(json.dumps({"type": "message", "text": "go", "params": {"model": model}}))
         self.chat = client
@@ -382,39 +434,170 @@ async def measure_ttft(stub_port: int, probes: dict[str, Probe], runs: int) -> d
     return {name: overhead(values, direct) for name, values in times.items()}
 
 
-async def holds_rate(target: Target, channel: str, watchers_n: int, rate: float, seconds: float) -> bool:
-    """Whether ``watchers_n`` watchers get ``rate`` tokens/s for ``seconds`` with no
-    loss and p99 < 250 ms."""
-    result = await run_fanout(target, channel, watchers_n, rate, max(int(rate * seconds), 5))
+class WatcherPool:
+    """Watchers of ``channels`` on ``target``, kept open from one trial of a search to
+    the next: each trial opens or closes only the difference. Watcher i watches channel
+    i mod K, on process (i div K) mod P, so that every process serves every channel and
+    the processes share the watchers round-robin. One group of K × P watchers in
+    ``timed_every`` reads promptly and is timed; the others read lazily (wsclient.py),
+    which roughly halves the client's CPU per frame, and count only what they got."""
+
+    def __init__(self, target: Target, channels: list[str], timed_every: int, lazy_s: float) -> None:
+        self.target, self.channels = target, channels
+        self.timed_every, self.lazy_s = timed_every, lazy_s
+        self.watchers: list[Watcher] = []
+        self.clients: list[WSClient] = []
+
+    async def open(self, i: int) -> tuple[Watcher, WSClient]:
+        ports, k = self.target.ports, len(self.channels)
+        path = self.target.watch_path(self.channels[i % k])
+        timed = i // (k * len(ports)) % self.timed_every == 0
+        watcher = Watcher(ready_now=self.target.kind == "reference", timed=timed)
+        port = ports[i // k % len(ports)]
+        if timed:
+            return watcher, await connect("127.0.0.1", port, path, watcher.on_message)
+        lazy_s, on_batch = self.lazy_s, watcher.on_batch
+        return watcher, await connect("127.0.0.1", port, path, watcher.on_message, None, lazy_s, on_batch)
+
+    async def resize(self, n: int) -> bool:
+        """Opens or closes watchers until there are ``n``; whether any were opened."""
+        opened = len(self.watchers) < n
+        while len(self.watchers) > n:
+            self.watchers.pop()
+            self.clients.pop().close()
+        while len(self.watchers) < n:  # fifty handshakes at a time
+            batch = range(len(self.watchers), min(n, len(self.watchers) + 50))
+            for watcher, client in await asyncio.gather(*(self.open(i) for i in batch)):
+                self.watchers.append(watcher)
+                self.clients.append(client)
+        await asyncio.wait_for(asyncio.gather(*(w.ready for w in self.watchers if not w.ready.done())), 120)
+        return opened
+
+
+@dataclass
+class Capacity:
+    """The delivery capacity scenario's parameters (sizes()["capacity"])."""
+
+    # Generating at once, each at ``rate``: several, so that the load is several events
+    # every token interval rather than one burst, and the generations (each runs in the
+    # process it was posted to) are spread over the processes.
+    channels: int
+    rate: float  # tokens/s per channel
+    seconds: float  # per trial
+    p99_ms: float  # the latency bound: a trial holds if p99 ≤ this and nothing is lost
+    start: int  # watchers in the first trial; doubled until a trial fails
+    cap: int  # watchers never tried above this
+    refine: int  # geometric halvings between the last held and the first failed
+    timed_every: int  # one group of watchers (one per channel and process) in this many is timed
+    lazy_s: float  # how often the others read their sockets (wsclient.py)
+    retry_below: float  # a size failed with p99 under this many times the bound is tried again
+
+
+async def loop_lag(lags: list[float], every_s: float = 0.005) -> None:
+    """Until cancelled, how late (ms) this client's event loop wakes from a short sleep:
+    a frame that reaches a busy client waits about as long before it is read, so this
+    is the client's own share of the latencies it measures."""
+    while True:
+        began = time.monotonic()
+        await asyncio.sleep(every_s)
+        lags.append((time.monotonic() - began - every_s) * 1000)
+
+
+async def capacity_trial(target: Target, pool: WatcherPool, n: int, cap: Capacity) -> dict[str, Any]:
+    """``n`` watchers, every channel generating ``cap.seconds`` of tokens at
+    ``cap.rate``: emit → receive latency, loss, and the CPU of the servers, of this
+    benchmark client and of the whole machine (% of one core) over the generation."""
+    if await pool.resize(n):
+        await asyncio.sleep(0.5)  # let the new connections' work (history, presence) settle
+    await settle(0.3)
+    count = max(int(cap.rate * cap.seconds), 5)
+    model = f"stub-{cap.rate:g}-{count}"
+    since = time.monotonic_ns()
+    for watcher in pool.watchers:
+        watcher.reset(since)
+    began, client_cpu, server_cpu = time.monotonic(), time.process_time(), cpu_seconds(target.processes)
+    machine_cpu = machine_busy_seconds()
+    lags: list[float] = []
+    lag = asyncio.create_task(loop_lag(lags))
+    chats = []
+    for i, channel in enumerate(pool.channels):
+        await target.trigger(channel, model, i % len(target.ports))
+        chats.append(target.chat)
+    await until_done(pool.watchers, count / cap.rate + 5)
+    elapsed = time.monotonic() - began
+    lag.cancel()
+    got = deliveries(pool.watchers, count)
+    got.update(
+        watchers=n,
+        timed=sum(w.timed for w in pool.watchers),
+        held=got["lost"] == 0 and got["p99_ms"] <= cap.p99_ms,
+        client_cpu_pct=round((time.process_time() - client_cpu) / elapsed * 100, 1),
+        server_cpu_pct=round((cpu_seconds(target.processes) - server_cpu) / elapsed * 100, 1),
+        machine_cpu_pct=round((machine_busy_seconds() - machine_cpu) / elapsed * 100, 1),
+        client_lag_p99_ms=round(percentile(lags, 99), 1),
+    )
+    for chat in chats:
+        if chat:
+            chat.close()
     print(
-        f"    {target.kind}: {watchers_n} watchers at {rate:g} tok/s: p99 {result['p99_ms']} ms, "
-        f"lost {result['lost']}",
+        f"    {target.kind}, {len(target.ports)} process(es): {n} watchers: p99 {got['p99_ms']} ms, "
+        f"lost {got['lost']}; CPU % of a core: servers {got['server_cpu_pct']}, client "
+        f"{got['client_cpu_pct']}, whole machine {got['machine_cpu_pct']}; client lag p99 "
+        f"{got['client_lag_p99_ms']} ms",
         flush=True,
     )
-    return bool(result["lost"] == 0 and result["p99_ms"] < 250)
+    return got
 
 
-async def measure_throughput(
-    target: Target, channel: str, watchers_n: int, rates: list[float], seconds: float, refine: int = 0
-) -> tuple[float, bool]:
-    """The highest token deliveries/s held, and whether a rate failed: if none did, the
-    ceiling lies above the highest rate tried. Between the last rate held and the first
-    failed, ``refine`` geometric halvings narrow the ceiling (each halves its log step)."""
-    held, failed = 0.0, None
-    for rate in rates:
-        if not await holds_rate(target, channel, watchers_n, rate, seconds):
-            failed = rate
+async def most_watchers(target: Target, cap: Capacity) -> dict[str, Any]:
+    """The most watchers held (see capacity_trial), doubling from ``cap.start`` until a
+    size fails or ``cap.cap`` is passed, then ``cap.refine`` geometric halvings between
+    the last held and the first failed. A size that fails near the bound (p99 under
+    ``cap.retry_below`` times it) is tried once more, and fails if that fails too: one
+    stall of the shared machine in a trial of a few seconds is enough to push a p99
+    over the bound. ``first_failed`` is None when nothing failed (the capacity lies
+    above the most tried); ``watchers`` is 0 when the first size already failed."""
+    pool = WatcherPool(target, [f"bench{i}" for i in range(cap.channels)], cap.timed_every, cap.lazy_s)
+    trials: list[dict[str, Any]] = []
+
+    async def holds(n: int) -> dict[str, Any] | None:
+        for attempt in (1, 2):
+            got = await capacity_trial(target, pool, n, cap)
+            trials.append({**got, "attempt": attempt})
+            if got["held"]:
+                return got
+            if got["p99_ms"] > cap.retry_below * cap.p99_ms:
+                return None  # far over the bound: no stall explains it
+        return None
+
+    best: dict[str, Any] | None = None
+    failed: int | None = None
+    n = cap.start
+    while n <= cap.cap:
+        got = await holds(n)
+        if got is None:
+            failed = n
             break
-        held = rate
-    if failed is None:
-        return held * watchers_n, False
-    for _ in range(refine if held else 0):
-        middle = round((held * failed) ** 0.5)
-        if await holds_rate(target, channel, watchers_n, middle, seconds):
-            held = middle
-        else:
+        best, n = got, n * 2
+    for _ in range(cap.refine if best and failed else 0):
+        assert best is not None and failed is not None
+        middle = round((best["watchers"] * failed) ** 0.5)
+        if middle in (best["watchers"], failed):
+            break
+        got = await holds(middle)
+        if got is None:
             failed = middle
-    return held * watchers_n, True
+        else:
+            best = got
+    await pool.resize(0)
+    watchers = best["watchers"] if best else 0
+    return {
+        "watchers": watchers,
+        "deliveries_per_s": round(watchers * cap.rate),
+        "first_failed": failed,
+        "best": best,
+        "trials": trials,
+    }
 
 
 async def measure_concurrent(
@@ -623,13 +806,20 @@ def sizes(smoke: bool) -> dict[str, Any]:
         "tokens": 20 if smoke else 100,
         "rate": 50.0,
         "ttft_runs": 5 if smoke else 40,
-        "throughput_watchers": 20 if smoke else 200,
-        # Doubling until a rate fails: the full run goes on to 12,800 tok/s, since both
-        # process counts held 1,600 (the old top) and their ratio needs a ceiling.
-        "throughput_rates": [50.0, 200.0] if smoke else [50.0 * 2**i for i in range(9)],
-        "throughput_seconds": 0.5 if smoke else 2.0,
-        # Two halvings of the last doubling: the ceiling, and the ratio 2 to 1, to 19 %.
-        "throughput_refine": 0 if smoke else 2,
+        # Delivery capacity (the throughput scenario): the most watchers held at
+        # 50 tokens/s, p99 ≤ 100 ms and nothing lost; see Capacity.
+        "capacity": {
+            "channels": 2 if smoke else 4,
+            "rate": 50.0,
+            "seconds": 1.0 if smoke else 2.0,
+            "p99_ms": 100.0,
+            "start": 20 if smoke else 500,
+            "cap": 40 if smoke else 16000,
+            "refine": 0 if smoke else 2,
+            "timed_every": 20,
+            "lazy_s": 0.25 if smoke else 0.5,
+            "retry_below": 5.0,
+        },
         "concurrent": (5, 3) if smoke else (50, 10),
         "concurrent_rate": 20.0,
         "concurrent_tokens": 10 if smoke else 40,
@@ -814,41 +1004,34 @@ async def channels_at_once(target: Target, size: dict[str, Any]) -> dict[str, An
     return {"channels": count, "watchers_each": each, **figures}
 
 
-async def sustained_throughput(stack: Stack, reference: Target, size: dict[str, Any]) -> dict[str, Any]:
-    """The highest rate held with 1 and 2 processes, and by the reference; and the
-    ratio 2 to 1, which is only a lower bound (or unknown) when a rate was not failed."""
-
-    async def best_rate(target: Target) -> tuple[float, bool]:
-        return await measure_throughput(
-            target,
-            "bench0",
-            size["throughput_watchers"],
-            size["throughput_rates"],
-            size["throughput_seconds"],
-            size["throughput_refine"],
-        )
-
-    throughput: dict[str, Any] = {"deliveries_per_s": {}, "ceiling_found": {}}
+async def delivery_capacity(stack: Stack, reference: Target, size: dict[str, Any]) -> dict[str, Any]:
+    """The most watchers held at a fixed token rate (most_watchers) on 1 and 2
+    processes and by the reference; the ratio 2 to 1, exact when both capacities were
+    found, a lower bound when only 1 process's was."""
+    cap = Capacity(**size["capacity"])
+    began = time.monotonic()
+    got: dict[str, Any] = {}
     for processes in (1, 2):
         target = defaults(stack, processes)
-        held, found = await best_rate(target)
-        throughput["deliveries_per_s"][str(processes)] = held
-        throughput["ceiling_found"][str(processes)] = found
+        got[str(processes)] = await most_watchers(target, cap)
         stop_target(stack, target)
-    throughput["reference_deliveries_per_s"], throughput["reference_ceiling_found"] = await best_rate(
-        reference
-    )
-    one, two = throughput["deliveries_per_s"]["1"], throughput["deliveries_per_s"]["2"]
-    throughput["ratio_2_to_1"] = round(two / max(one, 1), 2)
-    # How finely the ceilings are known: rates doubled, then the last step halved.
-    throughput["rate_step"] = round(2 ** (0.5 ** size["throughput_refine"]), 2)
-    # Exact when both failed a rate; at least the ratio when only 1 process did; with 1
-    # process holding the highest rate tried, its ceiling and so the ratio are unknown.
-    if not throughput["ceiling_found"]["1"]:
-        throughput["ratio_2_to_1_bound"] = "unknown"
-    else:
-        throughput["ratio_2_to_1_bound"] = "exact" if throughput["ceiling_found"]["2"] else "at least"
-    return throughput
+    got["reference"] = await most_watchers(reference, cap)
+    one, two = got["1"], got["2"]
+    # 1 process's capacity unknown (held the most tried, or failed the least): so is
+    # the ratio; 2 processes held the most tried: the ratio is at least this.
+    unknown = one["first_failed"] is None or not one["watchers"]
+    bound = "unknown" if unknown else "exact" if two["first_failed"] is not None else "at least"
+    return {
+        **asdict(cap),
+        "cores": os.cpu_count(),  # shared by the servers, the client, Redis and the stub
+        "processes": {"1": one, "2": two},
+        "reference": got["reference"],
+        "ratio_2_to_1": round(two["watchers"] / max(one["watchers"], 1), 2),
+        "ratio_2_to_1_bound": bound,
+        # How finely each capacity is known: watchers doubled, then the step halved.
+        "step": round(2 ** (0.5**cap.refine), 2),
+        "duration_s": round(time.monotonic() - began, 1),
+    }
 
 
 def rest_ratios(by_processes: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -913,7 +1096,7 @@ async def broadcasts(stack: Stack, size: dict[str, Any], only: set[str]) -> dict
         stop_target(stack, target)
     if "throughput" in only:
         assert reference is not None
-        results["throughput"] = await sustained_throughput(stack, reference, size)
+        results["throughput"] = await delivery_capacity(stack, reference, size)
     if reference is not None:
         stop_target(stack, reference)
     return results
