@@ -81,6 +81,11 @@ class Generation:
         self.lost_because = ""
         # Read from the database when run() creates the bot turn; None until then.
         self.plan: Plan | None = None
+        self._forget_reply()
+
+    def _forget_reply(self) -> None:
+        """The reply's state, empty: at the start, and when a cancelled model request is
+        made again."""
         # The provider being (or last) tried, and the prompt built for its context window.
         self.config: ProviderConfig | None = None
         self.built: BuiltPrompt | None = None
@@ -168,12 +173,6 @@ class Generation:
         else:
             outcome = await self._write(plan, streamer)
         await self._finish(plan, outcome, started)
-
-    def _forget_reply(self) -> None:
-        """Drop what a cancelled model request wrote, before it is made again."""
-        self.first_token_at, self.built, self.config = None, None, None
-        self.text = self.reasoning = self.raw = ""
-        self.outbox = Coalescer(coalesce_window())
 
     def _cut_off(self) -> Outcome:
         return Outcome("error", error=f"the reply was cut off: {self.lost_because}")
