@@ -62,6 +62,11 @@ class Provider(models.Model):
         default=True,
         help_text="Send top_k and repeat_penalty (llama.cpp, vLLM, Ollama). Untick for OpenAI itself.",
     )
+    reasoning_effort = models.BooleanField(
+        default=False,
+        help_text="Send reasoning_effort when a message asks for thinking (OpenAI-compatible "
+        "reasoning models). Anthropic providers use extended thinking instead.",
+    )
     enabled = models.BooleanField(default=True)
     priority = models.IntegerField(default=100, help_text="Lower is tried first in failover.")
     created_at = models.DateTimeField(auto_now_add=True)
@@ -84,6 +89,36 @@ class Provider(models.Model):
         if self.kind == self.Kind.DEMO:
             return "demo"
         return self.default_model or (self.model_names[0] if self.model_names else "")
+
+
+class Instruction(models.Model):
+    """A named, reusable system prompt ("Concise", "Socratic tutor", a mood). Shared ones
+    (no owner) are managed in the admin; each user manages their own."""
+
+    name = models.CharField(max_length=100)
+    text = models.TextField(max_length=20000)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="instructions",
+        help_text="Empty: shared with everyone.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["owner", "name"], name="one_instruction_name_per_owner"),
+            models.UniqueConstraint(
+                fields=["name"], condition=Q(owner__isnull=True), name="one_shared_instruction_name"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
 
 
 class Channel(models.Model):
@@ -114,6 +149,12 @@ class Channel(models.Model):
     params = models.JSONField(default=dict, blank=True)
     provider = models.ForeignKey(
         Provider, null=True, blank=True, on_delete=models.SET_NULL, related_name="channels"
+    )
+    # What members (not the owner) may choose per message, and within which bounds
+    # (chat/choices.py); {} lets them choose nothing.
+    member_params = models.JSONField(default=dict, blank=True)
+    instruction = models.ForeignKey(
+        Instruction, null=True, blank=True, on_delete=models.SET_NULL, related_name="channels"
     )
     locked = models.BooleanField(default=False)
     watch_key = models.CharField(max_length=64, default=new_watch_key)
@@ -154,6 +195,7 @@ class Session(models.Model):
     class Status(models.TextChoices):
         ACTIVE = "active"
         ARCHIVED = "archived"
+        DELETED = "deleted"  # soft: purged after RETENTION_DAYS
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     channel = models.ForeignKey(Channel, on_delete=models.CASCADE, related_name="sessions")
@@ -165,6 +207,8 @@ class Session(models.Model):
         related_name="started_sessions",
     )
     title = models.CharField(max_length=200, blank=True)
+    # A title a person set is never replaced by a generated one.
+    title_by_person = models.BooleanField(default=False)
     status = models.CharField(max_length=10, choices=Status.choices, default="active")
     prompt_tokens = models.PositiveBigIntegerField(default=0)
     completion_tokens = models.PositiveBigIntegerField(default=0)
@@ -176,6 +220,7 @@ class Session(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     archived_at = models.DateTimeField(null=True, blank=True)
+    deleted_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -184,10 +229,13 @@ class Session(models.Model):
                 fields=["channel"], condition=Q(status="active"), name="one_active_session_per_channel"
             ),
             models.CheckConstraint(
-                condition=Q(status__in=["active", "archived"]), name="session_status_valid"
+                condition=Q(status__in=["active", "archived", "deleted"]), name="session_status_valid"
             ),
         ]
-        indexes = [models.Index(fields=["channel", "-created_at"])]
+        indexes = [
+            models.Index(fields=["channel", "-created_at"]),
+            models.Index(fields=["-updated_at", "-id"], name="session_recent"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.channel.name} · {str(self.id)[:8]}"
@@ -242,6 +290,12 @@ class Turn(models.Model):
     timings = models.JSONField(default=dict, blank=True)
     dropped_turns = models.PositiveIntegerField(
         default=0, help_text="Oldest turns left out so the prompt fit the context window."
+    )
+    # User turns: the per-message choices sent with it (params, thinking, instruction),
+    # as checked; the bot turn answering it records what was used (params, instruction).
+    request = models.JSONField(default=dict, blank=True)
+    instruction = models.CharField(
+        max_length=100, blank=True, help_text="Bot turns: the instruction applied."
     )
 
     class Meta:
@@ -369,3 +423,42 @@ class ApiToken(models.Model):
         raw = secrets.token_urlsafe(32)
         cls.objects.update_or_create(user=user, defaults={"key_hash": hash_token(raw)})
         return raw
+
+
+class UserPreference(models.Model):
+    """A user's own defaults, used where a channel lets members choose."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="preference")
+    provider = models.CharField(max_length=64, blank=True)
+    model = models.CharField(max_length=200, blank=True)
+    instruction = models.ForeignKey(
+        Instruction, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    def __str__(self) -> str:
+        return f"preferences of {self.user}"
+
+
+class SiteSettings(models.Model):
+    """Instance-wide settings kept in the database (one row, pk 1), edited in the admin."""
+
+    task_provider = models.ForeignKey(
+        Provider,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The model for small jobs (session titles, prompt suggestions). "
+        "Empty: the channel's own provider.",
+    )
+    task_model = models.CharField(max_length=200, blank=True, help_text="Empty: the provider's default.")
+
+    class Meta:
+        verbose_name = verbose_name_plural = "site settings"
+
+    def __str__(self) -> str:
+        return "site settings"
+
+    @classmethod
+    def load(cls) -> SiteSettings:
+        return cls.objects.get_or_create(pk=1)[0]
