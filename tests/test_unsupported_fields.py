@@ -1,0 +1,33 @@
+"""Issue 14: a field the server does not support (an image, a mood, web search...) is a
+400 naming it on every transport, never a 200 that quietly did without it."""
+
+from __future__ import annotations
+
+import pytest
+
+from chat.models import Turn
+from tests.conftest import client_for
+from tests.test_strict_input import rest_invalid, ws_answer, ws_invalid
+
+UNSUPPORTED = [
+    ("image", "data:image/png;base64,AAAA"),
+    ("mood", "friendly"),
+    ("web_search", True),
+    ("files", ["a.txt"]),
+]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("field", "value"), UNSUPPORTED)
+@pytest.mark.parametrize("path", ["messages", "regenerate"])
+def test_rest_names_an_unsupported_field_and_writes_nothing(channel, alice, field, value, path):
+    body = {"text": "hello", field: value} if path == "messages" else {field: value}
+    response = client_for(alice).post(f"/api/channels/lobby/{path}", body, format="json")
+    assert rest_invalid(response, field)["fields"][field] == ["Unknown field."]
+    assert not Turn.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(("field", "value"), UNSUPPORTED)
+async def test_the_socket_names_an_unsupported_field_and_stays_open(channel, alice, field, value):
+    ws_invalid(await ws_answer(alice, {"type": "message", "text": "hello", field: value}), field)
