@@ -186,6 +186,19 @@ def test_a_member_edits_their_last_message_and_sends_it_again(host, browser, cha
     expect(chat.locator(".turn.role-user .tool.edit").last).to_be_visible()
 
 
+def test_the_watch_page_offers_copy_but_no_edit_or_regenerate_even_to_the_author(
+    host, browser, channel, alice, openai_server
+):
+    use_slow_model(channel, openai_server, delay=0.0, tokens=["Fine."])
+    chat = chat_page(browser, host, "alice")
+    send(chat, "Mine")
+    expect(chat.locator(".turn.role-bot:not(.generating)")).to_have_count(1)
+    watch = open_live(chat.context.new_page(), f"http://{host}/watch/lobby")
+    expect(watch.locator(".turn .body")).to_have_text(["Mine", "Fine."])
+    expect(watch.locator(".turn .tool.copy-message")).to_have_count(2)
+    assert watch.locator(".turn .tool.edit, .turn .tool.regenerate").count() == 0
+
+
 def test_someone_elses_message_offers_no_edit(host, browser, channel, alice, bob):
     services.inject(channel=channel, user=alice, role="user", text="Alice speaks")
     chat = chat_page(browser, host, "bob")
@@ -387,6 +400,12 @@ def test_the_owner_renames_archives_and_deletes_sessions_and_titles_change_live_
         expect(page.locator("#session-list .session-item")).to_have_count(2)
         expect(page.locator(f'[data-session="{first.pk}"]')).to_have_attribute("data-status", "archived")
         expect(page.locator("#transcript .turn")).to_have_count(0)
+
+    # Reopening makes it the live session again, its turns back on every page.
+    owner.locator(f'[data-session="{first.pk}"] .tool.restore').click()
+    for page in (owner, member):
+        expect(page.locator(f'[data-session="{first.pk}"]')).to_have_attribute("data-status", "active")
+        expect(page.locator("#transcript .turn .body")).to_have_text(["about the garden"])
 
     owner.once("dialog", lambda dialog: dialog.accept())
     owner.locator(f'[data-session="{first.pk}"] .tool.delete').click()

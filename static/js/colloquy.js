@@ -105,6 +105,7 @@ const state = {
 
 const transcript = new Transcript($("#transcript"), {
   me,
+  readOnly: config.mode === "watch",
   turnUrl,
   requestDetail(view) {
     const asked = connection.send({ type: "get_turn", id: view.data.id });
@@ -197,6 +198,9 @@ const handlers = {
     transcript.clear();
     earlier.reset(event.session, false);
     setRunning(null);
+    // The session may be an archived one reopened, with turns of its own: its history
+    // brings them (a fresh one's is short).
+    connection.send({ type: "get_history" });
     notify("A new session started.");
     if (archive.open) archive.close();
     sessionShown(true);

@@ -214,7 +214,7 @@ export function setUpComposer(options) {
     },
     async ask() {
       this.button.disabled = true;
-      const answer = await api("/api/prompts", { method: "POST", body: { text: text.value, n: 3, kind: "question", channel: options.channel } });
+      const answer = await api("/api/prompts", { method: "POST", body: { text: text.value, n: 3, channel: options.channel } });
       this.button.disabled = false;
       if (answer.status === 404 || answer.status === 405) {
         this.available = false;
