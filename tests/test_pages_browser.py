@@ -128,7 +128,7 @@ def test_interrupt_regenerate_inject_and_reset_buttons_act_on_both_pages(
 
     openai_server.behaviour.delay = 0.0
     openai_server.behaviour.tokens = ["A ", "fresh ", "answer."]
-    chat.click("#regenerate")
+    chat.click(".turn.role-bot .tool.regenerate")
     for page in pages:
         expect(page.locator(".turn.role-bot .body")).to_have_text("A fresh answer.")
         expect(page.locator(f'.turn[data-turn-id="{first_reply}"]')).to_have_count(0)

@@ -1,8 +1,11 @@
-// The live client of the channel and watch pages (PROTOCOL.md, "WebSocket").
+// The live client of the channel and watch pages (docs/protocol.md, "WebSocket").
 // It fetches state (`history`), applies events in `seq` order, heals a gap with
-// `get_history` + `since`, and reconnects with backoff. User and model text only ever
-// reach the page as text nodes or through the Markdown sanitizer (markdown.js).
-import { renderMarkdown } from "/static/js/markdown.js";
+// `get_history` + `since`, and reconnects with backoff. Turns are painted by turns.js;
+// the chat page adds its composer (composer.js) and sidebar (sidebar.js).
+import { Transcript } from "/static/js/turns.js";
+import { EarlierTurns } from "/static/js/earlier.js";
+import { setUpComposer } from "/static/js/composer.js";
+import { setUpSidebar, sessionLabel } from "/static/js/sidebar.js";
 
 const root = document.getElementById("live");
 const $ = (selector) => document.querySelector(selector);
@@ -91,248 +94,124 @@ class Connection {
 
 // --- the transcript ---------------------------------------------------------------------
 
-const transcript = $("#transcript");
+const me = root.dataset.user || "";
+const canManage = root.dataset.canManage === "1";
 const state = {
   seq: null, // last applied seq
   healingSince: null, // the `since` of a get_history in flight
   session: null,
-  turns: new Map(), // turn id -> {element, data, text, reasoning}
+  running: null, // the turn id of the reply being written, or null
 };
 
-function el(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined && text !== null) node.textContent = String(text);
-  return node;
-}
-
-function formatTime(iso) {
-  if (!iso) return "";
-  const when = new Date(iso);
-  return Number.isNaN(when.getTime()) ? "" : when.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
-}
-
-function roleLabel(data) {
-  if (data.role === "bot") return data.provider === "demo" ? "bot (demo)" : "bot";
-  if (data.role === "agent") return data.author ? `agent · ${data.author}` : "agent";
-  return data.author || "user";
-}
-
-function turnView(id) {
-  let view = state.turns.get(id);
-  if (!view) {
-    const element = el("li", "turn");
-    element.dataset.turnId = String(id);
-    const head = el("div", "turn-head");
-    const who = el("span", "who");
-    const time = el("time", "when");
-    const status = el("span", "status");
-    head.append(who, time, status);
-    const reasoning = el("details", "reasoning");
-    reasoning.hidden = true;
-    reasoning.append(el("summary", null, "reasoning"), el("div", "reasoning-text"));
-    const body = el("div", "body");
-    element.append(head, reasoning, body);
-    view = { element, data: { id }, text: "", reasoning: "", dirty: false };
-    state.turns.set(id, view);
-    // In id order: a turn a moderator brings back returns to its place.
-    const later = [...transcript.querySelectorAll(".turn")].find((other) => Number(other.dataset.turnId) > id);
-    transcript.insertBefore(element, later || null);
-  }
-  return view;
-}
-
-function paint(view) {
-  const { element, data } = view;
-  element.className = `turn role-${data.role || "bot"}`;
-  element.classList.toggle("generating", data.role === "bot" && !data.finish_reason);
-  element.querySelector(".who").textContent = roleLabel(data);
-  const time = element.querySelector(".when");
-  time.textContent = formatTime(data.created_at);
-  if (data.created_at) time.dateTime = data.created_at;
-  const status = element.querySelector(".status");
-  status.textContent = statusText(data, view);
-  const body = element.querySelector(".body");
-  body.replaceChildren(view.text ? renderMarkdown(view.text) : "");
-  const reasoning = element.querySelector(".reasoning");
-  reasoning.hidden = !view.reasoning;
-  reasoning.querySelector(".reasoning-text").textContent = view.reasoning;
-  if (data.role === "bot" && data.finish_reason) paintSubstrate(view);
-}
-
-function statusText(data, view) {
-  if (data.role !== "bot") return "";
-  if (!data.finish_reason) return view.text ? "writing…" : `${data.label || "thinking"}…`;
-  const notes = [];
-  if (data.finish_reason !== "stop") notes.push(data.finish_reason);
-  if (data.truncated) notes.push("cut");
-  if (data.rep_hint) notes.push(data.rep_hint);
-  return notes.join(" · ");
-}
-
-// The substrate view: what the model really saw and said, for model tinkerers. `history`
-// and `turn` events leave the prompt and the raw completion out (a prompt holds the whole
-// transcript before the reply); they are asked for with `get_turn` when the view unfolds.
-function paintSubstrate(view) {
-  const { element, data } = view;
-  let details = element.querySelector(".substrate");
-  if (!details) {
-    details = el("details", "substrate");
-    details.addEventListener("toggle", () => {
-      if (details.open && !view.detail) requestDetail(view);
-    });
-    element.append(details);
-  }
-  const usage = data.usage || {};
-  const timings = data.timings || {};
-  const facts = [
-    ["provider", [data.provider, data.model].filter(Boolean).join(" / ")],
-    ["finish reason", data.finish_reason],
-    ["usage", `${usage.prompt_tokens ?? "?"} prompt + ${usage.completion_tokens ?? "?"} completion tokens${usage.estimated ? " (estimated)" : ""}`],
-    ["timings", `first token ${timings.ttft_ms ?? "?"} ms, total ${timings.duration_ms ?? "?"} ms`],
-  ];
-  const list = el("dl");
-  for (const [term, value] of facts) list.append(el("dt", null, term), el("dd", null, value ?? ""));
-  const detail = view.detail;
-  const waiting = view.detailAsked ? "loading…" : "";
-  const prompt = detail ? detail.prompt : waiting;
-  const parts = [el("summary", null, "substrate"), list, el("h4", null, "prompt")];
-  if (detail && detail.prompt_truncated) {
-    // Cut to fit one frame (its end is kept); the API has it whole.
-    const note = el("p", "cut", "Only the end of the prompt is shown. ");
-    note.append(link(turnUrl(data.id), "The whole prompt"));
-    parts.push(note);
-  }
-  parts.push(
-    el("pre", "prompt", typeof prompt === "string" ? prompt : JSON.stringify(prompt, null, 2)),
-    el("h4", null, "raw completion"),
-    el("pre", "raw", detail ? detail.raw_completion ?? "" : waiting),
-  );
-  details.replaceChildren(...parts);
-}
-
-function link(href, text) {
-  const anchor = el("a", null, text);
-  anchor.href = href;
-  anchor.target = "_blank";
-  anchor.rel = "noopener noreferrer";
-  return anchor;
-}
+const transcript = new Transcript($("#transcript"), {
+  me,
+  readOnly: config.mode === "watch",
+  turnUrl,
+  requestDetail(view) {
+    const asked = connection.send({ type: "get_turn", id: view.data.id });
+    if (!asked) notify("Not connected; unfold it again once reconnected.", "error");
+    return asked;
+  },
+  onEdit: (view) => composer?.startEdit(view),
+  onRegenerate: () => composer?.regenerate(),
+  onPaint: stickToBottom,
+});
+const earlier = new EarlierTurns(transcript, notify);
 
 function turnUrl(id) {
   return `/api/turns/${encodeURIComponent(id)}${config.key ? `?key=${encodeURIComponent(config.key)}` : ""}`;
 }
 
-function requestDetail(view) {
-  view.detailAsked = connection.send({ type: "get_turn", id: view.data.id });
-  if (!view.detailAsked) notify("Not connected; unfold it again once reconnected.", "error");
-  paintSubstrate(view);
-}
-
-// The answer to get_turn: for this socket only, no seq.
-function applyDetail(event) {
-  const view = state.turns.get(event.id);
-  if (!view) return;
-  view.detail = event;
-  view.detailAsked = false;
-  if (view.data.role === "bot" && view.data.finish_reason) paintSubstrate(view);
-}
-
-let paintTimer = null;
-function schedulePaint(view) {
-  view.dirty = true;
-  if (paintTimer) return;
-  // Re-rendering Markdown on every token is wasteful; 20 paints a second look live.
-  paintTimer = setTimeout(() => {
-    paintTimer = null;
-    for (const each of state.turns.values()) {
-      if (each.dirty) {
-        each.dirty = false;
-        paint(each);
-      }
-    }
-    stickToBottom();
-  }, 50);
-}
-
+// Follow the newest text while the reader is at the bottom; stop once they scroll up.
 let following = true;
+let stuckAt = 0; // scrollY after the last stickToBottom
 window.addEventListener("scroll", () => {
   following = window.innerHeight + window.scrollY >= document.body.scrollHeight - 80;
 });
 function stickToBottom() {
-  if (following) window.scrollTo(0, document.body.scrollHeight);
+  // Scrolled up since, though its scroll event has not come yet: a repaint must not
+  // pull the reader back down.
+  if (window.scrollY < stuckAt - 2) following = false;
+  if (following && !archive.open) window.scrollTo(0, document.body.scrollHeight);
+  stuckAt = window.scrollY;
 }
 
-function setTurn(data) {
-  const view = turnView(data.id);
-  view.data = { ...view.data, ...data };
-  view.text = data.text ?? view.text;
-  view.reasoning = data.reasoning ?? view.reasoning;
-  paint(view);
-}
-
-function removeTurn(id) {
-  const view = state.turns.get(id);
-  if (view) {
-    view.element.remove();
-    state.turns.delete(id);
-  }
+function setRunning(turnId) {
+  state.running = turnId;
+  composer?.setRunning(turnId !== null);
 }
 
 function applyHistory(event) {
+  const sessionChanged = event.session !== state.session;
   state.seq = event.seq;
   state.healingSince = null;
   state.session = event.session;
-  state.turns.clear();
-  transcript.replaceChildren();
-  for (const turn of event.turns) setTurn(turn);
-  if (event.has_more) transcript.prepend(el("li", "more", "Earlier turns are in the session's history."));
+  transcript.clear();
+  for (const turn of event.turns) transcript.set(turn);
+  earlier.reset(event.session, event.has_more);
+  setRunning(null);
   if (event.generating) {
     const { turn_id, text, reasoning } = event.generating;
-    setTurn({ id: turn_id, role: "bot", author: null, finish_reason: null, text: text || "", reasoning: reasoning || "" });
+    transcript.set({ id: turn_id, role: "bot", author: null, finish_reason: null, text: text || "", reasoning: reasoning || "" });
+    setRunning(turn_id);
   }
   if (event.watchers !== undefined) showPresence({ watchers: event.watchers });
   settings.fill(event.framing, event.params);
+  composer?.offerChoices(event.member_params);
+  sessionShown(sessionChanged);
   stickToBottom();
+}
+
+// The live session is empty (suggestions are offered) or changed (the sidebar lists it).
+function sessionShown(changed) {
+  composer?.offerSuggestions(transcript.turns.size === 0 && !earlier.marker);
+  if (changed) sidebar?.liveSessionChanged();
 }
 
 const handlers = {
   history: applyHistory,
   turn(event) {
-    setTurn(event);
+    transcript.set(event);
+    composer?.offerSuggestions(false);
   },
   thinking(event) {
-    setTurn({ id: event.turn_id, role: "bot", author: null, finish_reason: null, label: event.label, text: "" });
+    transcript.set({ id: event.turn_id, role: "bot", author: null, finish_reason: null, label: event.label, text: "" });
+    setRunning(event.turn_id);
   },
   token(event) {
-    const view = turnView(event.turn_id);
-    view.text += event.data;
-    schedulePaint(view);
+    transcript.append(event.turn_id, "text", event.data);
   },
   reasoning(event) {
-    const view = turnView(event.turn_id);
-    view.reasoning += event.data;
-    schedulePaint(view);
+    transcript.append(event.turn_id, "reasoning", event.data);
   },
   done(event) {
-    const view = state.turns.get(event.turn_id);
-    if (!view) return;
-    view.data = { ...view.data, finish_reason: event.finish_reason, usage: event.usage, timings: event.timings };
-    paint(view);
+    transcript.finish(event.turn_id, { finish_reason: event.finish_reason, usage: event.usage, timings: event.timings });
+    if (state.running === event.turn_id) setRunning(null);
+    sidebar?.refreshChannels();
   },
   interrupted() {},
   turn_removed(event) {
-    removeTurn(event.id);
+    transcript.remove(event.id);
   },
   reset(event) {
     state.session = event.session;
-    state.turns.clear();
-    transcript.replaceChildren();
+    transcript.clear();
+    earlier.reset(event.session, false);
+    setRunning(null);
+    // The session may be an archived one reopened, with turns of its own: its history
+    // brings them (a fresh one's is short).
+    connection.send({ type: "get_history" });
     notify("A new session started.");
+    if (archive.open) archive.close();
+    sessionShown(true);
   },
   channel_updated(event) {
     document.body.classList.toggle("locked", Boolean(event.locked));
     settings.fill(event.framing, event.params);
+    composer?.offerChoices(event.member_params);
+  },
+  session_updated(event) {
+    sidebar?.sessionUpdated(event);
   },
 };
 
@@ -340,10 +219,9 @@ function applyEvent(event) {
   if (event.type === "presence") return showPresence(event);
   if (event.type === "pong") return;
   if (event.type === "error") return showError(event);
-  if (event.type === "turn_detail") return applyDetail(event);
+  if (event.type === "turn_detail") return transcript.applyDetail(event);
   if (event.type === "history") return applyHistory(event);
-  const handler = handlers[event.type];
-  if (!handler || typeof event.seq !== "number") return;
+  if (typeof event.seq !== "number") return;
   if (state.seq !== null && event.seq <= state.seq) return; // already applied
   if (state.seq !== null && event.seq > state.seq + 1) {
     // A gap: ask for exactly what is missing (or a full history), once per gap.
@@ -353,10 +231,48 @@ function applyEvent(event) {
     }
     return;
   }
+  // A broadcast event this page does not know still takes its number.
   state.seq = event.seq;
-  handler(event);
+  handlers[event.type]?.(event);
   stickToBottom();
 }
+
+// --- an archived session, read-only ---------------------------------------------------------
+
+const archive = {
+  open: null, // the session shown
+  list: $("#archive-transcript"),
+  banner: $("#archive-banner"),
+  transcript: null,
+  earlier: null,
+  show(session) {
+    if (!session) return this.close();
+    this.open = session;
+    this.earlier?.reset(null, false);
+    this.transcript = new Transcript(this.list, { readOnly: true, turnUrl, requestDetail: () => false });
+    this.transcript.clear();
+    this.earlier = new EarlierTurns(this.transcript, notify);
+    this.banner.querySelector(".archive-title").textContent = sessionLabel(session);
+    this.toggle(true);
+    // Starts with an empty list whose top is in view: the first page loads at once.
+    this.earlier.reset(session.id, true);
+  },
+  close() {
+    this.open = null;
+    this.earlier?.reset(null, false);
+    this.toggle(false);
+    sidebar?.showLive();
+    following = true;
+    stickToBottom();
+  },
+  toggle(on) {
+    this.list.hidden = !on;
+    this.banner.hidden = !on;
+    $("#transcript").hidden = on;
+    composer?.show(!on);
+    document.body.classList.toggle("reading-archive", on);
+  },
+};
 
 // --- status line --------------------------------------------------------------------
 
@@ -397,36 +313,25 @@ function showError(event) {
 
 // --- chat controls (channel page only) -----------------------------------------------
 
-function setUpComposer() {
-  const form = $("#composer");
-  if (!form) return;
-  const text = $("#text");
-  const send = () => {
-    const value = text.value;
-    if (!value.trim()) return;
-    if (connection.send({ type: "message", text: value })) text.value = "";
-    else notify("Not connected; your message is still in the box.", "error");
-  };
-  form.addEventListener("submit", (event) => {
-    event.preventDefault();
-    send();
-  });
-  text.addEventListener("keydown", (event) => {
-    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
-      event.preventDefault();
-      send();
-    }
-  });
-  $("#interrupt").addEventListener("click", () => connection.send({ type: "interrupt" }));
-  $("#regenerate").addEventListener("click", () => connection.send({ type: "regenerate" }));
-  $("#inject").addEventListener("click", () => {
-    if (!text.value.trim()) return notify("Write the text to inject in the box first.");
-    if (connection.send({ type: "inject", role: $("#inject-role").value, text: text.value })) text.value = "";
-  });
-  $("#reset").addEventListener("click", () => {
-    if (window.confirm("Start a new session? The current one is archived, not deleted.")) connection.send({ type: "reset" });
-  });
-}
+const composer = setUpComposer({
+  channel: config.channel,
+  canManage,
+  send: (message) => connection.send(message),
+  interrupt: () => connection.send({ type: "interrupt" }),
+  notify,
+  session: () => state.session,
+  visibleAfter: (turnId) => transcript.ordered().filter((view) => view.data.id >= turnId).length,
+});
+setRunning(null);
+
+const sidebar = setUpSidebar({
+  channel: config.channel,
+  canManage,
+  notify,
+  liveSession: () => state.session,
+  openSession: (session) => archive.show(session),
+});
+$("#back-to-live")?.addEventListener("click", () => archive.close());
 
 function setUpCopyLink() {
   const button = $("#copy-watch");
@@ -542,7 +447,6 @@ window.addEventListener("online", () => {
   if (document.body.dataset.connection === "offline") showState("reconnecting");
 });
 window.addEventListener("offline", () => showState("offline"));
-setUpComposer();
 setUpCopyLink();
 setUpLargeType();
 settings.setUp();

@@ -1,0 +1,262 @@
+// The composer of the chat page: Enter sends, Shift+Enter starts a new line, Esc stops
+// the reply; the stop button takes the send button's place while a reply runs; the
+// unsent text is kept per channel across reloads; per-message model, parameters and
+// thinking within what the channel allows; prompt suggestions for an empty session;
+// edit-and-resend of your last message.
+import { api, offers, problem } from "/static/js/api.js";
+import { el } from "/static/js/turns.js";
+
+// The server's ranges (docs/protocol.md, "Params"): an owner's bounds.
+const OWNER_BOUNDS = {
+  temperature: { min: 0, max: 2, step: 0.05 },
+  top_p: { min: 0, max: 1, step: 0.01 },
+  top_k: { min: 0, max: 1000, step: 1 },
+  max_tokens: { min: 1, max: null, step: 1 },
+  repeat_penalty: { min: 0.5, max: 2, step: 0.05 },
+};
+
+// options: channel, canManage, send(message) -> bool, interrupt(), notify(text, kind),
+// session() -> the live session id, visibleAfter(turnId) -> turns from it to the end.
+export function setUpComposer(options) {
+  const form = document.getElementById("composer");
+  if (!form) return null;
+  const text = document.getElementById("text");
+  const sendButton = document.getElementById("send");
+  const stopButton = document.getElementById("interrupt");
+  const draftKey = `colloquy.draft.${options.channel}`;
+  let running = false;
+  let editing = null; // the turn being edited: {id, text}
+
+  // --- drafts ---------------------------------------------------------------------------
+
+  text.value = localStorage.getItem(draftKey) || text.value;
+  const saveDraft = () => {
+    if (text.value) localStorage.setItem(draftKey, text.value);
+    else localStorage.removeItem(draftKey);
+  };
+  text.addEventListener("input", saveDraft);
+  const clearText = () => {
+    text.value = "";
+    saveDraft();
+  };
+
+  // --- sending --------------------------------------------------------------------------
+
+  async function send() {
+    const value = text.value;
+    if (!value.trim()) return;
+    if (editing && !(await dropEditedTurns())) return;
+    if (options.send({ type: "message", text: value, ...choices.read() })) {
+      clearText();
+      stopEditing();
+      suggestions.hide();
+    } else {
+      options.notify("Not connected; your message is still in the box.", "error");
+    }
+  }
+
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    send();
+  });
+  text.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      send();
+    }
+  });
+  stopButton.addEventListener("click", () => options.interrupt());
+  document.addEventListener("keydown", (event) => {
+    if (event.key === "Escape" && running && !event.defaultPrevented) options.interrupt();
+  });
+
+  function setRunning(on) {
+    running = on;
+    sendButton.hidden = on;
+    stopButton.hidden = !on;
+    form.classList.toggle("running", on);
+  }
+
+  // --- edit and resend --------------------------------------------------------------------
+  // Those who may manage the session (owner, moderators) truncate it to the turns before
+  // the edited message, then send the new text: the old message and its reply go. Others
+  // cannot truncate, so their edited text is sent as a new message after the old one.
+
+  const banner = document.getElementById("editing");
+  document.getElementById("cancel-edit").addEventListener("click", () => {
+    stopEditing();
+    clearText();
+  });
+
+  function startEdit(view) {
+    editing = { id: view.data.id };
+    text.value = view.text;
+    saveDraft();
+    banner.hidden = false;
+    banner.querySelector(".mode").textContent = options.canManage
+      ? "Editing your last message: sending replaces it and its reply."
+      : "Editing your last message: it is sent again as a new message.";
+    text.focus();
+  }
+
+  function stopEditing() {
+    editing = null;
+    banner.hidden = true;
+  }
+
+  async function dropEditedTurns() {
+    if (!options.canManage) return true;
+    const session = options.session();
+    const about = await api(`/api/sessions/${encodeURIComponent(session)}`);
+    if (!about.ok) {
+      options.notify(problem(about, "The session could not be read."), "error");
+      return false;
+    }
+    const keep = about.body.turns - options.visibleAfter(editing.id);
+    const answer = await api(`/api/sessions/${encodeURIComponent(session)}/truncate`, {
+      method: "POST",
+      body: { keep: Math.max(0, keep), from: "start" },
+    });
+    if (!answer.ok) options.notify(problem(answer, "The old message could not be removed."), "error");
+    return answer.ok;
+  }
+
+  // --- model, parameters and thinking ---------------------------------------------------------
+
+  const choices = {
+    box: document.getElementById("choices"),
+    model: document.getElementById("choice-model"),
+    fields: document.getElementById("choice-params"),
+    thinking: document.getElementById("thinking"),
+    thinkingToggle: document.getElementById("thinking-toggle"),
+    policy: null,
+    providers: null,
+    // member_params from history / channel_updated; owners pick among every enabled model.
+    async offer(policy) {
+      this.policy = policy || {};
+      let models = this.policy.models || [];
+      let bounds = Object.fromEntries(Object.keys(OWNER_BOUNDS).filter((key) => key in this.policy).map((key) => [key, { ...OWNER_BOUNDS[key], ...this.policy[key] }]));
+      let thinking = Boolean(this.policy.thinking);
+      if (options.canManage) {
+        this.providers = this.providers || (await api("/api/providers")).body.providers || [];
+        models = this.providers.flatMap((provider) => (provider.models || []).map((model) => `${provider.name}/${model}`));
+        bounds = OWNER_BOUNDS;
+        thinking = true;
+      }
+      this.fill(models, bounds, thinking);
+    },
+    fill(models, bounds, thinking) {
+      const chosen = this.model.value;
+      this.model.replaceChildren(el("option", null, "channel's model"));
+      this.model.options[0].value = "";
+      for (const name of models) {
+        const option = el("option", null, name);
+        option.value = name;
+        this.model.append(option);
+      }
+      this.model.value = models.includes(chosen) ? chosen : "";
+      this.model.parentElement.hidden = models.length === 0;
+      const values = Object.fromEntries([...this.fields.querySelectorAll("input")].map((input) => [input.name, input.value]));
+      this.fields.replaceChildren();
+      for (const [name, range] of Object.entries(bounds)) {
+        const label = el("label", "choice");
+        const input = el("input");
+        input.type = "number";
+        input.name = name;
+        input.step = String(range.step ?? "any");
+        if (range.min !== null && range.min !== undefined) input.min = String(range.min);
+        if (range.max !== null && range.max !== undefined) input.max = String(range.max);
+        input.placeholder = "channel's";
+        input.value = values[name] || "";
+        label.append(el("span", null, name), input);
+        this.fields.append(label);
+      }
+      this.thinkingToggle.hidden = !thinking;
+      if (!thinking) this.thinking.checked = false;
+      this.box.hidden = models.length === 0 && Object.keys(bounds).length === 0;
+    },
+    // The message's `params` (only what was chosen) and `thinking`.
+    read() {
+      const params = {};
+      const model = this.model.value;
+      if (model) {
+        const slash = model.indexOf("/");
+        params.provider = model.slice(0, slash);
+        params.model = model.slice(slash + 1);
+      }
+      for (const input of this.fields.querySelectorAll("input")) {
+        if (input.value.trim() !== "" && !Number.isNaN(Number(input.value))) params[input.name] = Number(input.value);
+      }
+      const extra = {};
+      if (Object.keys(params).length) extra.params = params;
+      if (this.thinking.checked) extra.thinking = true;
+      return extra;
+    },
+  };
+
+  // --- prompt suggestions -------------------------------------------------------------------
+  // Asked for on demand, not on every page load: each call counts as one message against
+  // the caller's limits (POST /api/prompts).
+
+  const suggestions = {
+    button: document.getElementById("suggest"),
+    list: document.getElementById("suggestions"),
+    available: null,
+    async offer(empty) {
+      if (!empty) return this.hide();
+      if (this.available === null) this.available = await offers("/api/prompts", "POST");
+      this.button.hidden = !this.available;
+    },
+    hide() {
+      this.button.hidden = true;
+      this.list.hidden = true;
+      this.list.replaceChildren();
+    },
+    async ask() {
+      this.button.disabled = true;
+      const answer = await api("/api/prompts", { method: "POST", body: { text: text.value, n: 3, channel: options.channel } });
+      this.button.disabled = false;
+      if (answer.status === 404 || answer.status === 405) {
+        this.available = false;
+        return this.hide();
+      }
+      if (!answer.ok) return options.notify(problem(answer, "No suggestions now."), "error");
+      const chips = (answer.body.prompts || []).map((prompt) => {
+        const chip = el("button", "suggestion", prompt);
+        chip.type = "button";
+        chip.addEventListener("click", () => {
+          text.value = prompt;
+          saveDraft();
+          text.focus();
+        });
+        return chip;
+      });
+      this.list.replaceChildren(...chips);
+      this.list.hidden = chips.length === 0;
+    },
+  };
+  suggestions.button.addEventListener("click", () => suggestions.ask());
+
+  // --- the channel's own controls ----------------------------------------------------------------
+
+  document.getElementById("inject").addEventListener("click", () => {
+    if (!text.value.trim()) return options.notify("Write the text to inject in the box first.");
+    if (options.send({ type: "inject", role: document.getElementById("inject-role").value, text: text.value })) clearText();
+  });
+  document.getElementById("reset").addEventListener("click", () => {
+    if (window.confirm("Start a new session? The current one is archived, not deleted.")) options.send({ type: "reset" });
+  });
+
+  return {
+    setRunning,
+    startEdit,
+    regenerate() {
+      options.send({ type: "regenerate", ...choices.read() });
+    },
+    offerChoices: (policy) => choices.offer(policy),
+    offerSuggestions: (empty) => suggestions.offer(empty),
+    show(visible) {
+      form.hidden = !visible;
+    },
+  };
+}

@@ -1,0 +1,243 @@
+// A transcript on the page: turns by id, painted from their data. The live transcript
+// and a read-only archived session both use it. User and model text reach the page only
+// as text nodes or through the Markdown sanitizer (markdown.js).
+import { renderMarkdown, copyText } from "/static/js/markdown.js";
+
+export function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined && text !== null) node.textContent = String(text);
+  return node;
+}
+
+function formatTime(iso) {
+  if (!iso) return "";
+  const when = new Date(iso);
+  return Number.isNaN(when.getTime()) ? "" : when.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+}
+
+function roleLabel(data) {
+  if (data.role === "bot") return data.provider === "demo" ? "bot (demo)" : "bot";
+  if (data.role === "agent") return data.author ? `agent · ${data.author}` : "agent";
+  return data.author || "user";
+}
+
+function statusText(data, view) {
+  if (data.role !== "bot") return "";
+  if (!data.finish_reason) return view.text ? "writing…" : `${data.label || "thinking"}…`;
+  const notes = [];
+  if (data.finish_reason !== "stop") notes.push(data.finish_reason);
+  if (data.truncated) notes.push("cut");
+  if (data.rep_hint) notes.push(data.rep_hint);
+  return notes.join(" · ");
+}
+
+export function link(href, text) {
+  const anchor = el("a", null, text);
+  anchor.href = href;
+  anchor.target = "_blank";
+  anchor.rel = "noopener noreferrer";
+  return anchor;
+}
+
+export class Transcript {
+  // options: me (username), readOnly, turnUrl(id), requestDetail(view) -> bool,
+  // onEdit(view), onRegenerate(view), onPaint().
+  constructor(list, options) {
+    this.list = list;
+    this.options = options;
+    this.turns = new Map(); // turn id -> {element, data, text, reasoning, detail}
+    this.paintTimer = null;
+  }
+
+  clear() {
+    this.turns.clear();
+    this.list.replaceChildren();
+  }
+
+  view(id) {
+    let view = this.turns.get(id);
+    if (!view) {
+      const element = el("li", "turn");
+      element.dataset.turnId = String(id);
+      const head = el("div", "turn-head");
+      head.append(el("span", "who"), el("time", "when"), el("span", "status"), this.tools());
+      const reasoning = el("details", "reasoning");
+      reasoning.hidden = true;
+      reasoning.append(el("summary", null, "reasoning"), el("div", "reasoning-text"));
+      element.append(head, reasoning, el("div", "body"));
+      view = { element, data: { id }, text: "", reasoning: "", dirty: false };
+      this.turns.set(id, view);
+      // In id order: a turn a moderator brings back (or an older page) takes its place.
+      const later = [...this.list.querySelectorAll(".turn")].find((other) => Number(other.dataset.turnId) > id);
+      this.list.insertBefore(element, later || null);
+    }
+    return view;
+  }
+
+  tools() {
+    const tools = el("span", "tools");
+    const button = (name, label, title) => {
+      const node = el("button", `tool ${name}`, label);
+      node.type = "button";
+      node.title = title;
+      tools.append(node);
+      return node;
+    };
+    const copy = button("copy-message", "Copy", "Copy the message's text");
+    copy.addEventListener("click", (event) => copyText(this.viewOf(event.target).text, copy));
+    if (!this.options.readOnly) {
+      const edit = button("edit", "Edit", "Edit and send again");
+      edit.hidden = true;
+      edit.addEventListener("click", (event) => this.options.onEdit(this.viewOf(event.target)));
+      const again = button("regenerate", "Regenerate", "Write this reply again");
+      again.hidden = true;
+      again.addEventListener("click", (event) => this.options.onRegenerate(this.viewOf(event.target)));
+    }
+    return tools;
+  }
+
+  viewOf(node) {
+    return this.turns.get(Number(node.closest(".turn").dataset.turnId));
+  }
+
+  set(data) {
+    const view = this.view(data.id);
+    view.data = { ...view.data, ...data };
+    view.text = data.text ?? view.text;
+    view.reasoning = data.reasoning ?? view.reasoning;
+    this.paint(view);
+    return view;
+  }
+
+  remove(id) {
+    const view = this.turns.get(id);
+    if (view) {
+      view.element.remove();
+      this.turns.delete(id);
+      this.paintTools();
+    }
+  }
+
+  append(id, field, data) {
+    const view = this.view(id);
+    view[field] += data;
+    this.schedulePaint(view);
+  }
+
+  finish(id, fields) {
+    const view = this.turns.get(id);
+    if (!view) return;
+    view.data = { ...view.data, ...fields };
+    this.paint(view);
+  }
+
+  ordered() {
+    return [...this.turns.values()].sort((a, b) => a.data.id - b.data.id);
+  }
+
+  oldestId() {
+    const ids = [...this.turns.keys()];
+    return ids.length ? Math.min(...ids) : null;
+  }
+
+  schedulePaint(view) {
+    view.dirty = true;
+    if (this.paintTimer) return;
+    // Re-rendering Markdown on every token is wasteful; 20 paints a second look live.
+    this.paintTimer = setTimeout(() => {
+      this.paintTimer = null;
+      for (const each of this.turns.values()) {
+        if (each.dirty) {
+          each.dirty = false;
+          this.paint(each);
+        }
+      }
+      this.options.onPaint?.();
+    }, 50);
+  }
+
+  paint(view) {
+    const { element, data } = view;
+    element.className = `turn role-${data.role || "bot"}`;
+    element.classList.toggle("generating", data.role === "bot" && !data.finish_reason);
+    element.querySelector(".who").textContent = roleLabel(data);
+    const time = element.querySelector(".when");
+    time.textContent = formatTime(data.created_at);
+    if (data.created_at) time.dateTime = data.created_at;
+    element.querySelector(".status").textContent = statusText(data, view);
+    element.querySelector(".body").replaceChildren(view.text ? renderMarkdown(view.text) : "");
+    const reasoning = element.querySelector(".reasoning");
+    reasoning.hidden = !view.reasoning;
+    reasoning.querySelector(".reasoning-text").textContent = view.reasoning;
+    if (data.role === "bot" && data.finish_reason) this.paintSubstrate(view);
+    this.paintTools();
+  }
+
+  // Edit on your own last message, Regenerate on the last reply, once it is finished.
+  paintTools() {
+    if (this.options.readOnly) return;
+    const turns = this.ordered();
+    const last = turns[turns.length - 1];
+    const running = turns.some((view) => view.data.role === "bot" && !view.data.finish_reason);
+    const lastUser = turns.filter((view) => view.data.role === "user").pop();
+    for (const view of turns) {
+      const mine = view === lastUser && view.data.author === this.options.me;
+      view.element.querySelector(".tool.edit").hidden = !(mine && !running);
+      const again = view === last && view.data.role === "bot" && !running;
+      view.element.querySelector(".tool.regenerate").hidden = !again;
+    }
+  }
+
+  // The substrate view: what the model really saw and said, for model tinkerers. Live
+  // frames leave the prompt and the raw completion out; they are asked for when the
+  // view unfolds (REST pages of turns carry them already: view.detail).
+  paintSubstrate(view) {
+    const { element, data } = view;
+    let details = element.querySelector(".substrate");
+    if (!details) {
+      details = el("details", "substrate");
+      details.addEventListener("toggle", () => {
+        if (details.open && !view.detail) {
+          view.detailAsked = this.options.requestDetail(view);
+          this.paintSubstrate(view);
+        }
+      });
+      element.append(details);
+    }
+    const usage = data.usage || {};
+    const timings = data.timings || {};
+    const facts = [
+      ["provider", [data.provider, data.model].filter(Boolean).join(" / ")],
+      ["finish reason", data.finish_reason],
+      ["usage", `${usage.prompt_tokens ?? "?"} prompt + ${usage.completion_tokens ?? "?"} completion tokens${usage.estimated ? " (estimated)" : ""}`],
+      ["timings", `first token ${timings.ttft_ms ?? "?"} ms, total ${timings.duration_ms ?? "?"} ms`],
+    ];
+    const list = el("dl");
+    for (const [term, value] of facts) list.append(el("dt", null, term), el("dd", null, value ?? ""));
+    const detail = view.detail;
+    const waiting = view.detailAsked ? "loading…" : "";
+    const prompt = detail ? detail.prompt : waiting;
+    const parts = [el("summary", null, "substrate"), list, el("h4", null, "prompt")];
+    if (detail && detail.prompt_truncated) {
+      // Cut to fit one frame (its end is kept); the API has it whole.
+      const note = el("p", "cut", "Only the end of the prompt is shown. ");
+      note.append(link(this.options.turnUrl(data.id), "The whole prompt"));
+      parts.push(note);
+    }
+    parts.push(
+      el("pre", "prompt", typeof prompt === "string" ? prompt : JSON.stringify(prompt, null, 2)),
+      el("h4", null, "raw completion"),
+      el("pre", "raw", detail ? detail.raw_completion ?? "" : waiting),
+    );
+    details.replaceChildren(...parts);
+  }
+
+  applyDetail(event) {
+    const view = this.turns.get(event.id);
+    if (!view) return;
+    view.detail = event;
+    view.detailAsked = false;
+    if (view.data.role === "bot" && view.data.finish_reason) this.paintSubstrate(view);
+  }
+}
