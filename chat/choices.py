@@ -18,6 +18,7 @@ from rest_framework import serializers
 from chat import permissions
 from chat.errors import ServiceError
 from chat.framing import ParamsSerializer, effective_params
+from chat.generation.records import provider_chain
 from chat.models import Channel, Instruction, Provider, UserPreference
 from chat.schemas import (
     THINKING_LEVELS,
@@ -77,7 +78,8 @@ class MemberParamsSerializer(StrictSerializer):
     thinking = StrictBooleanField(required=False)
 
     def validate_models(self, value: list[str]) -> list[str]:
-        known = set(Provider.objects.values_list("name", flat=True))
+        # The demo always answers, with or without its row (records.DEMO_CONFIG).
+        known = {"demo", *Provider.objects.values_list("name", flat=True)}
         for item in value:
             provider, _, model = item.partition("/")
             if not provider or not model:
@@ -111,16 +113,15 @@ def usable_instruction(user: Any, instruction_id: int) -> Instruction | None:
 
 
 def model_choice(channel: Channel, provider: str, model: str) -> str:
-    """The "provider/model" pair a reply would use: what was chosen, the rest from the
-    channel (its params, then its provider) and the provider's default model."""
-    current = effective_params(channel.params)
-    provider = provider or current["provider"] or (channel.provider.name if channel.provider else "")
-    if not model:
-        row = Provider.objects.filter(name=provider).first()
-        model = (current["model"] if provider == current["provider"] else "") or (
-            row.model_name if row else ""
-        )
-    return f"{provider}/{model}"
+    """The "provider/model" pair a reply would start with, given what was chosen (the
+    rest as the generation fills it in: chat/generation/records.py provider_chain)."""
+    params = effective_params(channel.params)
+    if provider:
+        params["provider"] = provider
+    if model:
+        params["model"] = model
+    first = provider_chain(channel, params)[0]
+    return f"{first.name}/{first.model_label}"
 
 
 def check_choices(
@@ -149,6 +150,13 @@ def check_choices(
                 "invalid", "Invalid params.", fields={"params": error_fields(serializer.errors)}
             )
         chosen = dict(serializer.validated_data)
+        other_provider = chosen.get("provider") not in (
+            "",
+            None,
+            effective_params(channel.params)["provider"],
+        )
+        if other_provider and "model" not in chosen:
+            chosen["model"] = ""  # another provider's own default, not the channel's model
     if thinking is not NOT_GIVEN:
         if not (isinstance(thinking, bool) or thinking in THINKING_LEVELS):
             message = ThinkingField.default_error_messages["invalid"]

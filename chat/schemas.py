@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from chat.errors import ServiceError
@@ -96,6 +97,7 @@ class StrictUUIDField(serializers.UUIDField):
 THINKING_LEVELS = ("low", "medium", "high")
 
 
+@extend_schema_field({"oneOf": [{"type": "boolean"}, {"type": "string", "enum": list(THINKING_LEVELS)}]})
 class ThinkingField(serializers.Field):  # type: ignore[type-arg]
     """Reasoning before the answer: true, false, or an effort ("low", "medium", "high");
     true means "medium" (chat/generation/providers/base.py thinking_level)."""

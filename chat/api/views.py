@@ -527,7 +527,7 @@ class MeView(APIView):
         require_login(request)
         return Response(selectors.account_state(request.user))
 
-    @extend_schema(request=PreferencesSerializer, responses={200: outputs.Account, **errors(400)})
+    @extend_schema(request=PreferencesSerializer, responses={200: outputs.Account, **errors(400, 403)})
     def patch(self, request: Request) -> Response:
         """Set the caller's defaults (provider, model, instruction)."""
         caller = require_login(request)
@@ -552,7 +552,9 @@ class InstructionsView(APIView):
         rows = selectors.instructions_for(caller)
         return Response({"instructions": [selectors.instruction_to_dict(i, caller) for i in rows]})
 
-    @extend_schema(request=InstructionCreateSerializer, responses={201: outputs.Instruction, **errors(400)})
+    @extend_schema(
+        request=InstructionCreateSerializer, responses={201: outputs.Instruction, **errors(400, 403)}
+    )
     def post(self, request: Request) -> Response:
         """A new instruction of the caller's own."""
         caller = require_login(request)
