@@ -289,3 +289,35 @@ def test_queued_messages_are_answered_with_the_newest_ones_choices(channel, alic
     wait_until_no_generation()
     answers = [t.params["max_tokens"] for t in Turn.objects.filter(role="bot").order_by("id")]
     assert answers[0] == 256 and answers[-1] == 9
+
+
+def test_the_admin_edits_the_policy_and_instruction_through_update_channel(channel, admin_user):
+    from django.test import Client
+
+    from chat.models import Instruction
+
+    concise = Instruction.objects.create(name="Concise", text="Be brief.")
+    strangers = Instruction.objects.create(name="Mine", text="x", owner=admin_user)
+    desk = Client()
+    desk.force_login(admin_user)
+    url = f"/admin/chat/channel/{channel.pk}/change/"
+    form = {
+        "title": "Lobby",
+        "visibility": "public",
+        "mode": "chat",
+        "framing": "{}",
+        "params": "{}",
+        "member_params": '{"temperature": {"min": 2, "max": 1}}',
+        "instruction": "",
+        "memberships-TOTAL_FORMS": "0",
+        "memberships-INITIAL_FORMS": "0",
+    }
+    assert desk.post(url, form).status_code == 200  # the form again, with the error
+    assert desk.post(url, {**form, "member_params": "{}", "instruction": strangers.pk}).status_code == 200
+    assert Channel.objects.get(pk=channel.pk).instruction is None  # not the owner's (alice's)
+    response = desk.post(url, {**form, "member_params": '{"thinking": true}', "instruction": concise.pk})
+    assert response.status_code == 302
+    changed = Channel.objects.get(pk=channel.pk)
+    assert changed.member_params == {"thinking": True} and changed.instruction == concise
+    update = [e for e in channel_events(channel) if e["type"] == "channel_updated"][-1]
+    assert update["member_params"] == {"thinking": True} and update["instruction"] == concise.pk
