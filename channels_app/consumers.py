@@ -324,18 +324,12 @@ class ChannelConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # an untyp
         if user is None or not user.is_active:
             raise ServiceError("forbidden", "Your account cannot write here.")
         # ``message`` has passed its schema (chat/schemas.py) in _handle.
+        # Only what was sent: an absent instruction and ``instruction: null`` differ.
+        choices = {k: message[k] for k in ("framing", "params", "thinking", "instruction") if k in message}
         if kind == "message":
-            services.post_message(
-                channel=channel,
-                user=user,
-                text=message["text"],
-                framing=message.get("framing"),
-                params=message.get("params"),
-            )
+            services.post_message(channel=channel, user=user, text=message["text"], **choices)
         elif kind == "regenerate":
-            services.regenerate(
-                channel=channel, user=user, framing=message.get("framing"), params=message.get("params")
-            )
+            services.regenerate(channel=channel, user=user, **choices)
         elif kind == "inject":
             services.inject(channel=channel, user=user, role=message["role"], text=message["text"])
         elif kind == "reset":

@@ -20,9 +20,20 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from chat import permissions, selectors, services
+from chat.choices import validate_member_params
 from chat.errors import ServiceError
 from chat.framing import SettingsInvalidError, merge_framing, merge_params
-from chat.models import ApiToken, Channel, Membership, ModerationAction, Provider, Session, Turn
+from chat.models import (
+    ApiToken,
+    Channel,
+    Instruction,
+    Membership,
+    ModerationAction,
+    Provider,
+    Session,
+    Turn,
+)
+from chat.services.channels import check_channel_instruction
 
 
 def desk_user(request: HttpRequest) -> User:
@@ -104,6 +115,16 @@ class MembershipInline(admin.TabularInline[Membership, Channel]):
     readonly_fields = ["muted", "created_at"]
 
 
+@admin.register(Instruction)
+class InstructionAdmin(admin.ModelAdmin[Instruction]):
+    """Shared instructions (no owner) are made here; users' own are shown for support."""
+
+    list_display = ["name", "owner", "updated_at"]
+    list_filter = [("owner", admin.EmptyFieldListFilter)]
+    search_fields = ["name", "text", "owner__username"]
+    autocomplete_fields = ["owner"]
+
+
 @admin.register(Channel)
 class ChannelAdmin(ModerationMixin, admin.ModelAdmin[Channel]):
     list_display = [
@@ -156,7 +177,7 @@ class ChannelAdmin(ModerationMixin, admin.ModelAdmin[Channel]):
 
     # What the change form may change, and only through services.update_channel (which
     # validates, audits a lock, publishes channel_updated and rechecks access).
-    SERVICE_FIELDS = ("title", "visibility", "mode", "framing", "params")
+    SERVICE_FIELDS = ("title", "visibility", "mode", "framing", "params", "member_params", "instruction")
 
     def get_readonly_fields(self, request: HttpRequest, obj: Channel | None = None) -> list[str]:
         fixed = list(self.readonly_fields)
@@ -181,6 +202,14 @@ class ChannelAdmin(ModerationMixin, admin.ModelAdmin[Channel]):
                 except SettingsInvalidError as exc:
                     for name, errors in exc.fields.items():
                         self.add_error(name if name in self.fields else None, str(errors))
+                try:
+                    if "member_params" in cleaned:
+                        validate_member_params(cleaned["member_params"] or {})
+                    if cleaned.get("instruction") is not None:
+                        check_channel_instruction(editing, cleaned["instruction"].pk)
+                except ServiceError as exc:
+                    for name, errors in (exc.fields or {}).items():
+                        self.add_error(name if name in self.fields else None, str(errors))
                 return cleaned
 
         return ChannelForm
@@ -189,6 +218,10 @@ class ChannelAdmin(ModerationMixin, admin.ModelAdmin[Channel]):
         if not change:
             return super().save_model(request, obj, form, change)
         changes = {name: form.cleaned_data[name] for name in form.changed_data if name in self.SERVICE_FIELDS}
+        if "instruction" in changes:  # the service takes the id, as the API sends it
+            changes["instruction"] = changes["instruction"].pk if changes["instruction"] else None
+        if "member_params" in changes:
+            changes["member_params"] = changes["member_params"] or {}
         others = [name for name in form.changed_data if name not in self.SERVICE_FIELDS]
         current = Channel.objects.get(pk=obj.pk)
         if changes:

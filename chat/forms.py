@@ -13,15 +13,8 @@ from chat.errors import ServiceError
 from chat.models import Channel
 
 
-class ChannelForm(forms.Form):
-    name = forms.CharField(
-        max_length=64,
-        help_text="1–64 of a-z, 0-9, - and _, starting with a letter or digit.",
-        widget=forms.TextInput(attrs={"autocomplete": "off", "spellcheck": "false"}),
-    )
-    title = forms.CharField(max_length=200, required=False)
-    visibility = forms.ChoiceField(choices=Channel.Visibility.choices, initial=Channel.Visibility.PUBLIC)
-    mode = forms.ChoiceField(choices=Channel.Mode.choices, initial=Channel.Mode.CHAT)
+class ServiceForm(forms.Form):
+    """A form whose input a service checks."""
 
     def add_service_error(self, error: ServiceError) -> None:
         """Show a service's refusal next to the fields it names."""
@@ -32,6 +25,36 @@ class ChannelForm(forms.Form):
             self.add_error(field, messages if isinstance(messages, list) else [str(messages)])
         if not named:
             self.add_error(None, error.text)
+
+
+class ChannelForm(ServiceForm):
+    name = forms.CharField(
+        max_length=64,
+        help_text="1–64 of a-z, 0-9, - and _, starting with a letter or digit.",
+        widget=forms.TextInput(attrs={"autocomplete": "off", "spellcheck": "false"}),
+    )
+    title = forms.CharField(max_length=200, required=False)
+    visibility = forms.ChoiceField(choices=Channel.Visibility.choices, initial=Channel.Visibility.PUBLIC)
+    mode = forms.ChoiceField(choices=Channel.Mode.choices, initial=Channel.Mode.CHAT)
+
+
+class PreferencesForm(ServiceForm):
+    """A user's defaults: ``model`` is a "provider/model" pair (or none)."""
+
+    model = forms.ChoiceField(required=False, label="Default model")
+    instruction = forms.TypedChoiceField(
+        required=False, coerce=int, empty_value=None, label="Default instruction"
+    )
+
+    def __init__(self, *args: Any, models: list[str], instructions: list[tuple[int, str]], **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        none = [("", "— the channel's —")]
+        self.fields["model"].choices = none + [(pair, pair) for pair in models]  # type: ignore[attr-defined]
+        self.fields["instruction"].choices = none + instructions  # type: ignore[attr-defined]
+
+    def changes(self) -> dict[str, Any]:
+        provider, _, model = self.cleaned_data["model"].partition("/")
+        return {"provider": provider, "model": model, "instruction": self.cleaned_data["instruction"]}
 
 
 class SignupForm(UserCreationForm[Any]):

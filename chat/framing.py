@@ -18,6 +18,7 @@ from chat.schemas import (
     StrictIntegerField,
     StrictListField,
     StrictSerializer,
+    ThinkingField,
     error_fields,
 )
 
@@ -40,6 +41,7 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "top_p": 0.95,
     "top_k": 40,
     "repeat_penalty": 1.1,
+    "thinking": False,
 }
 
 
@@ -62,6 +64,7 @@ class ParamsSerializer(StrictSerializer):
     top_p = StrictFloatField(min_value=0, max_value=1)
     top_k = StrictIntegerField(min_value=0, max_value=1000)
     repeat_penalty = StrictFloatField(min_value=0.5, max_value=2)
+    thinking = ThinkingField()
 
     def validate_max_tokens(self, value: int) -> int:
         if value > settings.MAX_TOKENS_LIMIT:

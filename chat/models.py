@@ -85,6 +85,13 @@ class Provider(models.Model):
         return ["chat", "completion"]
 
     @property
+    def served_models(self) -> list[str]:
+        """The model names it offers (GET /api/providers)."""
+        if self.kind == self.Kind.DEMO:
+            return ["demo"]
+        return list(self.model_names or [self.model_name])
+
+    @property
     def model_name(self) -> str:
         if self.kind == self.Kind.DEMO:
             return "demo"
@@ -334,6 +341,8 @@ class Turn(models.Model):
             "created_at": iso(self.created_at),
             "hidden": self.hidden,
         }
+        if self.role == self.Role.USER:
+            data["request"] = self.request
         if self.role == self.Role.BOT:
             data.update(
                 author=None,
@@ -345,6 +354,7 @@ class Turn(models.Model):
                 raw_completion=self.raw_completion,
                 framing=self.framing,
                 params=self.params,
+                instruction=self.instruction,
                 provider=self.provider,
                 model=self.model,
                 usage=self.usage,

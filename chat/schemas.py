@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from chat.errors import ServiceError
@@ -93,6 +94,25 @@ class StrictUUIDField(serializers.UUIDField):
         return super().to_internal_value(data)
 
 
+THINKING_LEVELS = ("low", "medium", "high")
+
+
+@extend_schema_field({"oneOf": [{"type": "boolean"}, {"type": "string", "enum": list(THINKING_LEVELS)}]})
+class ThinkingField(serializers.Field):  # type: ignore[type-arg]
+    """Reasoning before the answer: true, false, or an effort ("low", "medium", "high");
+    true means "medium" (chat/generation/providers/base.py thinking_level)."""
+
+    default_error_messages = {"invalid": 'Expected true, false, "low", "medium" or "high".'}
+
+    def to_internal_value(self, data: Any) -> bool | str:
+        if isinstance(data, bool) or data in THINKING_LEVELS:
+            return data  # type: ignore[no-any-return]
+        self.fail("invalid")
+
+    def to_representation(self, value: Any) -> Any:
+        return value
+
+
 class StrictObjectField(serializers.DictField):
     """A JSON object, passed on whole (framing and params are checked key by key when
     they are merged with the channel's own, in chat/framing.py)."""
@@ -119,16 +139,23 @@ class StrictSerializer(serializers.Serializer[Any]):
 # (Named *Serializer: drf-spectacular names the OpenAPI components after them.)
 
 
-class MessageSerializer(StrictSerializer):
-    # Blank and over-long text are the service's to refuse (`invalid`, `too_long`).
-    text = StrictCharField(allow_blank=True)
-    framing = StrictObjectField(required=False)
-    params = StrictObjectField(required=False)
+# An Instruction's id (chat.models.Instruction); null: none, even where the channel has one.
+def instruction_id_field() -> StrictIntegerField:
+    return StrictIntegerField(required=False, allow_null=True, min_value=1, max_value=2**63 - 1)
 
 
 class RegenerateSerializer(StrictSerializer):
+    # framing changes the channel (owner, moderator); params, thinking and instruction
+    # apply to this reply only (chat/choices.py).
     framing = StrictObjectField(required=False)
     params = StrictObjectField(required=False)
+    thinking = ThinkingField(required=False)
+    instruction = instruction_id_field()
+
+
+class MessageSerializer(RegenerateSerializer):
+    # Blank and over-long text are the service's to refuse (`invalid`, `too_long`).
+    text = StrictCharField(allow_blank=True)
 
 
 class InjectSerializer(StrictSerializer):
@@ -172,6 +199,27 @@ class ChannelUpdateSerializer(StrictSerializer):
     locked = StrictBooleanField(required=False)
     framing = StrictObjectField(required=False)
     params = StrictObjectField(required=False)
+    # What members may choose per message (chat/choices.py checks it whole).
+    member_params = StrictObjectField(required=False)
+    instruction = instruction_id_field()
+
+
+class InstructionCreateSerializer(StrictSerializer):
+    name = StrictCharField(max_length=100, trim_whitespace=True)
+    text = StrictCharField(max_length=20000)
+
+
+class InstructionUpdateSerializer(StrictSerializer):
+    name = StrictCharField(max_length=100, required=False, trim_whitespace=True)
+    text = StrictCharField(max_length=20000, required=False)
+
+
+class PreferencesSerializer(StrictSerializer):
+    """PATCH /api/me: the caller's defaults ("" clears provider and model)."""
+
+    provider = StrictCharField(max_length=64, required=False, allow_blank=True)
+    model = StrictCharField(max_length=200, required=False, allow_blank=True)
+    instruction = instruction_id_field()
 
 
 class MemberSerializer(StrictSerializer):

@@ -14,7 +14,17 @@ from django.db.models.functions import Coalesce
 
 from chat import limits, permissions
 from chat.framing import effective_framing, effective_params
-from chat.models import ApiToken, Channel, Membership, Provider, Session, Turn, iso
+from chat.models import (
+    ApiToken,
+    Channel,
+    Instruction,
+    Membership,
+    Provider,
+    Session,
+    Turn,
+    UserPreference,
+    iso,
+)
 from chat.realtime import store
 
 log = logging.getLogger(__name__)
@@ -145,6 +155,8 @@ def history_state(channel: Channel, *, limit: int = HISTORY_TURNS) -> dict[str, 
         "session": str(session.pk) if session else None,
         "framing": effective_framing(channel.framing),
         "params": effective_params(channel.params),
+        "member_params": channel.member_params or {},
+        "instruction": channel.instruction_id,
         "turns": [t.to_dict() for t in turns],
         "has_more": has_more,
     }
@@ -256,8 +268,41 @@ def generating_flags(channels: list[Channel]) -> list[bool]:
         return [False] * len(channels)
 
 
+def instructions_for(user: Any) -> QuerySet[Instruction]:
+    """The instructions the user may see and apply: the shared ones and their own."""
+    scope = Q(owner__isnull=True)
+    if user and user.is_authenticated:
+        scope |= Q(owner=user)
+    return Instruction.objects.filter(scope).order_by("name", "id")
+
+
+def instruction_for(user: Any, instruction_id: Any) -> Instruction | None:
+    """One of :func:`instructions_for`; None (a 404) for anyone else's."""
+    if not isinstance(instruction_id, int):
+        return None
+    return instructions_for(user).filter(pk=instruction_id).first()
+
+
+def instruction_to_dict(instruction: Instruction, user: Any) -> dict[str, Any]:
+    return {
+        "id": instruction.pk,
+        "name": instruction.name,
+        "text": instruction.text,
+        "shared": instruction.owner_id is None,
+        "mine": instruction.owner_id is not None and instruction.owner_id == user.pk,
+    }
+
+
+def preferences(user: Any) -> dict[str, Any]:
+    """The user's defaults (empty ones when they set none)."""
+    found = UserPreference.objects.filter(user=user).first()
+    if found is None:
+        return {"provider": "", "model": "", "instruction": None}
+    return {"provider": found.provider, "model": found.model, "instruction": found.instruction_id}
+
+
 def account_state(user: Any) -> dict[str, Any]:
-    """Who the user is, what they used today and the limits that apply."""
+    """Who the user is, what they used today, the limits that apply, their defaults."""
     return {
         "username": user.get_username(),
         "is_staff": user.is_staff,
@@ -269,4 +314,5 @@ def account_state(user: Any) -> dict[str, Any]:
             "daily_messages": settings.DAILY_MESSAGES,
             "daily_tokens": settings.DAILY_TOKENS,
         },
+        "preferences": preferences(user),
     }

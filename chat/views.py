@@ -16,7 +16,7 @@ from django.views.decorators.http import require_http_methods
 
 from chat import permissions, selectors, services
 from chat.errors import ServiceError
-from chat.forms import ChannelForm, LoginForm, SignupForm
+from chat.forms import ChannelForm, LoginForm, PreferencesForm, SignupForm
 from chat.models import ApiToken, Channel
 
 FRAMING_FIELDS = [
@@ -100,15 +100,36 @@ def page_context(
 def account(request: HttpRequest) -> HttpResponse:
     user: Any = request.user
     token = None
-    if request.method == "POST":
+    choices: dict[str, Any] = {
+        "models": [f"{p.name}/{m}" for p in selectors.enabled_providers() for m in p.served_models],
+        "instructions": [(i.pk, i.name) for i in selectors.instructions_for(user)],
+    }
+    current = selectors.preferences(user)
+    initial = {
+        "model": f"{current['provider']}/{current['model']}" if current["provider"] else "",
+        "instruction": current["instruction"],
+    }
+    preferences = PreferencesForm(initial=initial, **choices)
+    status = 200
+    if request.method == "POST" and request.POST.get("form") == "preferences":
+        preferences = PreferencesForm(request.POST, **choices)
+        if preferences.is_valid():
+            try:
+                services.set_preferences(user=user, changes=preferences.changes())
+                return redirect("account")
+            except ServiceError as error:
+                preferences.add_service_error(error)
+        status = 400
+    elif request.method == "POST":
         # Shown in this answer only; the database keeps its hash.
         token = ApiToken.issue(user)
     context = {
         "state": selectors.account_state(user),
         "token": token,
         "has_token": selectors.has_api_token(user),
+        "preferences": preferences,
     }
-    response = render(request, "chat/account.html", context)
+    response = render(request, "chat/account.html", context, status=status)
     response["Cache-Control"] = "no-store"
     return response
 

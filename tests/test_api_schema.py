@@ -287,6 +287,44 @@ def test_every_answer_fits_the_schema(
     walk.call("get", "/api/providers", status=200)
     walk.call("get", "/api/me", user=bob, status=200)
     walk.call("get", "/api/me", status=401)
+    walk.call("patch", "/api/me", user=bob, data={"provider": "slow", "model": "test-model"}, status=200)
+    walk.call("patch", "/api/me", user=bob, data={"provider": "nope"}, status=400)
+
+    # Instructions, and the per-message choices they and the policy allow
+    settings.MAX_MESSAGE_CHARS, settings.DAILY_MESSAGES, settings.SYNC_REPLY_TIMEOUT = 1000, 0, 30
+    mine = walk.call(
+        "post", "/api/instructions", user=alice, data={"name": "Terse", "text": "Be terse."}, status=201
+    )
+    walk.call("post", "/api/instructions", user=alice, data={"name": ""}, status=400)
+    walk.call("get", "/api/instructions", user=bob, status=200)
+    walk.call("get", f"/api/instructions/{mine['id']}", user=alice, status=200)
+    walk.call("get", f"/api/instructions/{mine['id']}", user=bob, status=404)
+    walk.call("patch", f"/api/instructions/{mine['id']}", user=alice, data={"text": "Terse."}, status=200)
+    policy = {
+        "temperature": {"min": 0, "max": 1},
+        "max_tokens": {"max": 9},
+        "models": ["slow/test-model"],
+        "thinking": True,
+    }
+    detail = walk.call(
+        "patch", lobby, user=alice, data={"member_params": policy, "instruction": mine["id"]}, status=200
+    )
+    assert detail["member_params"] == policy and detail["instruction"] == mine["id"]
+    walk.call("patch", lobby, user=alice, data={"member_params": {"top_k": {"min": 5, "max": 1}}}, status=400)
+    chosen = {
+        "text": "Hello",
+        "params": {"temperature": 0.5, "max_tokens": 4},
+        "thinking": "low",
+        "instruction": None,
+    }
+    exchange = walk.call("post", f"{lobby}/messages", user=bob, data=chosen, status=200)
+    assert (
+        exchange["user_turn"]["request"]["thinking"] == "low"
+        and exchange["bot_turn"]["params"]["thinking"] == "low"
+    )
+    walk.call("post", f"{lobby}/messages", user=bob, data={"text": "x", "params": {"top_p": 0.5}}, status=403)
+    walk.call("delete", f"/api/instructions/{mine['id']}", user=bob, status=404)
+    walk.call("delete", f"/api/instructions/{mine['id']}", user=alice, status=204)
     walk.call("post", "/api/me/token", status=201, HTTP_AUTHORIZATION=basic(bob))
     walk.call("post", "/api/me/token", status=401, HTTP_AUTHORIZATION="Basic Ym9iOndyb25n")
 

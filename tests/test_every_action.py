@@ -209,6 +209,27 @@ ACTIONS: dict[str, dict[str, Any]] = {
             channel=w.fresh(), user=w.alice, changes={"title": "New", "params": {"max_tokens": 7}}
         )
     },
+    "member policy and instruction change": {
+        "perform": lambda w: services.update_channel(
+            channel=w.fresh(),
+            user=w.alice,
+            changes={
+                "member_params": {"temperature": {"min": 0, "max": 1}},
+                "instruction": services.create_instruction(user=w.alice, name="Terse", text="Be terse.").pk,
+            },
+        )
+    },
+    "instruction delete": {
+        "prepare": lambda w: services.update_channel(
+            channel=w.fresh(),
+            user=w.alice,
+            changes={"instruction": services.create_instruction(user=w.alice, name="T", text="T.").pk},
+        ),
+        "perform": lambda w: services.delete_instruction(user=w.alice, instruction=w.fresh().instruction),
+    },
+    "regenerate with choices": {
+        "perform": lambda w: services.regenerate(channel=w.fresh(), user=w.alice, params={"max_tokens": 2})
+    },
     "key rotation": {"perform": lambda w: services.rotate_watch_key(channel=w.fresh(), user=w.alice)},
     "session delete": {"perform": lambda w: services.delete_session(session=w.session(), user=w.alice)},
     "archived session delete": {
@@ -266,9 +287,13 @@ async def test_the_action_list_covers_every_service_that_changes_a_transcript():
         "post_message", "regenerate", "inject", "reset", "hide_turn", "unhide_turn", "delete_turn",
         "truncate_session", "purge_session", "set_locked", "set_muted", "ban_user", "add_member",
         "remove_member", "update_channel", "rotate_watch_key", "delete_session", "interrupt",
+        "delete_instruction",
     }  # fmt: skip
     not_live = {  # no open screen shows what these change
         "create_channel", "delete_channel", "unban_user", "bulk_delete_sessions", "update_channel_settings",
         "interrupt_generation",
+        # Instructions' names and texts and a user's defaults are shown on no channel's
+        # screen; they apply to replies written afterwards.
+        "create_instruction", "update_instruction", "set_preferences",
     }  # fmt: skip
     assert set(services.__all__) - covered - not_live == set(), "a new service needs a verify_action case"

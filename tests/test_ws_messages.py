@@ -124,22 +124,39 @@ async def test_a_watch_connection_cannot_change_anything(channel, alice):
     await socket.disconnect()
 
 
-async def test_only_the_owner_or_a_moderator_may_change_settings(channel, bob):
+async def test_a_member_may_not_choose_params_the_channel_does_not_offer(channel, bob):
     socket, _ = await chat_socket(bob)
     await send(socket, type="message", text="hi", params={"temperature": 0.1})
     assert (await receive(socket))["code"] == "forbidden"
+    await send(socket, type="message", text="hi", framing={"preamble": "Mine."})
+    assert (await receive(socket))["code"] == "forbidden"  # framing stays the owner's
     await send(socket, type="message", text="hi")
     assert (await receive(socket))["type"] == "turn"
     await socket.disconnect()
 
 
-async def test_the_owner_changes_settings_and_everyone_sees_it(channel, alice):
+async def test_the_owner_changes_framing_and_everyone_sees_it(channel, alice):
+    socket, _ = await chat_socket(alice)
+    await send(socket, type="message", text="hi", framing={"preamble": "Be brief."})
+    update = await receive(socket)
+    assert update["type"] == "channel_updated" and update["framing"]["preamble"] == "Be brief."
+    assert set(update) >= {"framing", "params", "member_params", "instruction", "locked", "visibility"}
+    await receive_until(socket, "done")
+    await socket.disconnect()
+
+
+async def test_message_params_apply_to_that_reply_only(channel, alice):
+    """A change of meaning (issue 14): params no longer change the channel's settings."""
     socket, _ = await chat_socket(alice)
     await send(socket, type="message", text="hi", params={"temperature": 0.1})
-    update = await receive(socket)
-    assert update["type"] == "channel_updated" and update["params"]["temperature"] == 0.1
-    assert set(update) >= {"framing", "params", "locked", "visibility", "channel", "seq"}
-    await receive_until(socket, "done")
+    turn = await receive(socket)
+    assert turn["type"] == "turn" and turn["request"] == {"params": {"temperature": 0.1}}
+    events = await receive_until(socket, "done")
+    assert not [e for e in events if e["type"] == "channel_updated"]
+    bot = next(e for e in events if e["type"] == "turn" and e["role"] == "bot")
+    assert bot["params"]["temperature"] == 0.1
+    await db_call(channel.refresh_from_db)()
+    assert "temperature" not in channel.params or channel.params["temperature"] != 0.1
     await socket.disconnect()
 
 

@@ -106,6 +106,8 @@ class ChannelState:
         self.session = history["session"]
         self.framing = history["framing"]
         self.params = history["params"]
+        self.member_params = history["member_params"]
+        self.instruction = history["instruction"]
         self.turns = {t["id"]: t for t in history["turns"]}
         self.generating = copy.deepcopy(history["generating"])
         self.seq = history["seq"]
@@ -133,12 +135,15 @@ class ChannelState:
             self.session, self.turns = event["session"], {}
         elif kind == "channel_updated":
             self.framing, self.params = event["framing"], event["params"]
+            self.member_params, self.instruction = event["member_params"], event["instruction"]
 
     def snapshot(self) -> dict[str, Any]:
         return {
             "session": self.session,
             "framing": self.framing,
             "params": self.params,
+            "member_params": self.member_params,
+            "instruction": self.instruction,
             "turns": [self.turns[i] for i in sorted(self.turns)],
             "generating": self.generating,
             "seq": self.seq,

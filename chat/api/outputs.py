@@ -31,6 +31,16 @@ class Output(serializers.Serializer[Any]):
 # --- Settings ---------------------------------------------------------------------------
 
 
+@extend_schema_field(
+    {
+        "oneOf": [{"type": "boolean"}, {"type": "string", "enum": ["low", "medium", "high"]}],
+        "description": "reasoning before the answer: false, true (= medium) or an effort",
+    }
+)
+class Thinking(serializers.Field):  # type: ignore[type-arg]
+    pass
+
+
 class Framing(Output):
     """How a transcript becomes a completion prompt (the channel's, defaults filled in)."""
 
@@ -55,6 +65,30 @@ class Params(Output):
     top_p = serializers.FloatField(min_value=0, max_value=1)
     top_k = serializers.IntegerField(min_value=0, max_value=1000)
     repeat_penalty = serializers.FloatField(min_value=0.5, max_value=2)
+    thinking = Thinking()
+
+
+class Range(Output):
+    min = serializers.FloatField()
+    max = serializers.FloatField()
+
+
+class MaxBound(Output):
+    max = serializers.IntegerField()
+
+
+class MemberParams(Output):
+    """What members may choose per message: a key absent, they may not set it."""
+
+    models = serializers.ListField(
+        child=serializers.CharField(), required=False, help_text='"provider/model" pairs'
+    )
+    temperature = Range(required=False)
+    top_p = Range(required=False)
+    top_k = Range(required=False)
+    repeat_penalty = Range(required=False)
+    max_tokens = MaxBound(required=False)
+    thinking = serializers.BooleanField(required=False)
 
 
 class TurnFraming(Output):
@@ -80,6 +114,15 @@ class TurnParams(Output):
     top_p = serializers.FloatField(required=False)
     top_k = serializers.IntegerField(required=False)
     repeat_penalty = serializers.FloatField(required=False)
+    thinking = Thinking(required=False)
+
+
+class TurnRequest(Output):
+    """A user turn's per-message choices, as checked; empty when it made none."""
+
+    params = TurnParams(required=False)
+    thinking = Thinking(required=False)
+    instruction = serializers.IntegerField(required=False, allow_null=True)
 
 
 class TurnUsage(Output):
@@ -130,6 +173,10 @@ class Turn(Output):
     raw_completion = serializers.CharField(required=False, allow_blank=True)
     framing = TurnFraming(required=False)
     params = TurnParams(required=False)
+    instruction = serializers.CharField(
+        required=False, allow_blank=True, help_text="bot turns: the name of the instruction applied"
+    )
+    request = TurnRequest(required=False, help_text="user turns: the choices the message made")
     provider = serializers.CharField(required=False, allow_blank=True)
     model = serializers.CharField(required=False, allow_blank=True)
     usage = TurnUsage(required=False)
@@ -201,6 +248,8 @@ class ChannelDetail(ChannelSummary):
     mode = serializers.ChoiceField(choices=["chat", "completion"])
     framing = Framing()
     params = Params()
+    member_params = MemberParams()
+    instruction = serializers.IntegerField(allow_null=True, help_text="the channel's instruction")
     session = serializers.UUIDField(allow_null=True, help_text="the active session")
 
 
@@ -288,12 +337,33 @@ class AccountLimits(Output):
     daily_tokens = serializers.IntegerField()
 
 
+class Preferences(Output):
+    """The caller's defaults: used where a channel's member_params offers the model."""
+
+    provider = serializers.CharField(allow_blank=True)
+    model = serializers.CharField(allow_blank=True)
+    instruction = serializers.IntegerField(allow_null=True)
+
+
 class Account(Output):
     username = serializers.CharField()
     is_staff = serializers.BooleanField()
     is_moderator = serializers.BooleanField()
     usage = AccountUsage()
     limits = AccountLimits()
+    preferences = Preferences()
+
+
+class Instruction(Output):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    text = serializers.CharField()
+    shared = serializers.BooleanField(help_text="shared with everyone (managed in the admin)")
+    mine = serializers.BooleanField(help_text="the caller's own")
+
+
+class InstructionList(Output):
+    instructions = Instruction(many=True)
 
 
 class Token(Output):

@@ -25,6 +25,8 @@ urlpatterns = [
     path("providers", views.ProvidersView.as_view()),
     path("me", views.MeView.as_view()),
     path("me/token", views.MeTokenView.as_view()),
+    path("instructions", views.InstructionsView.as_view()),
+    path("instructions/<str:instruction_id>", views.InstructionDetailView.as_view()),
     path("schema", SpectacularAPIView.as_view(), name="schema"),
     path("docs", docs.api_docs, name="api-docs"),
 ]

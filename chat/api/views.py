@@ -37,15 +37,18 @@ from chat.api.streams import (
 from chat.errors import UNAVAILABLE, ServiceError
 from chat.framing import effective_framing, effective_params
 from chat.logins import bearer_from_header
-from chat.models import ApiToken, Channel, Membership, Provider, Session, hash_token, iso
+from chat.models import ApiToken, Channel, Membership, Session, hash_token, iso
 from chat.schemas import (
     BulkDeleteSerializer,
     ChannelCreateSerializer,
     ChannelUpdateSerializer,
     InjectSerializer,
+    InstructionCreateSerializer,
+    InstructionUpdateSerializer,
     InterruptSerializer,
     MemberSerializer,
     MessageSerializer,
+    PreferencesSerializer,
     RegenerateSerializer,
     ResetSerializer,
     StrictSerializer,
@@ -130,6 +133,8 @@ def channel_detail(request: Request, channel: Channel) -> dict[str, Any]:
         "mode": channel.mode,
         "framing": effective_framing(channel.framing),
         "params": effective_params(channel.params),
+        "member_params": channel.member_params or {},
+        "instruction": channel.instruction_id,
         "session": str(session.pk) if session else None,
     }
 
@@ -508,9 +513,7 @@ class ProvidersView(APIView):
                         "name": p.name,
                         "kind": p.kind,
                         "modes": p.modes,
-                        "models": ["demo"]
-                        if p.kind == Provider.Kind.DEMO
-                        else (p.model_names or [p.model_name]),
+                        "models": p.served_models,
                     }
                     for p in providers
                 ]
@@ -523,6 +526,64 @@ class MeView(APIView):
     def get(self, request: Request) -> Response:
         require_login(request)
         return Response(selectors.account_state(request.user))
+
+    @extend_schema(request=PreferencesSerializer, responses={200: outputs.Account, **errors(400, 403)})
+    def patch(self, request: Request) -> Response:
+        """Set the caller's defaults (provider, model, instruction)."""
+        caller = require_login(request)
+        services.set_preferences(user=caller, changes=parse(PreferencesSerializer, request))
+        return Response(selectors.account_state(caller))
+
+
+def instruction_or_404(request: Request, instruction_id: str) -> Any:
+    found = None
+    if ASCII_DIGITS.fullmatch(instruction_id):
+        found = selectors.instruction_for(request.user, int(instruction_id))
+    if found is None:
+        raise Http404("No such instruction.")
+    return found
+
+
+class InstructionsView(APIView):
+    @extend_schema(operation_id="instructions_list", responses={200: outputs.InstructionList, **errors()})
+    def get(self, request: Request) -> Response:
+        """The shared instructions and the caller's own."""
+        caller = require_login(request)
+        rows = selectors.instructions_for(caller)
+        return Response({"instructions": [selectors.instruction_to_dict(i, caller) for i in rows]})
+
+    @extend_schema(
+        request=InstructionCreateSerializer, responses={201: outputs.Instruction, **errors(400, 403)}
+    )
+    def post(self, request: Request) -> Response:
+        """A new instruction of the caller's own."""
+        caller = require_login(request)
+        created = services.create_instruction(user=caller, **parse(InstructionCreateSerializer, request))
+        return Response(selectors.instruction_to_dict(created, caller), status=status.HTTP_201_CREATED)
+
+
+class InstructionDetailView(APIView):
+    @extend_schema(responses={200: outputs.Instruction, **errors(404)})
+    def get(self, request: Request, instruction_id: str) -> Response:
+        caller = require_login(request)
+        return Response(selectors.instruction_to_dict(instruction_or_404(request, instruction_id), caller))
+
+    @extend_schema(
+        request=InstructionUpdateSerializer, responses={200: outputs.Instruction, **errors(400, 403, 404)}
+    )
+    def patch(self, request: Request, instruction_id: str) -> Response:
+        """Rename or rewrite one of the caller's own (shared ones: in the admin)."""
+        caller = require_login(request)
+        found = instruction_or_404(request, instruction_id)
+        changes = parse(InstructionUpdateSerializer, request)
+        changed = services.update_instruction(user=caller, instruction=found, changes=changes)
+        return Response(selectors.instruction_to_dict(changed, caller))
+
+    @extend_schema(responses={204: None, **errors(403, 404)})
+    def delete(self, request: Request, instruction_id: str) -> Response:
+        caller = require_login(request)
+        services.delete_instruction(user=caller, instruction=instruction_or_404(request, instruction_id))
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class MeTokenView(APIView):

@@ -213,6 +213,7 @@ class Generation:
                 turns=plan.turns,
                 context_window=config.context_window,
                 max_tokens=int(plan.params["max_tokens"]),
+                instruction=plan.instruction_text,
             )
             self.built, self.config = built, config
             request = GenerationRequest(

@@ -81,11 +81,16 @@ def build_prompt(
     turns: list[PromptTurn],
     context_window: int,
     max_tokens: int,
+    instruction: str = "",
 ) -> BuiltPrompt:
     """Build the prompt, dropping the oldest turns until it fits beside the reply.
 
-    The preamble always stays, and so does the newest turn.
+    The preamble always stays, and so does the newest turn. An ``instruction`` (a named
+    system prompt) goes first: before the preamble, in the system prompt or the
+    completion prompt alike.
     """
+    if instruction.strip():
+        framing = {**framing, "preamble": f"{instruction.strip()}\n\n{framing.get('preamble', '')}"}
     budget = max(context_window - max_tokens, 1)
     fixed = estimate_tokens(framing.get("preamble", "") + framing.get("bot_prefix", ""))
     costs = [estimate_tokens(render_turn(framing, t)) for t in turns]

@@ -15,7 +15,7 @@ from django.db.models import F
 from chat.framing import effective_framing, effective_params
 from chat.generation.prompt import PromptTurn, estimate_tokens
 from chat.generation.providers.base import ProviderConfig
-from chat.models import Channel, Provider, Session, Turn
+from chat.models import Channel, Instruction, Provider, Session, Turn
 
 
 @dataclass
@@ -36,6 +36,9 @@ class Plan:
     # Older visible turns were left unread: the id of the oldest one read (else None).
     unread_before: int | None = None
     last_user_text: str = ""
+    # The instruction applied (chat/generation/prompt.py puts its text first), if any.
+    instruction_name: str = ""
+    instruction_text: str = ""
     # Replies of this channel that a dead process left unfinished, closed as errors
     # (the caller holds the channel's lock, so nothing else is writing them).
     recovered: list[dict[str, Any]] = field(default_factory=list)
@@ -50,6 +53,7 @@ def _config(provider: Provider, model: str = "") -> ProviderConfig:
         model=model or provider.model_name,
         context_window=provider.context_window,
         extended_sampling=provider.extended_sampling,
+        reasoning_effort=provider.reasoning_effort,
     )
 
 
@@ -143,7 +147,13 @@ def read_plan(channel_id: int) -> Plan | None:
     if session is None:
         return None
     framing = effective_framing(channel.framing)
-    params = effective_params(channel.params)
+    request = asked_for(session.pk)
+    # The message's own choices (chat/choices.py) over the channel's, for this reply only.
+    params = {**effective_params(channel.params), **request.get("params", {})}
+    if "thinking" in request:
+        params["thinking"] = request["thinking"]
+    instruction_id = request.get("instruction", channel.instruction_id)
+    instruction = Instruction.objects.filter(pk=instruction_id).first() if instruction_id else None
     chain = provider_chain(channel, params)
     budget = max(c.context_window for c in chain) - int(params["max_tokens"])
     rows, unread = recent_turns(session.pk, max(budget, 1))
@@ -163,7 +173,22 @@ def read_plan(channel_id: int) -> Plan | None:
         turns=[PromptTurn(role, text) for _, role, text in rows],
         unread_before=rows[0][0] if unread else None,
         last_user_text=last_user,
+        instruction_name=instruction.name if instruction else "",
+        instruction_text=instruction.text if instruction else "",
     )
+
+
+def asked_for(session_id: Any) -> dict[str, Any]:
+    """The choices recorded on the newest turn the reply answers (a user's, or an
+    injected one): when several messages are answered together, the last one's."""
+    newest = (
+        Turn.objects.filter(session_id=session_id, hidden=False)
+        .exclude(role=Turn.Role.BOT)
+        .order_by("-id")
+        .values_list("request", flat=True)
+        .first()
+    )
+    return newest if isinstance(newest, dict) else {}
 
 
 def open_turn(plan: Plan) -> Plan | None:
@@ -195,6 +220,7 @@ def open_turn(plan: Plan) -> Plan | None:
             role=Turn.Role.BOT,
             framing=plan.framing,
             params=plan.params,
+            instruction=plan.instruction_name,
             provider=first.name,
             model=first.model_label,
         ).pk

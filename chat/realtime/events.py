@@ -73,6 +73,8 @@ class ChannelUpdatedEvent(TypedDict):
     type: Literal["channel_updated"]
     framing: dict[str, Any]
     params: dict[str, Any]
+    member_params: dict[str, Any]
+    instruction: int | None
     locked: bool
     visibility: str
 
@@ -138,12 +140,20 @@ def reset_event(session_id: Any) -> ResetEvent:
 
 
 def channel_updated_event(
-    *, framing: dict[str, Any], params: dict[str, Any], locked: bool, visibility: str
+    *,
+    framing: dict[str, Any],
+    params: dict[str, Any],
+    member_params: dict[str, Any],
+    instruction: int | None,
+    locked: bool,
+    visibility: str,
 ) -> ChannelUpdatedEvent:
     return {
         "type": "channel_updated",
         "framing": framing,
         "params": params,
+        "member_params": member_params,
+        "instruction": instruction,
         "locked": locked,
         "visibility": visibility,
     }

@@ -8,6 +8,7 @@ from chat.services.channels import (
     update_channel_settings,
 )
 from chat.services.conversation import inject, interrupt, post_message, regenerate, reset
+from chat.services.instructions import create_instruction, delete_instruction, update_instruction
 from chat.services.moderation import (
     add_member,
     ban_user,
@@ -21,6 +22,7 @@ from chat.services.moderation import (
     unban_user,
     unhide_turn,
 )
+from chat.services.preferences import set_preferences
 from chat.services.sessions import bulk_delete_sessions, delete_session, truncate_session
 
 __all__ = [
@@ -28,7 +30,9 @@ __all__ = [
     "ban_user",
     "bulk_delete_sessions",
     "create_channel",
+    "create_instruction",
     "delete_channel",
+    "delete_instruction",
     "delete_session",
     "delete_turn",
     "hide_turn",
@@ -43,9 +47,11 @@ __all__ = [
     "rotate_watch_key",
     "set_locked",
     "set_muted",
+    "set_preferences",
     "truncate_session",
     "unban_user",
     "unhide_turn",
     "update_channel",
     "update_channel_settings",
+    "update_instruction",
 ]

@@ -9,6 +9,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
 from chat import permissions
+from chat.choices import usable_instruction, validate_member_params
 from chat.errors import ServiceError
 from chat.framing import (
     SettingsInvalidError,
@@ -27,6 +28,8 @@ def channel_settings_event(channel: Channel) -> events.ChannelUpdatedEvent:
     return events.channel_updated_event(
         framing=effective_framing(channel.framing),
         params=effective_params(channel.params),
+        member_params=channel.member_params or {},
+        instruction=channel.instruction_id,
         locked=channel.locked,
         visibility=channel.visibility,
     )
@@ -152,12 +155,35 @@ def change_lock(*, actor: User, channel: Channel, locked: bool, reason: str = ""
         publish_on_commit(channel.pk, channel.name, channel_settings_event(channel))
 
 
+# What update_channel writes as given (checked first); locked, framing and params have
+# paths of their own.
+CHANGEABLE = ("title", "visibility", "mode", "member_params", "instruction")
+
+
+def check_channel_instruction(channel: Channel, instruction_id: Any) -> None:
+    """A channel's instruction must be shared or its owner's own (members see it applied
+    to every reply: it may not be a stranger's)."""
+    if instruction_id is None:
+        return
+    if not isinstance(instruction_id, int) or isinstance(instruction_id, bool):
+        raise ServiceError(
+            "invalid", "instruction must be an id or null.", fields={"instruction": ["Expected an integer."]}
+        )
+    if usable_instruction(channel.owner, instruction_id) is None:
+        raise ServiceError(
+            "invalid",
+            "No such instruction: a channel takes a shared one or its owner's own.",
+            fields={"instruction": ["No such instruction."]},
+        )
+
+
 def update_channel(*, channel: Channel, user: User, changes: dict[str, Any], reason: str = "") -> Channel:
-    """Change title, visibility, mode, lock, framing or params (owner or moderator),
-    from the API and the admin alike. A lock change is audited (change_lock)."""
+    """Change title, visibility, mode, lock, framing, params, member_params or
+    instruction (owner or moderator), from the API and the admin alike. A lock change is
+    audited (change_lock)."""
     if not permissions.can_configure(user, channel):
         raise ServiceError("forbidden", "Only the channel owner or a moderator can change it.")
-    unknown = sorted(set(changes) - {"title", "visibility", "mode", "locked", "framing", "params"})
+    unknown = sorted(set(changes) - {*CHANGEABLE, "locked", "framing", "params"})
     if unknown:
         raise ServiceError("invalid", "Unknown fields.", fields={k: ["Unknown field."] for k in unknown})
     if "visibility" in changes and changes["visibility"] not in Channel.Visibility.values:
@@ -174,6 +200,9 @@ def update_channel(*, channel: Channel, user: User, changes: dict[str, Any], rea
         )
     if "mode" in changes and changes["mode"] not in Channel.Mode.values:
         raise ServiceError("invalid", "mode must be chat or completion", fields={"mode": ["Invalid."]})
+    member_params = validate_member_params(changes["member_params"]) if "member_params" in changes else None
+    if "instruction" in changes:
+        check_channel_instruction(channel, changes["instruction"])
     checked = check_channel_settings(
         channel=channel, user=user, framing=changes.get("framing"), params=changes.get("params")
     )
@@ -184,10 +213,14 @@ def update_channel(*, channel: Channel, user: User, changes: dict[str, Any], rea
             change_lock(actor=user, channel=channel, locked=lock, reason=reason)
         visibility_changed = changes.get("visibility", channel.visibility) != channel.visibility
         channel.framing, channel.params = framing, params
+        if member_params is not None:
+            channel.member_params = member_params
+        if "instruction" in changes:
+            channel.instruction_id = changes["instruction"]
         for name in ("title", "visibility", "mode"):
             if name in changes:
                 setattr(channel, name, changes[name])
-        channel.save(update_fields=["framing", "params", "title", "visibility", "mode", "updated_at"])
+        channel.save(update_fields=["framing", "params", *CHANGEABLE, "updated_at"])
         publish_on_commit(channel.pk, channel.name, channel_settings_event(channel))
         if visibility_changed:
             events.access_changed_on_commit(channel.pk)

@@ -10,6 +10,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from chat import limits, permissions
+from chat.choices import NOT_GIVEN, check_choices
 from chat.errors import ServiceError
 from chat.generation import engine
 from chat.models import Channel, Session, Turn
@@ -54,13 +55,17 @@ def active_session(channel: Channel) -> Session:
     return session
 
 
-def _add_turn(*, channel: Channel, user: Any, role: str, text: str) -> Turn:
+def _add_turn(
+    *, channel: Channel, user: Any, role: str, text: str, request: dict[str, Any] | None = None
+) -> Turn:
     with transaction.atomic():
         Channel.objects.select_for_update().filter(pk=channel.pk).first()  # orders turns per channel
         session = active_session(channel)
         # An injected bot line is complete as written: it is not "generating".
         finish = Turn.FinishReason.STOP if role == Turn.Role.BOT else None
-        turn = Turn.objects.create(session=session, role=role, author=user, text=text, finish_reason=finish)
+        turn = Turn.objects.create(
+            session=session, role=role, author=user, text=text, finish_reason=finish, request=request or {}
+        )
         if not session.started_by_id and user is not None:
             session.started_by = user
             session.save(update_fields=["started_by"])
@@ -75,17 +80,26 @@ def post_message(
     text: str,
     framing: dict[str, Any] | None = None,
     params: dict[str, Any] | None = None,
+    thinking: Any = NOT_GIVEN,
+    instruction: Any = NOT_GIVEN,
 ) -> Turn:
     """Save a user turn at once and have the bot answer it (right after the reply being
-    written, if there is one). Returns the saved user turn."""
+    written, if there is one). Returns the saved user turn.
+
+    ``framing`` changes the channel's (owner or moderator). ``params``, ``thinking`` and
+    ``instruction`` are this reply's only, within the channel's bounds for members
+    (chat/choices.py), and are recorded on the turn (``request``)."""
     check_can_write(user, channel)
     text = check_text(text)
     # Everything that can refuse the request is checked before it is counted: a refused
     # request uses up no rate or quota.
-    checked = check_channel_settings(channel=channel, user=user, framing=framing, params=params)
+    checked = check_channel_settings(channel=channel, user=user, framing=framing)
+    request = check_choices(
+        channel=channel, user=user, params=params, thinking=thinking, instruction=instruction
+    )
     limits.check_and_count_message(user)
     save_channel_settings(channel=channel, checked=checked)
-    turn = _add_turn(channel=channel, user=user, role=Turn.Role.USER, text=text)
+    turn = _add_turn(channel=channel, user=user, role=Turn.Role.USER, text=text, request=request)
     # robust: the turn is saved whatever happens here (Redis gone since the limits were
     # counted); a failure is logged, and must not report the saved message as failed.
     transaction.on_commit(lambda: engine.request_generation(channel.pk, user.pk), robust=True)
@@ -110,13 +124,25 @@ def regenerate(
     user: User,
     framing: dict[str, Any] | None = None,
     params: dict[str, Any] | None = None,
+    thinking: Any = NOT_GIVEN,
+    instruction: Any = NOT_GIVEN,
 ) -> Turn | None:
     """Hide the last bot turn (kept for audit) and have the bot answer again. A running
-    reply is interrupted first. Returns the hidden turn, if there was one."""
+    reply is interrupted first. Returns the hidden turn, if there was one.
+
+    With ``params``, ``thinking`` or ``instruction``, they replace the choices recorded on
+    the turn being answered again (as post_message checks them); without any, the new
+    reply is written with the same choices as the one it replaces."""
     check_can_write(user, channel)
     # Bad settings are refused before anything stops; the interrupt reaches Redis before
     # anything is saved, so with Redis down the request fails having changed nothing.
-    checked = check_channel_settings(channel=channel, user=user, framing=framing, params=params)
+    checked = check_channel_settings(channel=channel, user=user, framing=framing)
+    choosing = params is not None or thinking is not NOT_GIVEN or instruction is not NOT_GIVEN
+    request = (
+        check_choices(channel=channel, user=user, params=params, thinking=thinking, instruction=instruction)
+        if choosing
+        else None
+    )
     limits.check_and_count_message(user)  # a new reply costs like a message does
     engine.interrupt(channel.pk, wait=INTERRUPT_WAIT_S)
     save_channel_settings(channel=channel, checked=checked)
@@ -129,8 +155,27 @@ def regenerate(
             last.save(update_fields=["hidden"])
             hidden = last
             publish_on_commit(channel.pk, channel.name, turn_removed_event(last.pk), redact=True)
+        if request is not None:
+            _record_request(channel, session, request)
         transaction.on_commit(lambda: engine.request_generation(channel.pk, user.pk), robust=True)
     return hidden
+
+
+def _record_request(channel: Channel, session: Session, request: dict[str, Any]) -> None:
+    """A regenerate's choices, on the turn the new reply answers (the newest visible one
+    that is not the bot's: the generation reads them there); every screen sees it."""
+    asked = (
+        Turn.objects.filter(session=session, hidden=False)
+        .exclude(role=Turn.Role.BOT)
+        .select_related("author")
+        .order_by("-id")
+        .first()
+    )
+    if asked is None or asked.request == request:
+        return
+    asked.request = request
+    asked.save(update_fields=["request"])
+    publish_on_commit(channel.pk, channel.name, turn_event(asked.to_dict()))
 
 
 def reset(*, channel: Channel, user: User) -> Session:

@@ -16,7 +16,11 @@ from chat.generation.providers.base import (
     ProviderError,
     cached_client,
     sdk_failure,
+    thinking_level,
 )
+
+# Extended thinking's token budget per effort (the API's least is 1024).
+THINKING_BUDGET = {"low": 1024, "medium": 4096, "high": 16384}
 
 
 class AnthropicProvider(ModelProvider):
@@ -49,6 +53,14 @@ class AnthropicProvider(ModelProvider):
             arguments["system"] = built.system
         if built.stop:
             arguments["stop_sequences"] = built.stop
+        level = thinking_level(params)
+        if level is not None:
+            # max_tokens must exceed the budget, and covers thinking and answer alike: the
+            # answer keeps the max_tokens it was given. (Thinking also refuses a changed
+            # temperature or top_k; neither is sent.)
+            budget = THINKING_BUDGET[level]
+            arguments["thinking"] = {"type": "enabled", "budget_tokens": budget}
+            arguments["max_tokens"] = params["max_tokens"] + budget
         upstream: Any = None
         try:
             upstream = await client.messages.create(**arguments)

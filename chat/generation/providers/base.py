@@ -24,6 +24,7 @@ class ProviderConfig:
     model: str = ""
     context_window: int = 4096
     extended_sampling: bool = True
+    reasoning_effort: bool = False  # OpenAI-compatible: send reasoning_effort for thinking
 
     @property
     def api_key(self) -> str:
@@ -41,6 +42,15 @@ class GenerationRequest:
     model: str
     params: dict[str, Any]
     last_user_text: str = ""
+
+
+def thinking_level(params: dict[str, Any]) -> str | None:
+    """The effort a reply's ``thinking`` asks for ("low", "medium", "high"), None for
+    none; true is "medium"."""
+    value = params.get("thinking")
+    if value is True:
+        return "medium"
+    return value if value in ("low", "medium", "high") else None
 
 
 @dataclass

@@ -15,7 +15,13 @@ from collections.abc import AsyncIterator
 from django.conf import settings
 
 from chat.generation.prompt import estimate_tokens
-from chat.generation.providers.base import Delta, Finish, GenerationRequest, ModelProvider
+from chat.generation.providers.base import (
+    Delta,
+    Finish,
+    GenerationRequest,
+    ModelProvider,
+    thinking_level,
+)
 
 REFLECTIONS = {
     "i": "you",
@@ -84,6 +90,9 @@ class DemoProvider(ModelProvider):
             # Like a base model, it goes on writing the next turn; the stop sequences end it.
             reply += "\n" + "".join(built.stop[:1]) + " I see."
         max_tokens = int(request.params.get("max_tokens", 256))
+        level = thinking_level(request.params)
+        if level is not None:  # so thinking can be tried, and tested, with no model at all
+            yield Delta(reasoning=f"({level} effort) The user wrote: {request.last_user_text[:80]}")
         emitted = ""
         reason = "stop"
         for count, token in enumerate(split_tokens(reply)):

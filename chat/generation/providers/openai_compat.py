@@ -26,6 +26,7 @@ from chat.generation.providers.base import (
     ProviderError,
     cached_client,
     http_failure,
+    thinking_level,
 )
 
 _FINISH = {"length": "length"}  # anything else the server says counts as a stop
@@ -59,6 +60,9 @@ class OpenAICompatProvider(ModelProvider):
         if self.config.extended_sampling:
             body["top_k"] = params["top_k"]
             body["repeat_penalty"] = params["repeat_penalty"]
+        level = thinking_level(params)
+        if level is not None and self.config.reasoning_effort:
+            body["reasoning_effort"] = level
         if built.mode == "completion":
             body["prompt"] = built.prompt
         else:
