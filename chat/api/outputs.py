@@ -231,16 +231,20 @@ class Session(Output):
     id = serializers.UUIDField()
     channel = serializers.CharField()
     title = serializers.CharField(allow_blank=True)
-    status = serializers.ChoiceField(choices=["active", "archived"])
+    status = serializers.ChoiceField(choices=["active", "archived", "deleted"])
+    title_by_person = serializers.BooleanField(help_text="a person set the title; none is generated then")
     started_by = serializers.CharField(allow_null=True)
     created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField(help_text="last activity: a turn added or finished, a change")
     archived_at = serializers.DateTimeField(allow_null=True)
+    deleted_at = serializers.DateTimeField(allow_null=True)
     turns = serializers.IntegerField(help_text="visible turns")
     usage = SessionUsage()
 
 
 class SessionList(Output):
     sessions = Session(many=True)
+    next = serializers.URLField(allow_null=True, help_text="the next page, or null")
 
 
 class Deleted(Output):

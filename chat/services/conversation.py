@@ -61,6 +61,7 @@ def _add_turn(*, channel: Channel, user: Any, role: str, text: str) -> Turn:
         # An injected bot line is complete as written: it is not "generating".
         finish = Turn.FinishReason.STOP if role == Turn.Role.BOT else None
         turn = Turn.objects.create(session=session, role=role, author=user, text=text, finish_reason=finish)
+        Session.touch(session.pk)
         if not session.started_by_id and user is not None:
             session.started_by = user
             session.save(update_fields=["started_by"])
@@ -139,8 +140,9 @@ def reset(*, channel: Channel, user: User) -> Session:
     engine.interrupt(channel.pk, wait=INTERRUPT_WAIT_S)
     with transaction.atomic():
         Channel.objects.select_for_update().filter(pk=channel.pk).first()
+        now = timezone.now()
         Session.objects.filter(channel=channel, status=Session.Status.ACTIVE).update(
-            status=Session.Status.ARCHIVED, archived_at=timezone.now()
+            status=Session.Status.ARCHIVED, archived_at=now, updated_at=now
         )
         session = Session.objects.create(channel=channel, started_by=user)
         publish_on_commit(channel.pk, channel.name, reset_event(session.pk))
