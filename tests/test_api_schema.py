@@ -259,6 +259,9 @@ def test_every_answer_fits_the_schema(
     walk.call("get", "/api/sessions/not-a-uuid", user=alice, status=404)
     walk.call("post", f"/api/sessions/{session}/truncate", user=alice, data={"keep": 2}, status=200)
     walk.call("post", f"/api/sessions/{session}/truncate", user=carol, data={"keep": 0}, status=403)
+    walk.call("patch", f"/api/sessions/{session}", user=alice, data={"title": "Named"}, status=200)
+    walk.call("patch", f"/api/sessions/{session}", user=alice, data={"status": "gone"}, status=400)
+    walk.call("patch", f"/api/sessions/{session}", user=carol, data={"title": "x"}, status=403)
     walk.call("post", f"{lobby}/reset", user=alice, data={}, status=201)  # archives `session`
     walk.call("get", f"/api/sessions/{session}", user=alice, status=200)
     walk.call("post", "/api/sessions/bulk-delete", user=alice, data={"ids": [session]}, status=200)

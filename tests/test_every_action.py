@@ -169,6 +169,12 @@ def _turn(world: World, index: int) -> Turn:
     return Turn.objects.get(pk=world.turns[index].pk)
 
 
+def _change_archived(world: World, status: str) -> Session:
+    """The channel's one archived session moved to ``status``."""
+    archived = Session.objects.filter(channel=world.channel, status="archived").get()
+    return services.update_session(session=archived, user=world.alice, status=status)
+
+
 ACTIONS: dict[str, dict[str, Any]] = {
     "message": {"perform": lambda w: services.post_message(channel=w.fresh(), user=w.bob, text="hello")},
     "regenerate": {
@@ -216,6 +222,23 @@ ACTIONS: dict[str, dict[str, Any]] = {
         "perform": lambda w: services.delete_session(
             session=Session.objects.filter(channel=w.channel, status="archived").get(), user=w.alice
         ),
+    },
+    "session rename": {
+        "perform": lambda w: services.update_session(session=w.session(), user=w.alice, title="Named")
+    },
+    "session archive": {
+        "perform": lambda w: services.update_session(session=w.session(), user=w.alice, status="archived")
+    },
+    "session soft delete": {
+        "perform": lambda w: services.update_session(session=w.session(), user=w.alice, status="deleted")
+    },
+    "archived session soft delete": {
+        "prepare": lambda w: services.reset(channel=w.fresh(), user=w.alice),
+        "perform": lambda w: _change_archived(w, "deleted"),
+    },
+    "session reopen": {
+        "prepare": lambda w: services.reset(channel=w.fresh(), user=w.alice),
+        "perform": lambda w: _change_archived(w, "active"),
     },
     "archived turn delete": {
         "prepare": lambda w: services.reset(channel=w.fresh(), user=w.alice),
@@ -266,6 +289,7 @@ async def test_the_action_list_covers_every_service_that_changes_a_transcript():
         "post_message", "regenerate", "inject", "reset", "hide_turn", "unhide_turn", "delete_turn",
         "truncate_session", "purge_session", "set_locked", "set_muted", "ban_user", "add_member",
         "remove_member", "update_channel", "rotate_watch_key", "delete_session", "interrupt",
+        "update_session",
     }  # fmt: skip
     not_live = {  # no open screen shows what these change
         "create_channel", "delete_channel", "unban_user", "bulk_delete_sessions", "update_channel_settings",

@@ -48,6 +48,7 @@ from chat.schemas import (
     MessageSerializer,
     RegenerateSerializer,
     ResetSerializer,
+    SessionUpdateSerializer,
     StrictSerializer,
     TruncateSerializer,
     validate,
@@ -487,6 +488,17 @@ class SessionDetailView(APIView):
         require_login(request)
         return Response(selectors.session_to_dict(session_or_404(request, session_id)))
 
+    @extend_schema(request=SessionUpdateSerializer, responses={200: outputs.Session, **errors(400, 403, 404)})
+    def patch(self, request: Request, session_id: str) -> Response:
+        """Rename (`title`) or archive, delete, reopen (`status`): the channel's owner,
+        moderators and admins."""
+        caller = require_login(request)
+        session = session_or_404(request, session_id)
+        changes = parse(SessionUpdateSerializer, request)
+        return Response(
+            selectors.session_to_dict(services.update_session(session=session, user=caller, **changes))
+        )
+
     @extend_schema(responses={204: None, **errors(403, 404)})
     def delete(self, request: Request, session_id: str) -> Response:
         caller = require_login(request)
@@ -549,8 +561,12 @@ class TruncateView(APIView):
     def post(self, request: Request, session_id: str) -> Response:
         caller = require_login(request)
         session = session_or_404(request, session_id)
-        keep = parse(TruncateSerializer, request)["keep"]
-        return Response(services.truncate_session(session=session, user=caller, keep=keep))
+        data = parse(TruncateSerializer, request)
+        return Response(
+            services.truncate_session(
+                session=session, user=caller, keep=data["keep"], keep_from=data.get("from", "end")
+            )
+        )
 
 
 class ProvidersView(APIView):

@@ -21,7 +21,7 @@ from chat.services.moderation import (
     unban_user,
     unhide_turn,
 )
-from chat.services.sessions import bulk_delete_sessions, delete_session, truncate_session
+from chat.services.sessions import bulk_delete_sessions, delete_session, truncate_session, update_session
 
 __all__ = [
     "add_member",
@@ -48,4 +48,5 @@ __all__ = [
     "unhide_turn",
     "update_channel",
     "update_channel_settings",
+    "update_session",
 ]
