@@ -226,6 +226,9 @@ ACTIONS: dict[str, dict[str, Any]] = {
     "session rename": {
         "perform": lambda w: services.update_session(session=w.session(), user=w.alice, title="Named")
     },
+    "generated title": {
+        "perform": lambda w: services.save_generated_title(session_id=w.session().pk, title="Auto")
+    },
     "session archive": {
         "perform": lambda w: services.update_session(session=w.session(), user=w.alice, status="archived")
     },
@@ -289,7 +292,7 @@ async def test_the_action_list_covers_every_service_that_changes_a_transcript():
         "post_message", "regenerate", "inject", "reset", "hide_turn", "unhide_turn", "delete_turn",
         "truncate_session", "purge_session", "set_locked", "set_muted", "ban_user", "add_member",
         "remove_member", "update_channel", "rotate_watch_key", "delete_session", "interrupt",
-        "update_session",
+        "update_session", "save_generated_title",
     }  # fmt: skip
     not_live = {  # no open screen shows what these change
         "create_channel", "delete_channel", "unban_user", "bulk_delete_sessions", "update_channel_settings",

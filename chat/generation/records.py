@@ -42,7 +42,7 @@ class Plan:
     recovered: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _config(provider: Provider, model: str = "") -> ProviderConfig:
+def provider_config(provider: Provider, model: str = "") -> ProviderConfig:
     return ProviderConfig(
         name=provider.name,
         kind=provider.kind,
@@ -92,9 +92,9 @@ def provider_chain(channel: Channel, params: dict[str, Any]) -> list[ProviderCon
         primary = by_name.get("demo") or next((p for p in enabled if p.kind == "demo"), None)
     if primary is None:
         return [DEMO_CONFIG]
-    chain = [_config(primary, params.get("model") or "")]
+    chain = [provider_config(primary, params.get("model") or "")]
     if primary.kind != Provider.Kind.DEMO:
-        chain += [_config(p) for p in enabled if p.pk != primary.pk and p.kind != Provider.Kind.DEMO]
+        chain += [provider_config(p) for p in enabled if p.pk != primary.pk and p.kind != Provider.Kind.DEMO]
     return chain
 
 

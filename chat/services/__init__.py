@@ -21,7 +21,13 @@ from chat.services.moderation import (
     unban_user,
     unhide_turn,
 )
-from chat.services.sessions import bulk_delete_sessions, delete_session, truncate_session, update_session
+from chat.services.sessions import (
+    bulk_delete_sessions,
+    delete_session,
+    save_generated_title,
+    truncate_session,
+    update_session,
+)
 
 __all__ = [
     "add_member",
@@ -41,6 +47,7 @@ __all__ = [
     "remove_member",
     "reset",
     "rotate_watch_key",
+    "save_generated_title",
     "set_locked",
     "set_muted",
     "truncate_session",

@@ -68,6 +68,19 @@ def update_session(
     return session
 
 
+def save_generated_title(*, session_id: Any, title: str) -> bool:
+    """Save a title the task model wrote (chat/generation/titles.py), unless a person
+    set one or another appeared meanwhile; broadcast it. Not activity: updated_at stays.
+    Returns whether it was saved."""
+    with transaction.atomic():
+        saved = Session.objects.filter(pk=session_id, title="", title_by_person=False).update(
+            title=title[:200]
+        )
+        if saved:
+            _announce(Session.objects.select_related("channel").get(pk=session_id))
+    return bool(saved)
+
+
 def _announce(session: Session) -> None:
     channel = session.channel
     event = session_updated_event(session.pk, title=session.title, status=session.status)
