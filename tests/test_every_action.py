@@ -10,9 +10,11 @@ import asyncio
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.utils import timezone
 
 from chat import services
 from chat.models import Channel, Membership, Session, Turn
@@ -226,6 +228,10 @@ ACTIONS: dict[str, dict[str, Any]] = {
     "session rename": {
         "perform": lambda w: services.update_session(session=w.session(), user=w.alice, title="Named")
     },
+    "session expiry": {
+        "prepare": lambda w: Session.objects.update(updated_at=timezone.now() - timedelta(days=3)),
+        "perform": lambda w: services.purge_expired_sessions(days=2),
+    },
     "generated title": {
         "perform": lambda w: services.save_generated_title(session_id=w.session().pk, title="Auto")
     },
@@ -292,7 +298,7 @@ async def test_the_action_list_covers_every_service_that_changes_a_transcript():
         "post_message", "regenerate", "inject", "reset", "hide_turn", "unhide_turn", "delete_turn",
         "truncate_session", "purge_session", "set_locked", "set_muted", "ban_user", "add_member",
         "remove_member", "update_channel", "rotate_watch_key", "delete_session", "interrupt",
-        "update_session", "save_generated_title",
+        "update_session", "save_generated_title", "purge_expired_sessions",
     }  # fmt: skip
     not_live = {  # no open screen shows what these change
         "create_channel", "delete_channel", "unban_user", "bulk_delete_sessions", "update_channel_settings",

@@ -24,6 +24,7 @@ from chat.services.moderation import (
 from chat.services.sessions import (
     bulk_delete_sessions,
     delete_session,
+    purge_expired_sessions,
     save_generated_title,
     truncate_session,
     update_session,
@@ -42,6 +43,7 @@ __all__ = [
     "interrupt",
     "interrupt_generation",
     "post_message",
+    "purge_expired_sessions",
     "purge_session",
     "regenerate",
     "remove_member",

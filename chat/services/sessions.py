@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.contrib.auth.models import User
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from chat import permissions
@@ -126,15 +128,39 @@ def delete_session(*, session: Session, user: User) -> None:
     """Delete a session and its turns. An active session is replaced by a fresh one."""
     if not can_manage_session(user, session):
         raise ServiceError("forbidden", "You may not delete this session.")
+    _remove(session, actor=user, action="delete_session")
+
+
+def purge_expired_sessions(*, days: int, now: datetime | None = None) -> int:
+    """Delete the sessions kept longer than ``days`` (RETENTION_DAYS; 0 keeps them for
+    ever): those whose last activity is older, and deleted ones ``days`` after their
+    deletion. An active one is replaced by a fresh session. Returns how many went."""
+    if days <= 0:
+        return 0
+    cutoff = (now or timezone.now()) - timedelta(days=days)
+    deleted = Q(status=Session.Status.DELETED)
+    expired = Session.objects.select_related("channel").filter(
+        (deleted & Q(deleted_at__lt=cutoff)) | (~deleted & Q(updated_at__lt=cutoff))
+    )
+    count = 0
+    for session in expired:
+        _remove(session, actor=None, action="expire_session")
+        count += 1
+    return count
+
+
+def _remove(session: Session, *, actor: User | None, action: str) -> None:
+    """Delete the session and its turns, audited; drop the replay log that may hold
+    them; an active session is replaced by a fresh one (``reset``)."""
     channel = session.channel
     was_active = session.status == Session.Status.ACTIVE
     if was_active:
         engine.interrupt(channel.pk, wait=INTERRUPT_WAIT_S)
     with transaction.atomic():
-        record(actor=user, action="delete_session", target=session, channel=channel)
+        record(actor=actor, action=action, target=session, channel=channel)
         session.delete()
         if was_active:
-            fresh = Session.objects.create(channel=channel, started_by=user)
+            fresh = Session.objects.create(channel=channel, started_by=actor)
             publish_on_commit(channel.pk, channel.name, reset_event(fresh.pk), redact=True)
         else:
             redact_on_commit(channel.pk)
