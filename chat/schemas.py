@@ -192,6 +192,14 @@ class SessionUpdateSerializer(StrictSerializer):
     status = StrictChoiceField(choices=["active", "archived", "deleted"], required=False)
 
 
+class PromptsSerializer(StrictSerializer):
+    # Over-long text is the service's to refuse (`too_long`).
+    text = StrictCharField(allow_blank=True)
+    n = StrictIntegerField(min_value=1, max_value=5, required=False)
+    kind = StrictChoiceField(choices=["creative", "task", "question", "continuation"], required=False)
+    channel = StrictCharField(max_length=64, required=False)
+
+
 class BulkDeleteSerializer(StrictSerializer):
     ids = StrictListField(child=StrictUUIDField(), max_length=1000)
 

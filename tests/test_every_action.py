@@ -302,6 +302,6 @@ async def test_the_action_list_covers_every_service_that_changes_a_transcript():
     }  # fmt: skip
     not_live = {  # no open screen shows what these change
         "create_channel", "delete_channel", "unban_user", "bulk_delete_sessions", "update_channel_settings",
-        "interrupt_generation",
+        "interrupt_generation", "prepare_prompt_suggestions",
     }  # fmt: skip
     assert set(services.__all__) - covered - not_live == set(), "a new service needs a verify_action case"

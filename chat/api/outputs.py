@@ -257,6 +257,10 @@ class Truncated(Output):
     deleted = serializers.IntegerField(help_text="turns deleted, hidden ones included")
 
 
+class Prompts(Output):
+    prompts = serializers.ListField(child=serializers.CharField(), help_text="suggested prompts")
+
+
 # --- Providers and the account ----------------------------------------------------------
 
 
@@ -342,6 +346,7 @@ ERROR_MEANINGS = {
     409: "locked: the channel is locked",
     413: "too_long: over MAX_MESSAGE_CHARS",
     429: "rate_limited or quota_exceeded, with `retry_after` and Retry-After",
+    502: "provider_error: the model failed",
     503: "unavailable: the database or Redis cannot be reached; nothing was changed (`retry_after`)",
 }
 
@@ -359,4 +364,18 @@ def errors(*statuses: int) -> dict[Any, Any]:
 EVENT_STREAM = OpenApiResponse(
     OpenApiTypes.STR,
     description="Server-Sent Events: `id: {seq}`, `event: {type}`, `data: {json}` (docs/protocol.md)",
+)
+
+# Described event by event (the shape schemathesis checks each event of a stream against).
+PROMPT_STREAM = OpenApiResponse(
+    {
+        "type": "object",
+        "properties": {
+            "event": {"type": "string", "enum": ["prompt", "error", "done"]},
+            "data": {"type": "string", "description": "JSON: {index, text} · {code, text} · {prompts}"},
+        },
+        "required": ["event", "data"],
+    },
+    description="Server-Sent Events, unnumbered: `prompt` per suggestion, `error` if the model "
+    "failed, then `done`",
 )

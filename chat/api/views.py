@@ -30,12 +30,15 @@ from chat.api.streams import (
     EventFeed,
     EventStreamRenderer,
     await_reply,
+    collect_prompts,
     follow_channel,
     follow_exchange,
+    prompt_events,
     stream_response,
 )
 from chat.errors import UNAVAILABLE, ServiceError
 from chat.framing import effective_framing, effective_params
+from chat.generation.providers.base import ProviderError
 from chat.logins import bearer_from_header
 from chat.models import ApiToken, Channel, Membership, Provider, Session, hash_token, iso
 from chat.schemas import (
@@ -46,6 +49,7 @@ from chat.schemas import (
     InterruptSerializer,
     MemberSerializer,
     MessageSerializer,
+    PromptsSerializer,
     RegenerateSerializer,
     ResetSerializer,
     SessionUpdateSerializer,
@@ -567,6 +571,42 @@ class TruncateView(APIView):
                 session=session, user=caller, keep=data["keep"], keep_from=data.get("from", "end")
             )
         )
+
+
+class PromptsView(StreamingView):
+    @extend_schema(
+        request=PromptsSerializer,
+        responses={
+            (200, "application/json"): outputs.Prompts,
+            (200, "text/event-stream"): outputs.PROMPT_STREAM,
+            # (404: a `?format=` DRF does not know)
+            **errors(400, 403, 404, 413, 429, 502),
+        },
+    )
+    def post(self, request: Request) -> Any:
+        """Suggested prompts from the task model: streamed (`prompt` per suggestion, then
+        `done`), or all at once with `Accept: application/json`. Counts as one message."""
+        caller = require_login(request)
+        data = parse(PromptsSerializer, request)
+        channel = None
+        if "channel" in data:
+            channel = selectors.channel_for(caller, data["channel"])
+            if channel is None:
+                raise serializers.ValidationError({"channel": ["No such channel."]})
+        text, n, kind = data["text"], data.get("n", 3), data.get("kind", "task")
+        config = services.prepare_prompt_suggestions(user=caller, channel=channel, text=text)
+        if not wants_json(request):
+            return stream_response(prompt_events(config, text=text, n=n, kind=kind))
+        try:
+            prompts = async_to_sync(collect_prompts)(config, text=text, n=n, kind=kind)
+        except ProviderError as exc:
+            raise ServiceError("provider_error", f"The model failed: {exc}") from exc
+        return Response({"prompts": prompts})
+
+
+def wants_json(request: Any) -> bool:
+    accept = request.META.get("HTTP_ACCEPT", "")
+    return "application/json" in accept and "text/event-stream" not in accept
 
 
 class ProvidersView(APIView):

@@ -9,7 +9,7 @@ that needs counting counts itself as a message (chat/limits.py)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import cast
 
 from chat.framing import effective_params
@@ -34,7 +34,7 @@ def task_config(channel: Channel | None) -> ProviderConfig:
 
 async def complete(
     config: ProviderConfig, *, system: str, user: str, max_tokens: int, temperature: float = 0.3
-) -> AsyncIterator[str]:
+) -> AsyncGenerator[str, None]:
     """The text of one short chat completion, as it streams. Raises ProviderError as a
     reply's stream does."""
     built = BuiltPrompt(mode="chat", system=system, messages=[{"role": "user", "content": user}])

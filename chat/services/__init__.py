@@ -21,6 +21,7 @@ from chat.services.moderation import (
     unban_user,
     unhide_turn,
 )
+from chat.services.prompts import prepare_prompt_suggestions
 from chat.services.sessions import (
     bulk_delete_sessions,
     delete_session,
@@ -43,6 +44,7 @@ __all__ = [
     "interrupt",
     "interrupt_generation",
     "post_message",
+    "prepare_prompt_suggestions",
     "purge_expired_sessions",
     "purge_session",
     "regenerate",
