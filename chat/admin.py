@@ -16,13 +16,14 @@ from django.contrib.auth.models import User
 from django.db.models import Count, Q, QuerySet
 from django.forms import CharField
 from django.http import HttpRequest
+from django.shortcuts import redirect
 from django.urls import reverse
 from django.utils.html import format_html
 
 from chat import permissions, selectors, services
 from chat.errors import ServiceError
 from chat.framing import SettingsInvalidError, merge_framing, merge_params
-from chat.models import ApiToken, Channel, Membership, ModerationAction, Provider, Session, Turn
+from chat.models import ApiToken, Channel, Membership, ModerationAction, Provider, Session, SiteSettings, Turn
 
 
 def desk_user(request: HttpRequest) -> User:
@@ -94,6 +95,23 @@ class ProviderAdmin(admin.ModelAdmin[Provider]):
     list_filter = ["kind", "enabled"]
     search_fields = ["name", "base_url", "default_model"]
     list_editable = ["enabled", "priority"]
+
+
+@admin.register(SiteSettings)
+class SiteSettingsAdmin(admin.ModelAdmin[SiteSettings]):
+    """One row (SiteSettings.load): the list goes straight to it; nothing to add or delete."""
+
+    fields = ["task_provider", "task_model"]
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> Any:
+        site = SiteSettings.load()
+        return redirect(reverse("admin:chat_sitesettings_change", args=[site.pk]))
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: SiteSettings | None = None) -> bool:
+        return False
 
 
 class MembershipInline(admin.TabularInline[Membership, Channel]):

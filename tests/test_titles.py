@@ -153,3 +153,23 @@ def test_an_sse_stream_hears_the_title(server, channel, alice):
         httpx.post(f"{server}/api/channels/lobby/messages", json=message, headers=headers, timeout=15)
         updated = next(event for event in events if event.event == "session_updated")
         assert json.loads(updated.data)["title"] == "Bake bread"
+
+
+def test_an_admin_picks_the_task_model_in_the_admin(admin_user, mona, openai_server):
+    from django.test import Client
+
+    provider = add_provider("small", openai_server.base_url)
+    browser = Client()
+    browser.force_login(admin_user)
+    listing = browser.get("/admin/chat/sitesettings/")
+    assert listing.status_code == 302 and listing["Location"] == "/admin/chat/sitesettings/1/change/"
+    form = browser.get(listing["Location"])
+    assert form.status_code == 200 and b"Task provider" in form.content
+    saved = browser.post(listing["Location"], {"task_provider": provider.pk, "task_model": "tiny"})
+    assert saved.status_code == 302
+    site = SiteSettings.load()
+    assert site.task_provider == provider and site.task_model == "tiny"
+    assert browser.get("/admin/chat/sitesettings/add/").status_code == 403
+    moderator = Client()
+    moderator.force_login(mona)
+    assert moderator.get("/admin/chat/sitesettings/1/change/").status_code == 403
