@@ -16,6 +16,7 @@ from django.contrib.auth.models import User
 from django.db.models import Count, Q, QuerySet
 from django.forms import CharField
 from django.http import HttpRequest
+from django.shortcuts import redirect
 from django.urls import reverse
 from django.utils.html import format_html
 
@@ -31,6 +32,7 @@ from chat.models import (
     ModerationAction,
     Provider,
     Session,
+    SiteSettings,
     Turn,
 )
 from chat.services.channels import check_channel_instruction
@@ -105,6 +107,23 @@ class ProviderAdmin(admin.ModelAdmin[Provider]):
     list_filter = ["kind", "enabled"]
     search_fields = ["name", "base_url", "default_model"]
     list_editable = ["enabled", "priority"]
+
+
+@admin.register(SiteSettings)
+class SiteSettingsAdmin(admin.ModelAdmin[SiteSettings]):
+    """One row (SiteSettings.load): the list goes straight to it; nothing to add or delete."""
+
+    fields = ["task_provider", "task_model"]
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> Any:
+        site = SiteSettings.load()
+        return redirect(reverse("admin:chat_sitesettings_change", args=[site.pk]))
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: SiteSettings | None = None) -> bool:
+        return False
 
 
 class MembershipInline(admin.TabularInline[Membership, Channel]):

@@ -12,6 +12,7 @@ from django.conf import settings
 from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 from chat.realtime import frames
 
@@ -258,6 +259,13 @@ class Session(models.Model):
                 f.name for f in self._meta.concrete_fields if not f.primary_key and f.name != "visible_turns"
             ]
         super().save(*args, **kwargs)
+
+    @classmethod
+    def touch(cls, session_id: Any) -> None:
+        """Mark activity in the session now (a turn added or finished): lists show the
+        most recently active sessions first. Renames and status changes go through
+        save(), which sets updated_at itself."""
+        cls.objects.filter(pk=session_id).update(updated_at=timezone.now())
 
 
 class Turn(models.Model):

@@ -228,6 +228,24 @@ class MemberSerializer(StrictSerializer):
 
 class TruncateSerializer(StrictSerializer):
     keep = StrictIntegerField(min_value=0)
+    # "end": the most recent ``keep`` visible turns stay; "start": the first ones.
+    # (Before issue 14 the first ones stayed, with no choice.) Declared through locals():
+    # the field's name is a Python keyword.
+    locals()["from"] = StrictChoiceField(choices=["end", "start"], required=False)
+
+
+class SessionUpdateSerializer(StrictSerializer):
+    # A title is display text: surrounding blanks are dropped; "" clears it.
+    title = StrictCharField(max_length=200, required=False, allow_blank=True, trim_whitespace=True)
+    status = StrictChoiceField(choices=["active", "archived", "deleted"], required=False)
+
+
+class PromptsSerializer(StrictSerializer):
+    # Over-long text is the service's to refuse (`too_long`).
+    text = StrictCharField(allow_blank=True)
+    n = StrictIntegerField(min_value=1, max_value=5, required=False)
+    kind = StrictChoiceField(choices=["creative", "task", "question", "continuation"], required=False)
+    channel = StrictCharField(max_length=64, required=False)
 
 
 class BulkDeleteSerializer(StrictSerializer):

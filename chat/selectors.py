@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
+import uuid
+from datetime import datetime
 from typing import Any
 
 import redis
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
-from django.db.models import OuterRef, Q, QuerySet, Subquery
+from django.db.models import Exists, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 
 from chat import limits, permissions
@@ -92,8 +96,65 @@ def user_by_name(username: str) -> Any | None:
 
 
 def channel_sessions(channel: Channel) -> QuerySet[Session]:
-    """The channel's sessions, newest first (whoever may see the channel may see them)."""
+    """The channel's sessions, newest first (whoever may see the channel may see them;
+    deleted ones are filtered by :func:`session_page`)."""
     return channel.sessions.select_related("channel", "started_by").order_by("-created_at")
+
+
+def _manageable(user: Any) -> Q:
+    """Sessions of channels the user may manage (permissions.can_configure): the owner's,
+    every channel's for moderators."""
+    if permissions.is_moderator(user):
+        return Q()
+    if user and user.is_authenticated and user.is_active:
+        return Q(channel__owner=user)
+    return Q(pk__in=[])
+
+
+def encode_session_cursor(session: Session) -> str:
+    """Where a page of sessions ended, opaque to clients: the last one's place in the
+    order (updated_at, id), so a session that moves meanwhile repeats or skips nothing
+    else."""
+    raw = f"{session.updated_at.isoformat()}|{session.pk}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_session_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    """The place a cursor names; ValueError when it is not one of ours."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        moment, session_id = raw.split("|")
+        parsed = datetime.fromisoformat(moment)
+    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+        raise ValueError("not a cursor") from exc
+    if parsed.tzinfo is None:
+        raise ValueError("not a cursor")
+    return parsed, uuid.UUID(session_id)
+
+
+def session_page(
+    user: Any,
+    sessions: QuerySet[Session],
+    *,
+    statuses: list[str],
+    query: str = "",
+    after: tuple[datetime, uuid.UUID] | None = None,
+    limit: int,
+) -> list[Session]:
+    """Up to ``limit`` + 1 of ``sessions`` (already scoped to what the user may see),
+    most recent activity first. Deleted ones only where the user may manage the
+    channel; ``query`` matches the title or any visible turn's text."""
+    wanted = Q(status__in=[s for s in statuses if s != Session.Status.DELETED])
+    if Session.Status.DELETED in statuses:
+        wanted |= Q(status=Session.Status.DELETED) & _manageable(user)
+    rows = sessions.filter(wanted)
+    if query:
+        said = Turn.objects.filter(session=OuterRef("pk"), hidden=False, text__icontains=query)
+        rows = rows.filter(Q(title__icontains=query) | Exists(said))
+    if after is not None:
+        moment, session_id = after
+        rows = rows.filter(Q(updated_at__lt=moment) | Q(updated_at=moment, id__lt=session_id))
+    return list(rows.order_by("-updated_at", "-id")[: limit + 1])
 
 
 def enabled_providers() -> QuerySet[Provider]:
@@ -165,8 +226,14 @@ def history_state(channel: Channel, *, limit: int = HISTORY_TURNS) -> dict[str, 
 def channel_turn(user: Any, channel_id: int, turn_id: int) -> Turn | None:
     """A turn of any session of the channel, for someone already let in to watch it
     (a socket); hidden turns for moderators only."""
-    turn = Turn.objects.select_related("author").filter(pk=turn_id, session__channel_id=channel_id).first()
+    turn = (
+        Turn.objects.select_related("author", "session__channel")
+        .filter(pk=turn_id, session__channel_id=channel_id)
+        .first()
+    )
     if turn is None or (turn.hidden and not permissions.is_moderator(user)):
+        return None
+    if not may_read_session(user, turn.session):
         return None
     return turn
 
@@ -180,7 +247,15 @@ def readable_turn(user: Any, turn_id: int, key: str | None) -> Turn | None:
         return None
     if turn.hidden and not permissions.is_moderator(user):
         return None
+    if not may_read_session(user, turn.session):
+        return None
     return turn
+
+
+def may_read_session(user: Any, session: Session) -> bool:
+    """A deleted session (soft, until it is purged) is for those who may manage it
+    alone; any other for whoever got this far (its channel's read rules)."""
+    return session.status != Session.Status.DELETED or permissions.can_configure(user, session.channel)
 
 
 def channel_for(user: Any, name: str) -> Channel | None:
@@ -212,7 +287,7 @@ def session_for(user: Any, session_id: Any) -> Session | None:
         session = Session.objects.select_related("channel", "started_by").get(pk=session_id)
     except (Session.DoesNotExist, ValueError, TypeError, ValidationError):
         return None
-    if not permissions.can_view(user, session.channel):
+    if not permissions.can_view(user, session.channel) or not may_read_session(user, session):
         return None
     return session
 
@@ -228,15 +303,20 @@ def turns_page(session: Session, *, limit: int, before: int | None, include_hidd
 
 
 def session_to_dict(session: Session) -> dict[str, Any]:
+    """The protocol's Session object. Reads no row beyond the session (with its channel
+    and starter selected): the turn count is kept beside it (Session.visible_turns)."""
     return {
         "id": str(session.pk),
         "channel": session.channel.name,
         "title": session.title,
         "status": session.status,
+        "title_by_person": session.title_by_person,
         "started_by": session.started_by.get_username() if session.started_by else None,
         "created_at": iso(session.created_at),
+        "updated_at": iso(session.updated_at),
         "archived_at": iso(session.archived_at),
-        "turns": session.turns.filter(hidden=False).count(),
+        "deleted_at": iso(session.deleted_at),
+        "turns": session.visible_turns,
         "usage": {"prompt_tokens": session.prompt_tokens, "completion_tokens": session.completion_tokens},
     }
 

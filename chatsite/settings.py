@@ -272,6 +272,12 @@ TOKEN_COALESCE_MS = env.int("TOKEN_COALESCE_MS", default=10)
 PROVIDER_TIMEOUT = env.float("PROVIDER_TIMEOUT", default=60.0)
 DEMO_TOKEN_DELAY = env.float("DEMO_TOKEN_DELAY", default=0.04)
 SYNC_REPLY_TIMEOUT = env.float("SYNC_REPLY_TIMEOUT", default=120.0)
+# Sessions are deleted this many days after their last activity (deleted ones, after
+# their deletion); 0 keeps them for ever. `make run` checks every RETENTION_INTERVAL_SECONDS.
+RETENTION_DAYS = env.int("RETENTION_DAYS", default=0)
+RETENTION_INTERVAL_SECONDS = env.float("RETENTION_INTERVAL_SECONDS", default=3600.0)
+# After a session's reply, the task model names a session that has no title.
+SESSION_TITLES = env.bool("SESSION_TITLES", default=True)
 LLM_BASE_URL = env.str("LLM_BASE_URL", default="")
 LLM_API_KEY_ENV = "LLM_API_KEY"
 LLM_MODEL = env.str("LLM_MODEL", default="")

@@ -10,3 +10,7 @@ os.environ.setdefault("REDIS_PREFIX", f"colloquy-test-{uuid.uuid4().hex[:8]}")
 os.environ["RECOVER_ON_START"] = "0"  # the tests call recovery themselves
 os.environ["RECOVERY_INTERVAL_SECONDS"] = "0"  # (and start the sweep where they test it)
 os.environ.setdefault("MESSAGES_PER_MINUTE", "0")
+# A reply's title is asked of the task model after the reply (chat/generation/titles.py):
+# an extra request to a test's model server and an extra event after `done`. The tests
+# of titles turn them on (tests/test_titles.py).
+os.environ["SESSION_TITLES"] = "0"

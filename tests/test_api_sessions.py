@@ -63,14 +63,12 @@ def test_the_channels_sessions_newest_first(channel, alice):
     assert [s["id"] for s in sessions] == [str(second.pk), str(first.pk)]
 
 
-def test_truncate_keeps_exactly_the_first_n(channel, alice, bob):
+def test_truncate_from_the_start_keeps_exactly_the_first_n(channel, alice, bob):
     turns = fill(channel, alice, 5)
     session = channel.active_session
-    assert (
-        client_for(bob).post(f"/api/sessions/{session.pk}/truncate", {"keep": 2}, format="json").status_code
-        == 403
-    )
-    response = client_for(alice).post(f"/api/sessions/{session.pk}/truncate", {"keep": 2}, format="json")
+    url, body = f"/api/sessions/{session.pk}/truncate", {"keep": 2, "from": "start"}
+    assert client_for(bob).post(url, body, format="json").status_code == 403
+    response = client_for(alice).post(url, body, format="json")
     assert response.json() == {"session": str(session.pk), "kept": 2, "deleted": 3}
     assert list(Turn.objects.filter(session=session).values_list("pk", flat=True)) == [
         turns[0].pk,

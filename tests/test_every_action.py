@@ -10,9 +10,11 @@ import asyncio
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.utils import timezone
 
 from chat import services
 from chat.models import Channel, Membership, Session, Turn
@@ -169,6 +171,12 @@ def _turn(world: World, index: int) -> Turn:
     return Turn.objects.get(pk=world.turns[index].pk)
 
 
+def _change_archived(world: World, status: str) -> Session:
+    """The channel's one archived session moved to ``status``."""
+    archived = Session.objects.filter(channel=world.channel, status="archived").get()
+    return services.update_session(session=archived, user=world.alice, status=status)
+
+
 ACTIONS: dict[str, dict[str, Any]] = {
     "message": {"perform": lambda w: services.post_message(channel=w.fresh(), user=w.bob, text="hello")},
     "regenerate": {
@@ -238,6 +246,30 @@ ACTIONS: dict[str, dict[str, Any]] = {
             session=Session.objects.filter(channel=w.channel, status="archived").get(), user=w.alice
         ),
     },
+    "session rename": {
+        "perform": lambda w: services.update_session(session=w.session(), user=w.alice, title="Named")
+    },
+    "session expiry": {
+        "prepare": lambda w: Session.objects.update(updated_at=timezone.now() - timedelta(days=3)),
+        "perform": lambda w: services.purge_expired_sessions(days=2),
+    },
+    "generated title": {
+        "perform": lambda w: services.save_generated_title(session_id=w.session().pk, title="Auto")
+    },
+    "session archive": {
+        "perform": lambda w: services.update_session(session=w.session(), user=w.alice, status="archived")
+    },
+    "session soft delete": {
+        "perform": lambda w: services.update_session(session=w.session(), user=w.alice, status="deleted")
+    },
+    "archived session soft delete": {
+        "prepare": lambda w: services.reset(channel=w.fresh(), user=w.alice),
+        "perform": lambda w: _change_archived(w, "deleted"),
+    },
+    "session reopen": {
+        "prepare": lambda w: services.reset(channel=w.fresh(), user=w.alice),
+        "perform": lambda w: _change_archived(w, "active"),
+    },
     "archived turn delete": {
         "prepare": lambda w: services.reset(channel=w.fresh(), user=w.alice),
         "perform": lambda w: services.delete_turn(actor=w.root, turn=_turn(w, 0)),
@@ -287,11 +319,11 @@ async def test_the_action_list_covers_every_service_that_changes_a_transcript():
         "post_message", "regenerate", "inject", "reset", "hide_turn", "unhide_turn", "delete_turn",
         "truncate_session", "purge_session", "set_locked", "set_muted", "ban_user", "add_member",
         "remove_member", "update_channel", "rotate_watch_key", "delete_session", "interrupt",
-        "delete_instruction",
+        "delete_instruction", "update_session", "save_generated_title", "purge_expired_sessions",
     }  # fmt: skip
     not_live = {  # no open screen shows what these change
         "create_channel", "delete_channel", "unban_user", "bulk_delete_sessions", "update_channel_settings",
-        "interrupt_generation",
+        "interrupt_generation", "prepare_prompt_suggestions",
         # Instructions' names and texts and a user's defaults are shown on no channel's
         # screen; they apply to replies written afterwards.
         "create_instruction", "update_instruction", "set_preferences",

@@ -64,10 +64,11 @@ def test_truncate_counts_only_visible_turns_toward_keep(channel, alice, admin_us
     turns = [inject(channel=channel, user=alice, role="user", text=f"t{i}") for i in range(4)]
     hide_turn(actor=admin_user, turn=turns[1])
     session = channel.active_session
-    response = client_for(alice).post(f"/api/sessions/{session.pk}/truncate", {"keep": 2}, format="json")
+    body = {"keep": 2, "from": "start"}
+    response = client_for(alice).post(f"/api/sessions/{session.pk}/truncate", body, format="json")
     assert response.json() == {"session": str(session.pk), "kept": 2, "deleted": 1}
     visible = Turn.objects.filter(session=session, hidden=False).order_by("id")
     assert [t.text for t in visible] == ["t0", "t2"]
     # keeping as many as there are visible removes nothing, hidden turns included
-    again = client_for(alice).post(f"/api/sessions/{session.pk}/truncate", {"keep": 2}, format="json")
+    again = client_for(alice).post(f"/api/sessions/{session.pk}/truncate", body, format="json")
     assert again.json()["deleted"] == 0 and Turn.objects.filter(session=session).count() == 3

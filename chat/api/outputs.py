@@ -280,16 +280,20 @@ class Session(Output):
     id = serializers.UUIDField()
     channel = serializers.CharField()
     title = serializers.CharField(allow_blank=True)
-    status = serializers.ChoiceField(choices=["active", "archived"])
+    status = serializers.ChoiceField(choices=["active", "archived", "deleted"])
+    title_by_person = serializers.BooleanField(help_text="a person set the title; none is generated then")
     started_by = serializers.CharField(allow_null=True)
     created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField(help_text="last activity: a turn added or finished, a change")
     archived_at = serializers.DateTimeField(allow_null=True)
+    deleted_at = serializers.DateTimeField(allow_null=True)
     turns = serializers.IntegerField(help_text="visible turns")
     usage = SessionUsage()
 
 
 class SessionList(Output):
     sessions = Session(many=True)
+    next = serializers.URLField(allow_null=True, help_text="the next page, or null")
 
 
 class Deleted(Output):
@@ -300,6 +304,10 @@ class Truncated(Output):
     session = serializers.UUIDField()
     kept = serializers.IntegerField(help_text="visible turns kept")
     deleted = serializers.IntegerField(help_text="turns deleted, hidden ones included")
+
+
+class Prompts(Output):
+    prompts = serializers.ListField(child=serializers.CharField(), help_text="suggested prompts")
 
 
 # --- Providers and the account ----------------------------------------------------------
@@ -408,6 +416,7 @@ ERROR_MEANINGS = {
     409: "locked: the channel is locked",
     413: "too_long: over MAX_MESSAGE_CHARS",
     429: "rate_limited or quota_exceeded, with `retry_after` and Retry-After",
+    502: "provider_error: the model failed",
     503: "unavailable: the database or Redis cannot be reached; nothing was changed (`retry_after`)",
 }
 
@@ -425,4 +434,18 @@ def errors(*statuses: int) -> dict[Any, Any]:
 EVENT_STREAM = OpenApiResponse(
     OpenApiTypes.STR,
     description="Server-Sent Events: `id: {seq}`, `event: {type}`, `data: {json}` (docs/protocol.md)",
+)
+
+# Described event by event (the shape schemathesis checks each event of a stream against).
+PROMPT_STREAM = OpenApiResponse(
+    {
+        "type": "object",
+        "properties": {
+            "event": {"type": "string", "enum": ["prompt", "error", "done"]},
+            "data": {"type": "string", "description": "JSON: {index, text} · {code, text} · {prompts}"},
+        },
+        "required": ["event", "data"],
+    },
+    description="Server-Sent Events, unnumbered: `prompt` per suggestion, `error` if the model "
+    "failed, then `done`",
 )

@@ -18,6 +18,8 @@ from django.conf import settings
 from django.http import StreamingHttpResponse
 from rest_framework.renderers import BaseRenderer
 
+from chat.generation.providers.base import ProviderConfig, ProviderError
+from chat.generation.suggestions import suggest
 from chat.logins import login_still_valid
 from chat.models import Channel
 from chat.realtime import store
@@ -53,6 +55,11 @@ def event_type(frame: str) -> str:
 def sse(frame: str, seq: int | None) -> bytes:
     head = f"id: {seq}\n" if seq else ""
     return f"{head}event: {event_type(frame)}\ndata: {frame}\n\n".encode()
+
+
+def named_event(name: str, data: Any) -> bytes:
+    """An unnumbered event of a stream that is not a channel's (prompt suggestions)."""
+    return f"event: {name}\ndata: {orjson.dumps(data).decode()}\n\n".encode()
 
 
 def release_db_connection() -> None:
@@ -264,3 +271,22 @@ async def await_reply(
     except TimeoutError:
         return None
     return None
+
+
+async def prompt_events(config: ProviderConfig, *, text: str, n: int, kind: str) -> AsyncIterator[bytes]:
+    """Prompt suggestions as Server-Sent Events: `prompt` ({"index", "text"}) for each as
+    soon as it is written, then `done` ({"prompts"}); a model's failure is an `error`
+    event ({"code": "provider_error", "text"}) before `done` with what came."""
+    prompts: list[str] = []
+    try:
+        async for prompt in suggest(config, text=text, n=n, kind=kind):
+            yield named_event("prompt", {"index": len(prompts), "text": prompt})
+            prompts.append(prompt)
+    except ProviderError as exc:
+        yield named_event("error", {"code": "provider_error", "text": f"The model failed: {exc}"})
+    yield named_event("done", {"prompts": prompts})
+
+
+async def collect_prompts(config: ProviderConfig, *, text: str, n: int, kind: str) -> list[str]:
+    """Prompt suggestions all at once (a JSON answer); ProviderError as the model's."""
+    return [prompt async for prompt in suggest(config, text=text, n=n, kind=kind)]

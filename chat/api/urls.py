@@ -22,6 +22,7 @@ urlpatterns = [
     path("sessions/<str:session_id>/turns", views.TurnsView.as_view()),
     path("sessions/<str:session_id>/truncate", views.TruncateView.as_view()),
     path("turns/<str:turn_id>", views.TurnDetailView.as_view()),
+    path("prompts", views.PromptsView.as_view()),
     path("providers", views.ProvidersView.as_view()),
     path("me", views.MeView.as_view()),
     path("me/token", views.MeTokenView.as_view()),

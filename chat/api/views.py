@@ -30,12 +30,15 @@ from chat.api.streams import (
     EventFeed,
     EventStreamRenderer,
     await_reply,
+    collect_prompts,
     follow_channel,
     follow_exchange,
+    prompt_events,
     stream_response,
 )
 from chat.errors import UNAVAILABLE, ServiceError
 from chat.framing import effective_framing, effective_params
+from chat.generation.providers.base import ProviderError
 from chat.logins import bearer_from_header
 from chat.models import ApiToken, Channel, Membership, Session, hash_token, iso
 from chat.schemas import (
@@ -49,8 +52,10 @@ from chat.schemas import (
     MemberSerializer,
     MessageSerializer,
     PreferencesSerializer,
+    PromptsSerializer,
     RegenerateSerializer,
     ResetSerializer,
+    SessionUpdateSerializer,
     StrictSerializer,
     TruncateSerializer,
     validate,
@@ -404,28 +409,86 @@ class InterruptView(APIView):
         return Response({"interrupted": running})
 
 
+SESSION_LIST_DEFAULT, SESSION_LIST_MAX = 50, 100
+MAX_SESSION_QUERY = 200
+SESSION_LIST_PARAMETERS = [
+    OpenApiParameter(
+        "status",
+        str,
+        required=False,
+        description="active, archived or deleted, or several joined by commas (default: active,archived)",
+    ),
+    OpenApiParameter("limit", int, required=False, description="1–100 (default 50)"),
+    OpenApiParameter(
+        "q", str, required=False, description="≤ 200 characters, in the title or a visible turn"
+    ),
+    OpenApiParameter("cursor", str, required=False, description="from `next`"),
+]
+
+
+def session_statuses(request: Request) -> list[str]:
+    raw = request.query_params.get("status")
+    if raw is None:
+        return [Session.Status.ACTIVE, Session.Status.ARCHIVED]
+    statuses = raw.split(",")
+    if not all(value in Session.Status.values for value in statuses):
+        raise serializers.ValidationError(
+            {"status": ["Expected active, archived or deleted (comma-separated)."]}
+        )
+    return statuses
+
+
+def session_list(request: Request, sessions: Any) -> Response:
+    """A page of ``sessions`` (already scoped to the caller) as the query asks, with the
+    URL of the next page."""
+    statuses = session_statuses(request)
+    limit = query_int(request, "limit", default=SESSION_LIST_DEFAULT, low=1, high=SESSION_LIST_MAX)
+    query = request.query_params.get("q", "")
+    if len(query) > MAX_SESSION_QUERY or "\x00" in query:
+        raise serializers.ValidationError({"q": [f"At most {MAX_SESSION_QUERY} characters, no NUL."]})
+    after = None
+    if (cursor := request.query_params.get("cursor")) is not None:
+        try:
+            after = selectors.decode_session_cursor(cursor)
+        except ValueError:
+            raise serializers.ValidationError({"cursor": ["Not a cursor this server gave."]}) from None
+    rows = selectors.session_page(
+        request.user, sessions, statuses=statuses, query=query, after=after, limit=limit
+    )
+    next_url = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        params = request.query_params.copy()
+        params["cursor"] = selectors.encode_session_cursor(rows[-1])
+        next_url = request.build_absolute_uri(f"{request.path}?{params.urlencode()}")
+    return Response({"sessions": [selectors.session_to_dict(s) for s in rows], "next": next_url})
+
+
 class ChannelSessionsView(APIView):
     permission_classes = [AllowAny]  # the same read rules as watching, checked below
 
-    @extend_schema(responses={200: outputs.SessionList, **errors(404)})
+    @extend_schema(
+        parameters=SESSION_LIST_PARAMETERS, responses={200: outputs.SessionList, **errors(400, 404)}
+    )
     def get(self, request: Request, name: str) -> Response:
+        """The channel's sessions, most recent activity first."""
         channel = channel_or_404(request, name)
-        sessions = selectors.channel_sessions(channel)
-        return Response({"sessions": [selectors.session_to_dict(s) for s in sessions[:PAGE_SIZE]]})
+        return session_list(request, selectors.channel_sessions(channel))
 
 
 class SessionsView(APIView):
     @extend_schema(
         operation_id="sessions_list",
-        parameters=[OpenApiParameter("channel", str, required=False)],
-        responses={200: outputs.SessionList, **errors()},
+        parameters=[OpenApiParameter("channel", str, required=False), *SESSION_LIST_PARAMETERS],
+        responses={200: outputs.SessionList, **errors(400)},
     )
     def get(self, request: Request) -> Response:
+        """The caller's sessions (selectors.sessions_for), most recent activity first."""
         require_login(request)
         sessions = selectors.sessions_for(request.user)
-        if request.query_params.get("channel"):
-            sessions = sessions.filter(channel__name=request.query_params["channel"])
-        return Response({"sessions": [selectors.session_to_dict(s) for s in sessions[:PAGE_SIZE]]})
+        if (name := request.query_params.get("channel")) is not None:
+            sessions = sessions.filter(channel__name=name)
+        return session_list(request, sessions)
 
 
 class SessionDetailView(APIView):
@@ -433,6 +496,17 @@ class SessionDetailView(APIView):
     def get(self, request: Request, session_id: str) -> Response:
         require_login(request)
         return Response(selectors.session_to_dict(session_or_404(request, session_id)))
+
+    @extend_schema(request=SessionUpdateSerializer, responses={200: outputs.Session, **errors(400, 403, 404)})
+    def patch(self, request: Request, session_id: str) -> Response:
+        """Rename (`title`) or archive, delete, reopen (`status`): the channel's owner,
+        moderators and admins."""
+        caller = require_login(request)
+        session = session_or_404(request, session_id)
+        changes = parse(SessionUpdateSerializer, request)
+        return Response(
+            selectors.session_to_dict(services.update_session(session=session, user=caller, **changes))
+        )
 
     @extend_schema(responses={204: None, **errors(403, 404)})
     def delete(self, request: Request, session_id: str) -> Response:
@@ -496,8 +570,48 @@ class TruncateView(APIView):
     def post(self, request: Request, session_id: str) -> Response:
         caller = require_login(request)
         session = session_or_404(request, session_id)
-        keep = parse(TruncateSerializer, request)["keep"]
-        return Response(services.truncate_session(session=session, user=caller, keep=keep))
+        data = parse(TruncateSerializer, request)
+        return Response(
+            services.truncate_session(
+                session=session, user=caller, keep=data["keep"], keep_from=data.get("from", "end")
+            )
+        )
+
+
+class PromptsView(StreamingView):
+    @extend_schema(
+        request=PromptsSerializer,
+        responses={
+            (200, "application/json"): outputs.Prompts,
+            (200, "text/event-stream"): outputs.PROMPT_STREAM,
+            # (404: a `?format=` DRF does not know)
+            **errors(400, 403, 404, 413, 429, 502),
+        },
+    )
+    def post(self, request: Request) -> Any:
+        """Suggested prompts from the task model: streamed (`prompt` per suggestion, then
+        `done`), or all at once with `Accept: application/json`. Counts as one message."""
+        caller = require_login(request)
+        data = parse(PromptsSerializer, request)
+        channel = None
+        if "channel" in data:
+            channel = selectors.channel_for(caller, data["channel"])
+            if channel is None:
+                raise serializers.ValidationError({"channel": ["No such channel."]})
+        text, n, kind = data["text"], data.get("n", 3), data.get("kind", "task")
+        config = services.prepare_prompt_suggestions(user=caller, channel=channel, text=text)
+        if not wants_json(request):
+            return stream_response(prompt_events(config, text=text, n=n, kind=kind))
+        try:
+            prompts = async_to_sync(collect_prompts)(config, text=text, n=n, kind=kind)
+        except ProviderError as exc:
+            raise ServiceError("provider_error", f"The model failed: {exc}") from exc
+        return Response({"prompts": prompts})
+
+
+def wants_json(request: Any) -> bool:
+    accept = request.META.get("HTTP_ACCEPT", "")
+    return "application/json" in accept and "text/event-stream" not in accept
 
 
 class ProvidersView(APIView):

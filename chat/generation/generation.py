@@ -16,6 +16,8 @@ from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
+from django.conf import settings
+
 from chat import limits
 from chat.errors import UNAVAILABLE
 from chat.generation import records
@@ -355,3 +357,13 @@ class Generation:
             failure = outcome.error if outcome.error is not None else "unknown error"
             await self._announce(plan, events.error_event("provider_error", f"The model failed: {failure}"))
         await self._announce(plan, events.done_event(plan.turn_id, reason, usage, timings))
+        if (
+            settings.SESSION_TITLES
+            and turn is not None
+            and not turn["hidden"]
+            and reason in ("stop", "length")
+        ):
+            # Late: titles reach the services, which import the engine.
+            from chat.generation import titles
+
+            titles.start(plan.session_id)  # in the background: nothing waits for it

@@ -11,6 +11,7 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F
+from django.utils import timezone
 
 from chat.framing import effective_framing, effective_params
 from chat.generation.prompt import PromptTurn, estimate_tokens
@@ -44,7 +45,7 @@ class Plan:
     recovered: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _config(provider: Provider, model: str = "") -> ProviderConfig:
+def provider_config(provider: Provider, model: str = "") -> ProviderConfig:
     return ProviderConfig(
         name=provider.name,
         kind=provider.kind,
@@ -95,9 +96,9 @@ def provider_chain(channel: Channel, params: dict[str, Any]) -> list[ProviderCon
         primary = by_name.get("demo") or next((p for p in enabled if p.kind == "demo"), None)
     if primary is None:
         return [DEMO_CONFIG]
-    chain = [_config(primary, params.get("model") or "")]
+    chain = [provider_config(primary, params.get("model") or "")]
     if primary.kind != Provider.Kind.DEMO:
-        chain += [_config(p) for p in enabled if p.pk != primary.pk and p.kind != Provider.Kind.DEMO]
+        chain += [provider_config(p) for p in enabled if p.pk != primary.pk and p.kind != Provider.Kind.DEMO]
     return chain
 
 
@@ -224,6 +225,7 @@ def open_turn(plan: Plan) -> Plan | None:
             provider=first.name,
             model=first.model_label,
         ).pk
+        Session.touch(plan.session_id)
         return plan
 
 
@@ -260,6 +262,7 @@ def finish_turn(turn_id: int, **fields: Any) -> dict[str, Any] | None:
         Session.objects.filter(pk=turn.session_id).update(
             prompt_tokens=F("prompt_tokens") + int(usage.get("prompt_tokens") or 0),
             completion_tokens=F("completion_tokens") + int(usage.get("completion_tokens") or 0),
+            updated_at=timezone.now(),  # a finished reply is activity in the session
         )
         return turn.to_dict()
 
@@ -284,4 +287,5 @@ def close_as_error(turn_id: int) -> dict[str, Any] | None:
         turn.raw_completion = turn.raw_completion or turn.text
         turn.timings = {**(turn.timings or {}), "recovered": True}
         turn.save(update_fields=["finish_reason", "raw_completion", "timings"])
+        Session.touch(turn.session_id)
         return turn.to_dict()

@@ -69,6 +69,13 @@ class ResetEvent(TypedDict):
     session: str
 
 
+class SessionUpdatedEvent(TypedDict):
+    type: Literal["session_updated"]
+    session: str
+    title: str
+    status: str
+
+
 class ChannelUpdatedEvent(TypedDict):
     type: Literal["channel_updated"]
     framing: dict[str, Any]
@@ -137,6 +144,12 @@ def turn_removed_event(turn_id: int) -> TurnRemovedEvent:
 
 def reset_event(session_id: Any) -> ResetEvent:
     return {"type": "reset", "session": str(session_id)}
+
+
+def session_updated_event(session_id: Any, *, title: str, status: str) -> SessionUpdatedEvent:
+    """A session of the channel was renamed (by a person or the task model), archived,
+    deleted or reopened."""
+    return {"type": "session_updated", "session": str(session_id), "title": title, "status": status}
 
 
 def channel_updated_event(
@@ -347,6 +360,13 @@ def access_changed_on_commit(channel_id: int | None) -> None:
             log.exception("could not announce an access change of channel %s", channel_id)
 
     transaction.on_commit(run)
+
+
+def resync_on_commit(channel_id: int) -> None:
+    """Once the change commits, give every open connection of the channel a fresh
+    ``history``: for a change no event describes in full (a reopened session's turns).
+    robust: the change is committed; with Redis down, screens resync on reconnect."""
+    transaction.on_commit(lambda: background.run(aresync_channel(channel_id)), robust=True)
 
 
 async def aclose_user_sockets(user_id: int, code: int = 4003, *, channel_id: int | None = None) -> None:

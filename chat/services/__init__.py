@@ -23,7 +23,15 @@ from chat.services.moderation import (
     unhide_turn,
 )
 from chat.services.preferences import set_preferences
-from chat.services.sessions import bulk_delete_sessions, delete_session, truncate_session
+from chat.services.prompts import prepare_prompt_suggestions
+from chat.services.sessions import (
+    bulk_delete_sessions,
+    delete_session,
+    purge_expired_sessions,
+    save_generated_title,
+    truncate_session,
+    update_session,
+)
 
 __all__ = [
     "add_member",
@@ -40,11 +48,14 @@ __all__ = [
     "interrupt",
     "interrupt_generation",
     "post_message",
+    "prepare_prompt_suggestions",
+    "purge_expired_sessions",
     "purge_session",
     "regenerate",
     "remove_member",
     "reset",
     "rotate_watch_key",
+    "save_generated_title",
     "set_locked",
     "set_muted",
     "set_preferences",
@@ -54,4 +65,5 @@ __all__ = [
     "update_channel",
     "update_channel_settings",
     "update_instruction",
+    "update_session",
 ]

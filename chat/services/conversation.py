@@ -66,6 +66,7 @@ def _add_turn(
         turn = Turn.objects.create(
             session=session, role=role, author=user, text=text, finish_reason=finish, request=request or {}
         )
+        Session.touch(session.pk)
         if not session.started_by_id and user is not None:
             session.started_by = user
             session.save(update_fields=["started_by"])
@@ -184,8 +185,9 @@ def reset(*, channel: Channel, user: User) -> Session:
     engine.interrupt(channel.pk, wait=INTERRUPT_WAIT_S)
     with transaction.atomic():
         Channel.objects.select_for_update().filter(pk=channel.pk).first()
+        now = timezone.now()
         Session.objects.filter(channel=channel, status=Session.Status.ACTIVE).update(
-            status=Session.Status.ARCHIVED, archived_at=timezone.now()
+            status=Session.Status.ARCHIVED, archived_at=now, updated_at=now
         )
         session = Session.objects.create(channel=channel, started_by=user)
         publish_on_commit(channel.pk, channel.name, reset_event(session.pk))

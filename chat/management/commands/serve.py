@@ -6,13 +6,32 @@ is unset) alive exactly as long as the site, and Ctrl-C stops both.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+import threading
+import time
 from typing import Any
 
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
+from django.db import close_old_connections
+
+log = logging.getLogger(__name__)
+
+
+def purge_periodically(interval: float) -> None:
+    """`purge_sessions` now and every ``interval`` seconds, for as long as the server
+    runs (a daemon thread: it ends with the process)."""
+    while True:
+        try:
+            call_command("purge_sessions")
+        except Exception:  # an outage or a bug: logged, and tried again next time
+            log.exception("purging old sessions failed")
+        finally:
+            close_old_connections()
+        time.sleep(interval)
 
 
 def daphne_arguments(host: str, port: str | int) -> list[str]:
@@ -80,6 +99,13 @@ class Command(BaseCommand):
         call_command("migrate", interactive=False, verbosity=0)
         call_command("setup_instance")
         self.stdout.write(self.style.SUCCESS(f"Colloquy is at http://{host}:{port}/  (Ctrl-C stops it)"))
+        if settings.RETENTION_DAYS > 0:
+            threading.Thread(
+                target=purge_periodically,
+                args=(settings.RETENTION_INTERVAL_SECONDS,),
+                name="colloquy-retention",
+                daemon=True,
+            ).start()
         # Recovery of unfinished turns runs when chatsite.asgi is imported.
         if server == "daphne":
             from daphne.cli import CommandLineInterface
