@@ -340,6 +340,11 @@ def test_an_archived_session_opens_read_only_and_pages_back_while_the_live_one_g
 
 def test_on_a_phone_the_sidebar_folds_behind_a_button(host, browser, channel, alice, openai_server):
     use_slow_model(channel, openai_server, delay=0.0, tokens=[CODE_REPLY])
+    # Titled sessions, as a used channel has them (for the screenshots).
+    for title in ("Tomatoes on a balcony", "Trip plans for Lisbon"):
+        services.inject(channel=channel, user=alice, role="user", text=title)
+        services.update_session(session=channel.active_session, user=alice, title=title, status="archived")
+    services.update_session(session=channel.active_session, user=alice, title="A greeting in Python")
     chat = chat_page(browser, host, "alice")
     send(chat, "Show me some code")
     expect(chat.locator(".turn.role-bot:not(.generating) .code-block")).to_have_count(1)
@@ -486,6 +491,10 @@ def test_a_member_picks_a_model_parameters_and_thinking_within_the_owners_bounds
     assert bot.params["temperature"] == 0.3 and bot.params["thinking"] is True
     channel.refresh_from_db()
     assert channel.params == settings_before  # that reply only
+    # The substrate view says what the reply was written with.
+    chat.click(".turn.role-bot .substrate summary")
+    expect(chat.locator(".turn.role-bot .substrate dl")).to_contain_text("temperature 0.3")
+    expect(chat.locator(".turn.role-bot .substrate dl")).to_contain_text("thinking true")
     no_script_errors(chat)
 
 

@@ -209,6 +209,8 @@ export class Transcript {
     const timings = data.timings || {};
     const facts = [
       ["provider", [data.provider, data.model].filter(Boolean).join(" / ")],
+      ["instruction", data.instruction || "none"],
+      ["params", samplingSummary(data.params || {})],
       ["finish reason", data.finish_reason],
       ["usage", `${usage.prompt_tokens ?? "?"} prompt + ${usage.completion_tokens ?? "?"} completion tokens${usage.estimated ? " (estimated)" : ""}`],
       ["timings", `first token ${timings.ttft_ms ?? "?"} ms, total ${timings.duration_ms ?? "?"} ms`],
@@ -240,4 +242,11 @@ export class Transcript {
     view.detailAsked = false;
     if (view.data.role === "bot" && view.data.finish_reason) this.paintSubstrate(view);
   }
+}
+
+// What a reply was written with, in one line (thinking included: it may have been a
+// per-message choice).
+function samplingSummary(params) {
+  const keys = ["temperature", "top_p", "top_k", "repeat_penalty", "max_tokens", "thinking"];
+  return keys.filter((key) => key in params).map((key) => `${key} ${params[key]}`).join(", ");
 }
