@@ -86,7 +86,7 @@ def test_none_overrides_the_channels_instruction_for_one_message(
     assert "Answer in one sentence." not in str(openai_server.requests[-1]["messages"])
     bots = Turn.objects.filter(role="bot").order_by("id")
     assert [bot.instruction for bot in bots] == ["Concise", ""]
-    assert Turn.objects.filter(role="user").order_by("id").last().request == {"instruction": None}
+    assert Turn.objects.filter(role="user").latest("id").request == {"instruction": None}
     no_script_errors(chat)
 
 
@@ -200,7 +200,7 @@ def test_an_instruction_made_on_the_account_page_appears_in_the_picker(
     send(chat, "Ahoy")
     expect(chat.locator(".turn.role-bot:not(.generating) .body")).to_have_text("Arr.")
     assert system_prompt(openai_server.requests[-1]).startswith("Talk like a pirate.")
-    assert Turn.objects.filter(role="user").last().request == {"instruction": created.pk}
+    assert Turn.objects.filter(role="user").latest("id").request == {"instruction": created.pk}
     no_script_errors(chat)
 
 
