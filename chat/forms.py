@@ -57,6 +57,13 @@ class PreferencesForm(ServiceForm):
         return {"provider": provider, "model": model, "instruction": self.cleaned_data["instruction"]}
 
 
+class InstructionForm(ServiceForm):
+    """One of the user's own instructions, new or changed (chat/services/instructions.py)."""
+
+    name = forms.CharField(max_length=100)
+    text = forms.CharField(max_length=20000, strip=False, widget=forms.Textarea(attrs={"rows": 4}))
+
+
 class SignupForm(UserCreationForm[Any]):
     pass
 

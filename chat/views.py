@@ -16,8 +16,8 @@ from django.views.decorators.http import require_http_methods
 
 from chat import permissions, selectors, services
 from chat.errors import ServiceError
-from chat.forms import ChannelForm, LoginForm, PreferencesForm, SignupForm
-from chat.models import ApiToken, Channel
+from chat.forms import ChannelForm, InstructionForm, LoginForm, PreferencesForm, SignupForm
+from chat.models import ApiToken, Channel, Instruction
 
 FRAMING_FIELDS = [
     ("name", "name"),
@@ -68,6 +68,9 @@ def channel_page(request: HttpRequest, name: str) -> HttpResponse:
     context["providers"] = selectors.enabled_providers()
     context["framing_fields"] = FRAMING_FIELDS
     context["param_fields"] = ["model", "max_tokens", "temperature", "top_p", "top_k", "repeat_penalty"]
+    # A channel takes a shared instruction or its owner's own (services.update_channel).
+    context["channel_instructions"] = selectors.instructions_for(channel.owner)
+    context["policy_ranges"] = ["temperature", "top_p", "top_k", "repeat_penalty", "max_tokens"]
     return render(request, "chat/channel.html", context)
 
 
@@ -111,6 +114,7 @@ def account(request: HttpRequest) -> HttpResponse:
     }
     preferences = PreferencesForm(initial=initial, **choices)
     status = 200
+    failed: tuple[int | None, InstructionForm] | None = None
     if request.method == "POST" and request.POST.get("form") == "preferences":
         preferences = PreferencesForm(request.POST, **choices)
         if preferences.is_valid():
@@ -120,18 +124,76 @@ def account(request: HttpRequest) -> HttpResponse:
             except ServiceError as error:
                 preferences.add_service_error(error)
         status = 400
+    elif request.method == "POST" and request.POST.get("form", "").startswith("instruction"):
+        failed = change_instruction(request, user)
+        if failed is None:
+            return redirect("account")
+        status = 400
     elif request.method == "POST":
         # Shown in this answer only; the database keeps its hash.
         token = ApiToken.issue(user)
+    own = selectors.instructions_for(user).filter(owner=user)
+    retry = dict([failed]) if failed else {}  # the form that failed, shown with its errors
     context = {
         "state": selectors.account_state(user),
         "token": token,
         "has_token": selectors.has_api_token(user),
         "preferences": preferences,
+        "shared_instructions": selectors.instructions_for(user).filter(owner=None),
+        "instructions": [(item, retry.get(item.pk, instruction_form(item))) for item in own],
+        "new_instruction": retry.get(None, InstructionForm(auto_id="id_new_instruction_%s")),
     }
     response = render(request, "chat/account.html", context, status=status)
     response["Cache-Control"] = "no-store"
     return response
+
+
+def instruction_form(instruction: Instruction, data: Any = None) -> InstructionForm:
+    """The edit form of one of the user's instructions (ids apart from the others')."""
+    initial = {"name": instruction.name, "text": instruction.text}
+    return InstructionForm(data, initial=initial, auto_id=f"id_instruction_{instruction.pk}_%s")
+
+
+def change_instruction(request: HttpRequest, user: Any) -> tuple[int | None, InstructionForm] | None:
+    """Create, change or delete one of the user's instructions from the account page's
+    forms: None when done, else the instruction's id (None: a new one) and its form
+    with the errors."""
+    kind = request.POST["form"]
+    if kind == "instruction-new":
+        form = InstructionForm(request.POST, auto_id="id_new_instruction_%s")
+        if form.is_valid():
+            try:
+                services.create_instruction(user=user, **form.cleaned_data)
+                return None
+            except ServiceError as error:
+                form.add_service_error(error)
+        return None, form
+    found = own_instruction(user, request.POST.get("id", ""))
+    if kind == "instruction-delete":
+        services.delete_instruction(user=user, instruction=found)
+        return None
+    if kind != "instruction-edit":
+        raise Http404("No such form.")
+    form = instruction_form(found, request.POST)
+    if form.is_valid():
+        try:
+            services.update_instruction(user=user, instruction=found, changes=form.cleaned_data)
+            return None
+        except ServiceError as error:
+            form.add_service_error(error)
+    return found.pk, form
+
+
+def own_instruction(user: Any, raw_id: str) -> Instruction:
+    """One of the user's own instructions by the id a form sent, else a 404 (shared ones
+    are the admins', in the admin)."""
+    # Bounded so that a huge number is a 404, not a database overflow.
+    found = None
+    if raw_id.isascii() and raw_id.isdigit() and len(raw_id) <= 18:
+        found = selectors.instructions_for(user).filter(owner=user, pk=int(raw_id)).first()
+    if found is None:
+        raise Http404("No such instruction of yours.")
+    return found
 
 
 @require_http_methods(["GET", "HEAD", "POST"])

@@ -95,6 +95,21 @@ def open_live(page: Page, url: str) -> Page:
     return page
 
 
+def chat_page(browser: Browser, host: str, username: str, channel: str = "lobby") -> Page:
+    """A user's chat page of a channel, logged in and connected."""
+    return open_live(log_in(browser, host, username), f"http://{host}/channel/{channel}")
+
+
+def send(page: Page, text: str) -> None:
+    page.fill("#text", text)
+    page.press("#text", "Enter")
+
+
+def no_script_errors(*pages: Page) -> None:
+    for page in pages:
+        assert page.errors == []  # type: ignore[attr-defined]
+
+
 def screenshot(page: Page, name: str) -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / f"{name}.png"

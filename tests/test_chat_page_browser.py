@@ -14,7 +14,7 @@ from playwright.sync_api import Browser, Page, expect
 
 from chat import services
 from chat.models import Channel, Session, Turn
-from tests.browser import chromium, log_in, open_live, screenshot
+from tests.browser import chat_page, chromium, no_script_errors, open_live, screenshot, send
 from tests.conftest import use_slow_model, wait_until_no_generation
 from tests.processes import live_servers
 
@@ -37,26 +37,12 @@ def host(django_db_setup, django_db_blocker) -> Iterator[str]:
         yield hosts[0]
 
 
-def chat_page(browser: Browser, host: str, username: str, channel: str = "lobby") -> Page:
-    return open_live(log_in(browser, host, username), f"http://{host}/channel/{channel}")
-
-
 def allow_clipboard(page: Page, host: str) -> None:
     page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=f"http://{host}")
 
 
 def clipboard(page: Page) -> str:
     return str(page.evaluate("navigator.clipboard.readText()"))
-
-
-def send(page: Page, text: str) -> None:
-    page.fill("#text", text)
-    page.press("#text", "Enter")
-
-
-def no_script_errors(*pages: Page) -> None:
-    for page in pages:
-        assert page.errors == []  # type: ignore[attr-defined]
 
 
 # --- the transcript -----------------------------------------------------------------------

@@ -6,6 +6,7 @@ import { Transcript } from "/static/js/turns.js";
 import { EarlierTurns } from "/static/js/earlier.js";
 import { setUpComposer } from "/static/js/composer.js";
 import { setUpSidebar, sessionLabel } from "/static/js/sidebar.js";
+import { setUpSettings } from "/static/js/settings.js";
 
 const root = document.getElementById("live");
 const $ = (selector) => document.querySelector(selector);
@@ -156,8 +157,8 @@ function applyHistory(event) {
     setRunning(turn_id);
   }
   if (event.watchers !== undefined) showPresence({ watchers: event.watchers });
-  settings.fill(event.framing, event.params);
-  composer?.offerChoices(event.member_params);
+  settings.fill(event);
+  composer?.offerChoices(event.member_params, event.instruction);
   sessionShown(sessionChanged);
   stickToBottom();
 }
@@ -207,8 +208,8 @@ const handlers = {
   },
   channel_updated(event) {
     document.body.classList.toggle("locked", Boolean(event.locked));
-    settings.fill(event.framing, event.params);
-    composer?.offerChoices(event.member_params);
+    settings.fill(event);
+    composer?.offerChoices(event.member_params, event.instruction);
   },
   session_updated(event) {
     sidebar?.sessionUpdated(event);
@@ -324,6 +325,9 @@ const composer = setUpComposer({
 });
 setRunning(null);
 
+// The owner's and moderators' editor of the channel's settings.
+const settings = setUpSettings({ channel: config.channel, notify });
+
 const sidebar = setUpSidebar({
   channel: config.channel,
   canManage,
@@ -365,81 +369,6 @@ function setUpLargeType() {
   });
 }
 
-// The owner's editor of framing and parameters: saved through the REST API, errors
-// shown next to the fields exactly as the protocol words them.
-const FRAMING_FIELDS = ["name", "preamble", "user_prefix", "bot_prefix", "agent_prefix", "turn_suffix", "stop", "quote_user"];
-const PARAM_FIELDS = ["provider", "model", "max_tokens", "temperature", "top_p", "top_k", "repeat_penalty"];
-const NUMBER_PARAMS = new Set(["max_tokens", "temperature", "top_p", "top_k", "repeat_penalty"]);
-
-const settings = {
-  form: document.getElementById("settings-form"),
-  editing: false,
-  fill(framing, params) {
-    if (!this.form || this.editing) return;
-    for (const name of FRAMING_FIELDS) {
-      const input = this.form.elements[`framing.${name}`];
-      if (!input) continue;
-      const value = framing?.[name];
-      if (input.type === "checkbox") input.checked = Boolean(value);
-      else if (name === "stop") input.value = (value || []).join("\n");
-      else input.value = value ?? "";
-    }
-    for (const name of PARAM_FIELDS) {
-      const input = this.form.elements[`params.${name}`];
-      if (input) input.value = params?.[name] ?? "";
-    }
-  },
-  read() {
-    const framing = {};
-    for (const name of FRAMING_FIELDS) {
-      const input = this.form.elements[`framing.${name}`];
-      if (input.type === "checkbox") framing[name] = input.checked;
-      else if (name === "stop") framing[name] = input.value.split("\n").filter((line) => line.length > 0);
-      else framing[name] = input.value;
-    }
-    const params = {};
-    for (const name of PARAM_FIELDS) {
-      const value = this.form.elements[`params.${name}`].value.trim();
-      if (value === "") continue;
-      params[name] = NUMBER_PARAMS.has(name) && !Number.isNaN(Number(value)) ? Number(value) : value;
-    }
-    return { framing, params };
-  },
-  showErrors(fields) {
-    if (!this.form) return;
-    for (const node of this.form.querySelectorAll(".field-error")) node.textContent = "";
-    for (const [group, errors] of Object.entries(fields)) {
-      const entries = errors && typeof errors === "object" && !Array.isArray(errors) ? Object.entries(errors) : [["", errors]];
-      for (const [name, messages] of entries) {
-        const slot = this.form.querySelector(`[data-error-for="${CSS.escape(name ? `${group}.${name}` : group)}"]`) || this.form.querySelector("[data-error-for='form']");
-        slot.textContent = [].concat(messages).join(" ");
-      }
-    }
-  },
-  setUp() {
-    if (!this.form) return;
-    this.form.addEventListener("focusin", () => (this.editing = true));
-    this.form.addEventListener("submit", async (event) => {
-      event.preventDefault();
-      this.showErrors({});
-      const response = await fetch(`/api/channels/${encodeURIComponent(config.channel)}`, {
-        method: "PATCH",
-        headers: { "Content-Type": "application/json", "X-CSRFToken": this.form.elements.csrfmiddlewaretoken.value },
-        credentials: "same-origin",
-        body: JSON.stringify(this.read()),
-      });
-      const body = await response.json().catch(() => ({}));
-      if (response.ok) {
-        this.editing = false;
-        notify("Settings saved.");
-      } else {
-        this.showErrors(body.fields || { form: [body.detail || "Could not save."] });
-        notify(body.detail || "Could not save the settings.", "error");
-      }
-    });
-  },
-};
-
 // --- start --------------------------------------------------------------------------
 
 const connection = new Connection(applyEvent, showState);
@@ -449,5 +378,4 @@ window.addEventListener("online", () => {
 window.addEventListener("offline", () => showState("offline"));
 setUpCopyLink();
 setUpLargeType();
-settings.setUp();
 connection.open();

@@ -1,8 +1,8 @@
 // The composer of the chat page: Enter sends, Shift+Enter starts a new line, Esc stops
 // the reply; the stop button takes the send button's place while a reply runs; the
-// unsent text is kept per channel across reloads; per-message model, parameters and
-// thinking within what the channel allows; prompt suggestions for an empty session;
-// edit-and-resend of your last message.
+// unsent text is kept per channel across reloads; per-message model, parameters,
+// thinking and instruction within what the channel allows; prompt suggestions for an
+// empty session; edit-and-resend of your last message.
 import { api, offers, problem } from "/static/js/api.js";
 import { el } from "/static/js/turns.js";
 
@@ -129,11 +129,19 @@ export function setUpComposer(options) {
     fields: document.getElementById("choice-params"),
     thinking: document.getElementById("thinking"),
     thinkingToggle: document.getElementById("thinking-toggle"),
+    instruction: document.getElementById("choice-instruction"),
     policy: null,
     providers: null,
-    // member_params from history / channel_updated; owners pick among every enabled model.
-    async offer(policy) {
+    instructions: null, // the shared ones and the caller's own (GET /api/instructions)
+    // member_params and the channel's instruction from history / channel_updated; owners
+    // pick among every enabled model.
+    async offer(policy, channelInstruction) {
       this.policy = policy || {};
+      if (this.instructions === null) {
+        const answer = await api("/api/instructions");
+        this.instructions = answer.ok ? answer.body.instructions || [] : [];
+      }
+      this.fillInstructions(channelInstruction ?? null);
       let models = this.policy.models || [];
       let bounds = Object.fromEntries(Object.keys(OWNER_BOUNDS).filter((key) => key in this.policy).map((key) => [key, { ...OWNER_BOUNDS[key], ...this.policy[key] }]));
       let thinking = Boolean(this.policy.thinking);
@@ -173,7 +181,27 @@ export function setUpComposer(options) {
       }
       this.thinkingToggle.hidden = !thinking;
       if (!thinking) this.thinking.checked = false;
-      this.box.hidden = models.length === 0 && Object.keys(bounds).length === 0;
+      this.box.hidden = models.length === 0 && Object.keys(bounds).length === 0 && this.instruction.parentElement.hidden;
+    },
+    // "channel's default" sends nothing (the channel's, else the user's default, applies);
+    // "none" sends `instruction: null`. With no instruction anywhere there is no choice.
+    fillInstructions(channelInstruction) {
+      const chosen = this.instruction.value;
+      const applied = this.instructions.find((item) => item.id === channelInstruction);
+      const options = [
+        ["", applied ? `channel's default (${applied.name})` : "channel's default"],
+        ["none", "none"],
+        ...this.instructions.map((item) => [String(item.id), item.shared ? item.name : `${item.name} (mine)`]),
+      ];
+      this.instruction.replaceChildren(
+        ...options.map(([value, label]) => {
+          const option = el("option", null, label);
+          option.value = value;
+          return option;
+        }),
+      );
+      this.instruction.value = options.some(([value]) => value === chosen) ? chosen : "";
+      this.instruction.parentElement.hidden = this.instructions.length === 0 && channelInstruction === null;
     },
     // The message's `params` (only what was chosen) and `thinking`.
     read() {
@@ -190,6 +218,8 @@ export function setUpComposer(options) {
       const extra = {};
       if (Object.keys(params).length) extra.params = params;
       if (this.thinking.checked) extra.thinking = true;
+      const instruction = this.instruction.parentElement.hidden ? "" : this.instruction.value;
+      if (instruction) extra.instruction = instruction === "none" ? null : Number(instruction);
       return extra;
     },
   };
@@ -253,7 +283,7 @@ export function setUpComposer(options) {
     regenerate() {
       options.send({ type: "regenerate", ...choices.read() });
     },
-    offerChoices: (policy) => choices.offer(policy),
+    offerChoices: (policy, instruction) => choices.offer(policy, instruction),
     offerSuggestions: (empty) => suggestions.offer(empty),
     show(visible) {
       form.hidden = !visible;
