@@ -144,3 +144,15 @@ def test_regenerating_someone_elses_message_does_not_apply_their_private_instruc
     )
     wait_until_no_generation()
     assert Turn.objects.filter(role="bot", hidden=False).get().instruction == "Mine"
+
+
+@pytest.mark.parametrize("query", ["page=2", "search=x", "sort=title", "offset=50"])
+def test_a_list_parameter_it_does_not_read_is_a_400_naming_it(channel, alice, query):
+    """Not a 200 that did without it: `page=2` would answer the first page again, for ever."""
+    name = query.split("=")[0]
+    for url in ("/api/sessions", "/api/channels/lobby/sessions"):
+        response = client_for(alice).get(f"{url}?{query}")
+        assert response.status_code == 400, (url, query)
+        assert list(response.json()["fields"]) == [name]
+    assert client_for(alice).get("/api/channels/lobby/sessions?channel=lobby").status_code == 400
+    assert client_for(alice).get("/api/sessions?channel=lobby&format=json").status_code == 200
