@@ -6,7 +6,7 @@ import base64
 import binascii
 import logging
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import redis
@@ -125,10 +125,13 @@ def decode_session_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         moment, session_id = raw.split("|")
         parsed = datetime.fromisoformat(moment)
-    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+        if parsed.tzinfo is None:
+            raise ValueError("no time zone")
+        # In UTC now: a forged moment near year 1 or 9999 may not fit in UTC, and the
+        # database would say so with an OverflowError (a 500) as the query ran.
+        parsed = parsed.astimezone(UTC)
+    except (binascii.Error, UnicodeDecodeError, ValueError, OverflowError) as exc:
         raise ValueError("not a cursor") from exc
-    if parsed.tzinfo is None:
-        raise ValueError("not a cursor")
     return parsed, uuid.UUID(session_id)
 
 

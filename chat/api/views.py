@@ -438,9 +438,17 @@ def session_statuses(request: Request) -> list[str]:
     return statuses
 
 
-def session_list(request: Request, sessions: Any) -> Response:
+# What a session list reads of its query; `format` is DRF's (`?format=json`).
+SESSION_LIST_QUERY = frozenset({"status", "limit", "q", "cursor", "format"})
+
+
+def session_list(request: Request, sessions: Any, *, also: frozenset[str] = frozenset()) -> Response:
     """A page of ``sessions`` (already scoped to the caller) as the query asks, with the
-    URL of the next page."""
+    URL of the next page. A parameter it does not read is a 400 naming it, not a page
+    that quietly did without it (`page=2` would answer the first page again)."""
+    unknown = sorted(set(request.query_params) - SESSION_LIST_QUERY - also)
+    if unknown:
+        raise serializers.ValidationError({name: ["Unknown parameter."] for name in unknown})
     statuses = session_statuses(request)
     limit = query_int(request, "limit", default=SESSION_LIST_DEFAULT, low=1, high=SESSION_LIST_MAX)
     query = request.query_params.get("q", "")
@@ -488,7 +496,7 @@ class SessionsView(APIView):
         sessions = selectors.sessions_for(request.user)
         if (name := request.query_params.get("channel")) is not None:
             sessions = sessions.filter(channel__name=name)
-        return session_list(request, sessions)
+        return session_list(request, sessions, also=frozenset({"channel"}))
 
 
 class SessionDetailView(APIView):

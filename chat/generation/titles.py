@@ -54,9 +54,12 @@ def start(session_id: Any) -> None:
 
 
 def title_job(session_id: Any) -> TitleJob | None:
-    """What the title needs, or None when the session has one (or nothing to name)."""
+    """What the title needs, or None when the session has one, is deleted, or has
+    nothing to name."""
     session = Session.objects.select_related("channel").filter(pk=session_id).first()
     if session is None or session.title or session.title_by_person:
+        return None
+    if session.status == Session.Status.DELETED:  # no one but its managers reads it now
         return None
     turns = Turn.objects.filter(session=session, hidden=False).order_by("id")
     first = turns.exclude(role=Turn.Role.BOT).values_list("text", flat=True).first()

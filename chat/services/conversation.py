@@ -10,7 +10,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from chat import limits, permissions
-from chat.choices import NOT_GIVEN, check_choices
+from chat.choices import NOT_GIVEN, check_choices, usable_instruction
 from chat.errors import ServiceError
 from chat.generation import engine
 from chat.models import Channel, Session, Turn
@@ -144,6 +144,8 @@ def regenerate(
         if choosing
         else None
     )
+    if request is None:
+        _check_kept_instruction(channel, user)
     limits.check_and_count_message(user)  # a new reply costs like a message does
     engine.interrupt(channel.pk, wait=INTERRUPT_WAIT_S)
     save_channel_settings(channel=channel, checked=checked)
@@ -162,16 +164,34 @@ def regenerate(
     return hidden
 
 
-def _record_request(channel: Channel, session: Session, request: dict[str, Any]) -> None:
-    """A regenerate's choices, on the turn the new reply answers (the newest visible one
-    that is not the bot's: the generation reads them there); every screen sees it."""
-    asked = (
+def _answered_turn(session: Any) -> Turn | None:
+    """The turn a new reply answers: the newest visible one that is not the bot's (the
+    generation reads its choices there)."""
+    return (
         Turn.objects.filter(session=session, hidden=False)
         .exclude(role=Turn.Role.BOT)
         .select_related("author")
         .order_by("-id")
         .first()
     )
+
+
+def _check_kept_instruction(channel: Channel, user: User) -> None:
+    """A regenerate without choices keeps the answered turn's; an instruction among them
+    that is someone else's own is not the caller's to apply again (its text, maybe
+    rewritten since, would go into the reply's substrate that every reader sees)."""
+    asked = _answered_turn(Session.objects.filter(channel=channel, status=Session.Status.ACTIVE).first())
+    kept = asked.request.get("instruction") if asked is not None else None
+    if kept is not None and usable_instruction(user, kept) is None:
+        raise ServiceError(
+            "forbidden",
+            "This message used an instruction that is not yours: choose one (instruction: an id or null).",
+        )
+
+
+def _record_request(channel: Channel, session: Session, request: dict[str, Any]) -> None:
+    """A regenerate's choices, on the turn the new reply answers; every screen sees it."""
+    asked = _answered_turn(session)
     if asked is None or asked.request == request:
         return
     asked.request = request

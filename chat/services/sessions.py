@@ -72,11 +72,15 @@ def update_session(
 
 def save_generated_title(*, session_id: Any, title: str) -> bool:
     """Save a title the task model wrote (chat/generation/titles.py), unless a person
-    set one or another appeared meanwhile; broadcast it. Not activity: updated_at stays.
-    Returns whether it was saved."""
+    set one, another appeared or the session was deleted meanwhile; broadcast it. Not
+    activity: updated_at stays. Returns whether it was saved."""
     with transaction.atomic():
-        saved = Session.objects.filter(pk=session_id, title="", title_by_person=False).update(
-            title=title[:200]
+        # A session deleted meanwhile gets none: its turns are for its managers alone,
+        # and session_updated goes to every watcher of the channel.
+        saved = (
+            Session.objects.filter(pk=session_id, title="", title_by_person=False)
+            .exclude(status=Session.Status.DELETED)
+            .update(title=title[:200])
         )
         if saved:
             _announce(Session.objects.select_related("channel").get(pk=session_id))
