@@ -14,6 +14,7 @@ from playwright.sync_api import Browser, Page, expect
 
 from chat import services
 from chat.models import Channel, Session, Turn
+from chat.realtime.events import publish, reset_event
 from tests.browser import chat_page, chromium, no_script_errors, open_live, screenshot, send
 from tests.conftest import use_slow_model, wait_until_no_generation
 from tests.processes import live_servers
@@ -497,3 +498,25 @@ def test_an_empty_session_offers_prompt_suggestions_that_fill_the_composer(host,
     services.inject(channel=channel, user=alice, role="user", text="now it is not empty")
     expect(chat.locator("#suggest")).to_be_hidden()
     expect(chat.locator("#suggestions")).to_be_hidden()
+
+
+def test_a_reply_stranded_in_a_session_that_left_vanishes_from_the_new_one(
+    host, browser, channel, alice, openai_server
+):
+    """The outcome of the race a reset leaves open (tests/test_session_management.py):
+    the session left under a running reply. The reply stops itself; the page, on the
+    fresh session, keeps nothing of it and offers Send again."""
+    use_slow_model(channel, openai_server, delay=0.1, tokens=WORDS)
+    chat = chat_page(browser, host, "alice")
+    send(chat, "Count slowly")
+    expect(chat.locator(".turn.role-bot.generating .body")).to_contain_text("word1")
+    old = channel.active_session
+    Session.objects.filter(pk=old.pk).update(status=Session.Status.ARCHIVED)
+    fresh = Session.objects.create(channel=channel, started_by=alice)
+    publish(channel.pk, channel.name, reset_event(fresh.pk))
+    wait_until_no_generation()
+    assert Turn.objects.get(role="bot", session=old).finish_reason == "interrupted"
+    expect(chat.locator("#transcript .turn")).to_have_count(0)
+    expect(chat.locator("#send")).to_be_visible()
+    expect(chat.locator("#interrupt")).to_be_hidden()
+    no_script_errors(chat)

@@ -245,3 +245,28 @@ def test_a_reply_in_a_reopened_session_continues_it(channel, alice):
     reply = client_for(alice).post("/api/channels/lobby/messages", {"text": "again"}, format="json").json()
     assert reply["session"] == str(old.pk)
     wait_for(lambda: Session.objects.get(pk=old.pk).visible_turns == 3)
+
+
+@pytest.mark.asyncio
+async def test_a_reply_left_running_in_a_session_that_left_is_stopped(channel, alice, bob, openai_server):
+    """The race a status change (or reset) leaves open: a message arriving between its
+    interrupt and its transaction starts a reply in the session about to leave. Here
+    the outcome of that race is set up directly — the session archived under a running
+    reply — and the reply must stop itself, not stream on into the fresh session."""
+    await db_call(use_slow_model)(channel, openai_server, delay=0.05, tokens=[" t"] * 200, max_tokens=500)
+    socket = await watch()
+    await db_call(post_message)(channel=channel, user=bob, text="go")
+    await events_until(socket, "token")
+    old = await db_call(lambda: channel.active_session)()
+
+    def archive_under_the_reply() -> None:
+        Session.objects.filter(pk=old.pk).update(status=Session.Status.ARCHIVED)
+        Session.objects.create(channel=channel, started_by=alice)
+
+    await db_call(archive_under_the_reply)()
+    done = (await events_until(socket, "done"))[-1]
+    assert done["finish_reason"] == "interrupted"
+    bot = await db_call(lambda: Turn.objects.get(role="bot"))()
+    assert bot.session_id == old.pk and bot.finish_reason == "interrupted"
+    assert 0 < bot.text.count(" t") < 200  # it kept what it had written
+    await socket.disconnect()

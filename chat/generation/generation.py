@@ -285,12 +285,19 @@ class Generation:
             await self._publish(plan, events.token_event(plan.turn_id, text))
 
     async def _save_partial(self, turn_id: int) -> None:
+        """Every second: save the text so far, and stop the reply when its session is no
+        longer the channel's active one. A status change or reset stops the running
+        reply before it switches sessions, but a message arriving in between may start
+        one in the session that then leaves; it must not stream on into the next."""
         saved = ("", "")
         while True:
             await asyncio.sleep(FLUSH_TO_DB_S)
             if (self.text, self.reasoning) != saved:
                 saved = (self.text, self.reasoning)
                 await db_call(records.flush_partial)(turn_id, *saved)
+            if not await db_call(records.in_active_session)(turn_id):
+                self.interrupted.set()
+                return
 
     async def _finish(self, plan: Plan, outcome: Outcome, started: float) -> None:
         """Save the turn, charge its tokens, and announce how it ended."""

@@ -240,6 +240,11 @@ def flush_partial(turn_id: int, text: str, reasoning: str) -> None:
     Turn.objects.filter(pk=turn_id, finish_reason__isnull=True).update(text=text, reasoning=reasoning)
 
 
+def in_active_session(turn_id: int) -> bool:
+    """Whether the turn belongs to its channel's active session."""
+    return Turn.objects.filter(pk=turn_id, session__status=Session.Status.ACTIVE).exists()
+
+
 class AlreadyClosedError(Exception):
     """Recovery closed the turn while its generation had lost its lock (the lock
     expired, or Redis lost it): the generation must neither rewrite nor announce it."""

@@ -172,6 +172,13 @@ function sessionShown(changed) {
 const handlers = {
   history: applyHistory,
   turn(event) {
+    if (event.session !== state.session) {
+      // A reply that began in a session which has since left (it stops itself within a
+      // second): what it streamed here goes, and nothing of it stays.
+      transcript.remove(event.id);
+      if (state.running === event.id) setRunning(null);
+      return;
+    }
     transcript.set(event);
     composer?.offerSuggestions(false);
   },
