@@ -24,7 +24,6 @@ from chat.schemas import (
     THINKING_LEVELS,
     StrictBooleanField,
     StrictCharField,
-    StrictFloatField,
     StrictIntegerField,
     StrictListField,
     StrictSerializer,
@@ -38,8 +37,12 @@ NOT_GIVEN: Any = object()
 MAX_POLICY_MODELS = 50
 
 
-def _range_serializer(field: Any, low: float, high: float) -> type[StrictSerializer]:
-    """{"min", "max"} within [low, high], min ≤ max; ``field`` is the value's strict field."""
+def _range_serializer(name: str) -> type[StrictSerializer]:
+    """{"min", "max"}, min ≤ max, each within the range the channel's own params allow
+    for ``name`` (chat/framing.py ParamsSerializer: one place says what is valid)."""
+    param: Any = ParamsSerializer().fields[name]  # a strict number field with its range
+    field: Any = type(param)
+    low, high = param.min_value, param.max_value
 
     class Range(StrictSerializer):
         min = field(min_value=low, max_value=high)
@@ -70,10 +73,10 @@ class MemberParamsSerializer(StrictSerializer):
     models = StrictListField(
         child=StrictCharField(max_length=265), max_length=MAX_POLICY_MODELS, required=False
     )
-    temperature = _range_serializer(StrictFloatField, 0, 2)(required=False)
-    top_p = _range_serializer(StrictFloatField, 0, 1)(required=False)
-    top_k = _range_serializer(StrictIntegerField, 0, 1000)(required=False)
-    repeat_penalty = _range_serializer(StrictFloatField, 0.5, 2)(required=False)
+    temperature = _range_serializer("temperature")(required=False)
+    top_p = _range_serializer("top_p")(required=False)
+    top_k = _range_serializer("top_k")(required=False)
+    repeat_penalty = _range_serializer("repeat_penalty")(required=False)
     max_tokens = MaxTokensBound(required=False)
     thinking = StrictBooleanField(required=False)
 

@@ -241,3 +241,21 @@ def wait_for_done(channel: Channel, count: int = 1, timeout: float = 10.0) -> li
         return events if sum(e["type"] == "done" for e in events) >= count else None
 
     return wait_for(enough_done, timeout)
+
+
+# A real browser and a real server process, shared by a module's tests (the browser and
+# live-server tests ask for them by name).
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from tests.browser import chromium  # Playwright is imported only where a browser is asked for
+
+    with chromium() as launched:
+        yield launched
+
+
+@pytest.fixture(scope="module")
+def host(django_db_setup: Any, django_db_blocker: Any) -> Iterator[str]:
+    from tests.processes import live_servers
+
+    with live_servers("uvicorn", 1) as hosts:
+        yield hosts[0]

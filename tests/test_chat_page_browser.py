@@ -7,35 +7,20 @@ prompt suggestions follow the issue-14 contract (/api/sessions PATCH, `q=`,
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Page, expect
 
 from chat import services
 from chat.models import Channel, Session, Turn
 from chat.realtime.events import publish, reset_event
-from tests.browser import chat_page, chromium, no_script_errors, open_live, screenshot, send
+from tests.browser import chat_page, no_script_errors, open_live, screenshot, send
 from tests.conftest import use_slow_model, wait_until_no_generation
-from tests.processes import live_servers
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 CODE = 'def greet(name):\n    return f"Hello, {name}"'
 CODE_REPLY = f"Here you are:\n\n```python\n{CODE}\n```\n\nThat is all."
 WORDS = [f"word{i} " for i in range(80)]
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as launched:
-        yield launched
-
-
-@pytest.fixture(scope="module")
-def host(django_db_setup, django_db_blocker) -> Iterator[str]:
-    with live_servers("uvicorn", 1) as hosts:
-        yield hosts[0]
 
 
 def allow_clipboard(page: Page, host: str) -> None:

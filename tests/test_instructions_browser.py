@@ -5,30 +5,15 @@ instructions (issue 14)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Page, expect
 
 from chat import services
 from chat.models import Channel, Instruction, Turn
-from tests.browser import chat_page, chromium, log_in, no_script_errors, open_live, send
+from tests.browser import chat_page, log_in, no_script_errors, open_live, send
 from tests.conftest import use_slow_model
-from tests.processes import live_servers
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as launched:
-        yield launched
-
-
-@pytest.fixture(scope="module")
-def host(django_db_setup, django_db_blocker) -> Iterator[str]:
-    with live_servers("uvicorn", 1) as hosts:
-        yield hosts[0]
 
 
 def system_prompt(request: dict) -> str:

@@ -23,15 +23,8 @@ from chat.errors import ServiceError
 from chat.models import ApiToken, Channel, Membership, ModerationAction, Session, Turn
 from chat.permissions import MODERATOR_PERMISSIONS, ensure_moderators_group
 from tests.conftest import use_slow_model
-from tests.processes import live_servers
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(scope="module")
-def host(django_db_setup, django_db_blocker) -> Iterator[str]:
-    with live_servers("uvicorn", 1) as hosts:
-        yield hosts[0]
 
 
 def desk(user: Any) -> Client:

@@ -4,16 +4,15 @@ live, the buttons, hostile text, a server restart."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Dialog, Page, expect
+from playwright.sync_api import Dialog, Page, expect
 
 from chat.models import ApiToken, Turn
-from tests.browser import chromium, log_in, new_page, open_live, screenshot
+from tests.browser import log_in, new_page, open_live, screenshot
 from tests.conftest import use_slow_model, wait_until_no_generation
 from tests.processes import free_port, live_env, live_server, live_servers
 
@@ -21,18 +20,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 TOKENS = ["Alpha ", "beta ", "gamma ", "delta ", "epsilon ", "zeta ", "eta ", "theta."]
 REPLY = "".join(TOKENS)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as launched:
-        yield launched
-
-
-@pytest.fixture(scope="module")
-def host(django_db_setup, django_db_blocker) -> Iterator[str]:
-    with live_servers("uvicorn", 1) as hosts:
-        yield hosts[0]
 
 
 def record_bot_text(page: Page) -> None:

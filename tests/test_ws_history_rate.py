@@ -17,16 +17,9 @@ from chat import services
 from chat.realtime import store
 from chat.realtime.async_db import db_call
 from chat.realtime.history import REPLAY_MAX_BYTES, REPLAY_MAX_EVENTS
-from tests.processes import live_servers
 from tests.ws_helpers import open_socket, receive, token_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
-
-
-@pytest.fixture(scope="module")
-def host(django_db_setup, django_db_blocker):
-    with live_servers("uvicorn", 1) as hosts:
-        yield hosts[0]
 
 
 async def frames_within(ws: Any, seconds: float) -> list[tuple[float, dict[str, Any]]]:
