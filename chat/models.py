@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
+from django.core.files.storage import storages
 from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import Q
@@ -31,6 +32,12 @@ def iso(moment: datetime | None) -> str | None:
     if moment is None:
         return None
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def uploads_storage() -> Any:
+    """The "uploads" storage of settings.STORAGES (a callable: migrations name it
+    instead of recording where files go)."""
+    return storages["uploads"]
 
 
 def new_watch_key() -> str:
@@ -68,6 +75,22 @@ class Provider(models.Model):
         help_text="Send reasoning_effort when a message asks for thinking (OpenAI-compatible "
         "reasoning models). Anthropic providers use extended thinking instead.",
     )
+    vision = models.BooleanField(
+        default=False,
+        help_text="Its models read images (OpenAI-compatible image_url parts, Anthropic image blocks).",
+    )
+    vision_models = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="With vision ticked: the models that read images; empty means all of them.",
+    )
+    transcription = models.BooleanField(
+        default=False,
+        help_text="Serves OpenAI-compatible /v1/audio/transcriptions (OpenAI, Groq, a whisper server).",
+    )
+    transcription_model = models.CharField(
+        max_length=200, blank=True, help_text="The transcription model, e.g. whisper-1."
+    )
     enabled = models.BooleanField(default=True)
     priority = models.IntegerField(default=100, help_text="Lower is tried first in failover.")
     created_at = models.DateTimeField(auto_now_add=True)
@@ -91,6 +114,12 @@ class Provider(models.Model):
         if self.kind == self.Kind.DEMO:
             return ["demo"]
         return list(self.model_names or [self.model_name])
+
+    def sees_images(self, model: str = "") -> bool:
+        """Whether ``model`` (default: its default model) reads images."""
+        if not self.vision:
+            return False
+        return not self.vision_models or (model or self.model_name) in self.vision_models
 
     @property
     def model_name(self) -> str:
@@ -312,6 +341,10 @@ class Turn(models.Model):
     instruction = models.CharField(
         max_length=100, blank=True, help_text="Bot turns: the instruction applied."
     )
+    # User turns: the files sent with it, as the protocol's Attachment objects (written
+    # when the message is saved, each ready by then; a deleted upload stays listed with
+    # status "deleted"). chat/uploads/ keeps the files themselves (Upload.turn).
+    attachments = models.JSONField(default=list, blank=True)
 
     class Meta:
         ordering = ["id"]
@@ -351,6 +384,7 @@ class Turn(models.Model):
         }
         if self.role == self.Role.USER:
             data["request"] = self.request
+            data["attachments"] = self.attachments
         if self.role == self.Role.BOT:
             data.update(
                 author=None,
@@ -480,3 +514,104 @@ class SiteSettings(models.Model):
     @classmethod
     def load(cls) -> SiteSettings:
         return cls.objects.get_or_create(pk=1)[0]
+
+
+def upload_path(upload: Upload, filename: str) -> str:
+    """Where a file is stored: by owner and id, never by the name it came with."""
+    return f"uploads/{upload.owner_id}/{upload.pk}"
+
+
+class Upload(models.Model):
+    """A file a user sent: a document, image, audio or video. Stored through the
+    "uploads" storage (private files under var/, or an S3-compatible bucket), processed
+    off the request path (chat/uploads/tasks.py), served only to those who may see it
+    (chat/uploads/serving.py)."""
+
+    class Kind(models.TextChoices):
+        DOCUMENT = "document"
+        IMAGE = "image"
+        AUDIO = "audio"
+        VIDEO = "video"
+
+    class Status(models.TextChoices):
+        UPLOADED = "uploaded"
+        PROCESSING = "processing"
+        READY = "ready"
+        FAILED = "failed"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="uploads")
+    channel = models.ForeignKey(
+        Channel, null=True, blank=True, on_delete=models.CASCADE, related_name="uploads"
+    )
+    # The message it was sent with; set once, when the message is saved.
+    turn = models.ForeignKey(Turn, null=True, blank=True, on_delete=models.SET_NULL, related_name="uploads")
+    name = models.CharField(max_length=255, help_text="The name it came with (shown, never a path).")
+    mime = models.CharField(max_length=100, help_text="Its real type, read from its bytes.")
+    size = models.PositiveBigIntegerField(default=0)
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.UPLOADED)
+    progress = models.PositiveSmallIntegerField(default=0)
+    error = models.CharField(max_length=300, blank=True)
+    file = models.FileField(storage=uploads_storage, upload_to=upload_path, max_length=200)
+    # What processing found: the text (a document's, a recording's transcript), and facts
+    # such as pages, width and height, duration_s, truncated.
+    text = models.TextField(blank=True)
+    meta = models.JSONField(default=dict, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0, help_text="Processing runs started.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["owner", "-created_at"]),
+            models.Index(fields=["channel", "-created_at"]),
+            models.Index(fields=["status", "updated_at"]),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(kind__in=["document", "image", "audio", "video"]), name="upload_kind_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=["uploaded", "processing", "ready", "failed"]),
+                name="upload_status_valid",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.kind}, {self.status})"
+
+    @property
+    def url(self) -> str:
+        """Where its bytes are served (access checked per request; watchers of a private
+        channel add ``?key=``)."""
+        return f"/api/uploads/{self.pk}/content"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The protocol's Upload object."""
+        return {
+            "id": str(self.pk),
+            "name": self.name,
+            "mime": self.mime,
+            "size": self.size,
+            "kind": self.kind,
+            "status": self.status,
+            "progress": self.progress,
+            "error": self.error or None,
+            "channel": self.channel.name if self.channel_id and self.channel else None,
+            "url": self.url,
+            "created_at": iso(self.created_at),
+        }
+
+    def to_attachment(self) -> dict[str, Any]:
+        """The protocol's Attachment object, as a turn carries it."""
+        return {
+            "id": str(self.pk),
+            "name": self.name,
+            "mime": self.mime,
+            "size": self.size,
+            "kind": self.kind,
+            "status": self.status,
+            "url": self.url,
+        }

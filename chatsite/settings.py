@@ -278,6 +278,78 @@ RETENTION_DAYS = env.int("RETENTION_DAYS", default=0)
 RETENTION_INTERVAL_SECONDS = env.float("RETENTION_INTERVAL_SECONDS", default=3600.0)
 # After a session's reply, the task model names a session that has no title.
 SESSION_TITLES = env.bool("SESSION_TITLES", default=True)
+
+# --- Files: uploads, extraction, transcription (docs/configuration.md "Files") ---------
+MAX_UPLOAD_BYTES = env.int("MAX_UPLOAD_BYTES", default=25 * 1024 * 1024)
+DAILY_UPLOAD_BYTES = env.int("DAILY_UPLOAD_BYTES", default=500 * 1024 * 1024)  # 0: no limit
+MAX_ATTACHMENTS_PER_MESSAGE = env.int("MAX_ATTACHMENTS_PER_MESSAGE", default=10)
+# Extraction caps: a document's pages and characters, a recording's seconds, and the
+# time one file may take a worker before it ends failed.
+EXTRACT_MAX_PAGES = env.int("EXTRACT_MAX_PAGES", default=500)
+EXTRACT_MAX_CHARS = env.int("EXTRACT_MAX_CHARS", default=1_000_000)
+EXTRACT_MAX_AUDIO_SECONDS = env.int("EXTRACT_MAX_AUDIO_SECONDS", default=1800)
+EXTRACT_TIME_LIMIT = env.int("EXTRACT_TIME_LIMIT", default=300)
+# Of an attachment's text, this many characters go into the prompt; more is cut, with a note.
+ATTACHMENT_PROMPT_CHARS = env.int("ATTACHMENT_PROMPT_CHARS", default=24_000)
+# Images are re-encoded to at most this side (pixels) and size (bytes) before a model sees them.
+IMAGE_MAX_SIDE = env.int("IMAGE_MAX_SIDE", default=2048)
+IMAGE_MAX_BYTES = env.int("IMAGE_MAX_BYTES", default=4 * 1024 * 1024)
+IMAGE_MAX_PIXELS = env.int("IMAGE_MAX_PIXELS", default=50_000_000)  # larger: a decompression bomb
+# Where files live: "local" (private files under var/uploads, never served as static
+# files) or "s3" (an S3-compatible bucket, through django-storages).
+UPLOADS_STORAGE = env.str("UPLOADS_STORAGE", default="local")
+UPLOADS_DIR = Path(env.str("UPLOADS_DIR", default=str(VAR_DIR / "uploads")))
+if UPLOADS_STORAGE == "s3":
+    _UPLOADS: dict[str, Any] = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": env.str("S3_BUCKET"),
+            "endpoint_url": env.str("S3_ENDPOINT_URL", default="") or None,
+            "region_name": env.str("S3_REGION", default="") or None,
+            # Keys are read from the environment by boto3 (AWS_ACCESS_KEY_ID,
+            # AWS_SECRET_ACCESS_KEY), never stored here or in the database.
+            "default_acl": None,
+            "querystring_auth": True,
+            "querystring_expire": 3600,
+            "file_overwrite": False,
+        },
+    }
+else:
+    _UPLOADS = {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": str(UPLOADS_DIR), "base_url": None, "file_permissions_mode": 0o600},
+    }
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    "uploads": _UPLOADS,
+}
+
+
+# The task queue (Celery) on the same Redis: extraction and transcription of uploads
+# run in worker processes (`make run` starts one; production runs `celery -A chatsite
+# worker`). Its keys share REDIS_PREFIX, so instances and test runs never mix.
+def _broker_url(url: str) -> str:
+    # kombu names a Unix socket "redis+socket://" (the embedded Redis listens on one).
+    return "redis+socket://" + url.removeprefix("unix://") if url.startswith("unix://") else url
+
+
+CELERY_BROKER_URL = _broker_url(REDIS_URL)
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "global_keyprefix": f"{REDIS_PREFIX}:celery:",
+    # A task whose worker died unacknowledged goes back to the queue after this long.
+    "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=2 * EXTRACT_TIME_LIMIT + 60),
+}
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_DEFAULT_QUEUE = f"{REDIS_PREFIX}-files"
+CELERY_TASK_ACKS_LATE = True  # a task is done when it finished, not when it was taken
+CELERY_TASK_REJECT_ON_WORKER_LOST = True  # a killed child's task is run again
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_IGNORE_RESULT = True  # results are written to the Upload row
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_SERIALIZER = "json"
+
 LLM_BASE_URL = env.str("LLM_BASE_URL", default="")
 LLM_API_KEY_ENV = "LLM_API_KEY"
 LLM_MODEL = env.str("LLM_MODEL", default="")
