@@ -76,6 +76,14 @@ class SessionUpdatedEvent(TypedDict):
     status: str
 
 
+class AttachmentUpdatedEvent(TypedDict):
+    type: Literal["attachment_updated"]
+    id: str
+    status: str
+    progress: int
+    error: str | None
+
+
 class ChannelUpdatedEvent(TypedDict):
     type: Literal["channel_updated"]
     framing: dict[str, Any]
@@ -150,6 +158,18 @@ def session_updated_event(session_id: Any, *, title: str, status: str) -> Sessio
     """A session of the channel was renamed (by a person or the task model), archived,
     deleted or reopened."""
     return {"type": "session_updated", "session": str(session_id), "title": title, "status": status}
+
+
+def attachment_updated_event(upload: Any) -> AttachmentUpdatedEvent:
+    """An upload of the channel moved on: uploaded -> processing -> ready | failed
+    (``upload`` is a chat.models.Upload)."""
+    return {
+        "type": "attachment_updated",
+        "id": str(upload.pk),
+        "status": upload.status,
+        "progress": upload.progress,
+        "error": upload.error or None,
+    }
 
 
 def channel_updated_event(
