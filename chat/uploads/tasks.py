@@ -23,7 +23,7 @@ from typing import Any
 
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
-from celery.signals import worker_ready
+from celery.signals import worker_init, worker_ready
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
@@ -97,8 +97,13 @@ class Progress:
     def __init__(self, upload: Upload):
         self.upload = upload
         self.last = 0.0
+        # A second guard behind Celery's soft limit, which a library's broad `except`
+        # could swallow: a run that still reports progress this late is ended here.
+        self.deadline = time.monotonic() + settings.EXTRACT_TIME_LIMIT + HARD_LIMIT_MARGIN / 2
 
     def __call__(self, fraction: float) -> None:
+        if time.monotonic() > self.deadline:
+            raise SoftTimeLimitExceeded
         percent = max(0, min(99, int(fraction * 100)))
         now = time.monotonic()
         if percent == self.upload.progress or now - self.last < PROGRESS_INTERVAL:
@@ -113,14 +118,7 @@ class Progress:
         _announce(self.upload)
 
 
-def _time_limits() -> dict[str, int]:
-    return {
-        "soft_time_limit": settings.EXTRACT_TIME_LIMIT,
-        "time_limit": settings.EXTRACT_TIME_LIMIT + HARD_LIMIT_MARGIN,
-    }
-
-
-@shared_task(name="chat.uploads.process", **_time_limits())
+@shared_task(name="chat.uploads.process")
 def process_upload(upload_id: str) -> None:
     """Process one upload; never raises for a bad file."""
     upload = _claim(upload_id)
@@ -243,6 +241,17 @@ def _finish(
     for field, value in changes.items():
         setattr(upload, field, value)
     _announce(upload)
+
+
+@worker_init.connect
+def _apply_time_limits(**kwargs: Any) -> None:
+    """The worker's EXTRACT_TIME_LIMIT governs the runs it does. (Set on the task in
+    the decorator, the limits would travel in each message from whoever queued it, and
+    the worker would obey the sender's settings.) Soft: SoftTimeLimitExceeded in the
+    run, which ends it failed; hard, HARD_LIMIT_MARGIN s later: the child is killed and
+    the sweep ends the row."""
+    process_upload.soft_time_limit = settings.EXTRACT_TIME_LIMIT
+    process_upload.time_limit = settings.EXTRACT_TIME_LIMIT + HARD_LIMIT_MARGIN
 
 
 def sweep_stuck() -> int:
