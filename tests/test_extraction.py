@@ -24,6 +24,8 @@ from tests import files
 from tests.conftest import channel_events, wait_for
 from tests.processes import output
 
+pytestmark = pytest.mark.usefixtures("_remove_new_upload_files")
+
 
 def text_of(data: bytes, mime: str) -> tuple[str, dict[str, Any]]:
     seen: list[float] = []

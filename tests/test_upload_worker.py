@@ -21,7 +21,7 @@ from tests import files
 from tests.conftest import channel_events, wait_for
 from tests.processes import output
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("_remove_new_upload_files")]
 
 # A PDF whose extraction takes the worker ~2.5 s: a window to act while it is processing.
 BIG_PAGES = 300
