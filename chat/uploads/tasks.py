@@ -9,7 +9,7 @@ second, is published to the upload's channel as ``attachment_updated``.
 
 Nothing stays ``processing``: a bad file ends failed (never an exception out to
 Celery); the soft time limit ends it failed; a killed worker child gets its task run
-again (acks_late + reject_on_worker_lost), twice at most; and ``sweep_stuck`` (run by
+again (acks_late + reject_on_worker_lost), twice at most; and ``sweep_stuck`` (queued by
 every worker at start and each minute) fails rows whose worker died altogether.
 """
 
@@ -27,7 +27,7 @@ from celery.signals import worker_init, worker_ready
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
-from django.db import close_old_connections, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from chat.models import Upload
@@ -272,20 +272,26 @@ def sweep_stuck() -> int:
     return ended
 
 
+@shared_task(name="chat.uploads.sweep")
+def sweep() -> None:
+    """sweep_stuck, as a task: run by a pool child like any upload."""
+    if ended := sweep_stuck():
+        log.warning("ended %d upload(s) left processing by a lost worker", ended)
+
+
 def _sweep_periodically() -> None:
     while True:
         try:
-            if ended := sweep_stuck():
-                log.warning("ended %d upload(s) left processing by a lost worker", ended)
-        except Exception:  # an outage: tried again next time
-            log.exception("sweeping stuck uploads failed")
-        finally:
-            close_old_connections()
+            sweep.delay()
+        except Exception:  # the broker is out of reach: tried again next time
+            log.exception("could not queue the sweep of stuck uploads")
         time.sleep(SWEEP_INTERVAL)
 
 
 @worker_ready.connect
 def _start_sweeping(**kwargs: Any) -> None:
-    """Each worker (its main process, not the children) sweeps at start and every
-    minute; several workers sweeping is harmless (each row is ended once)."""
+    """Each worker queues a sweep at start and every minute (several workers sweeping
+    is harmless: each row is ended once). Its main process only queues: a database
+    connection opened there (a pool, under PostgreSQL) would be inherited by the
+    children it forks later, sockets and all."""
     threading.Thread(target=_sweep_periodically, name="colloquy-upload-sweep", daemon=True).start()
