@@ -35,7 +35,7 @@ from asgiref.sync import sync_to_async
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench import growth  # noqa: E402
+from bench import files, growth  # noqa: E402
 from bench.httpclient import Connection  # noqa: E402
 from bench.report import write_reports  # noqa: E402
 from bench.wsclient import WSClient, connect  # noqa: E402
@@ -59,6 +59,7 @@ SCENARIOS = (
     "throughput",
     "rest",
     "growth",
+    "files",
 )
 # The long session of ttft-long: 250 user/bot pairs, in a channel whose provider's
 # window (LONG_CONTEXT tokens) holds only part of it, like the fresh channel beside it.
@@ -740,6 +741,7 @@ def prepare_stack(var: Path, stub_port: int, channels: int) -> Stack:
     for i in range(channels):
         create_channel(name=f"bench{i}", owner=user, params={"provider": "stub", "max_tokens": 4000})
     create_channel(name="ttft", owner=user, params={"provider": "stub", "model": "stub-1000-2"})
+    create_channel(name="files", owner=user, params={"provider": "stub"})
     stack = Stack(env=env, stub_port=stub_port, tokens=[ApiToken.issue(user)])
     # ttft-long: a fresh and a long session on the same small window, so that the long
     # one's prompt holds only its last turns and the two are comparable.
@@ -835,6 +837,8 @@ def sizes(smoke: bool) -> dict[str, Any]:
             "requests": 10 if smoke else 20,
             "replays": 1 if smoke else 3,
         },
+        "files_runs": 3 if smoke else 20,
+        "transcribe_runs": 2 if smoke else 10,
     }
 
 
@@ -1102,6 +1106,25 @@ async def broadcasts(stack: Stack, size: dict[str, Any], only: set[str]) -> dict
     return results
 
 
+async def file_pipeline(stack: Stack, size: dict[str, Any]) -> dict[str, Any]:
+    """Upload → ready and transcription (bench/files.py), on one server process and one
+    worker, as `make run` starts them."""
+    from tests.processes import celery_worker
+
+    target = defaults(stack, 1)
+    try:
+        with celery_worker(stack.env):
+            port, token = target.ports[0], stack.tokens[0]
+            return {
+                "upload": await files.upload_latency(port, token, "files", size["files_runs"], percentile),
+                "transcription": await files.transcription_speed(
+                    port, token, size["transcribe_runs"], percentile
+                ),
+            }
+    finally:
+        stop_target(stack, target)
+
+
 async def main(smoke: bool, stack: Stack, only: set[str] | None = None) -> dict[str, Any]:
     """The scenarios in ``only`` (all by default), in SCENARIOS order; stops the
     stack's processes at the end."""
@@ -1127,6 +1150,8 @@ async def main(smoke: bool, stack: Stack, only: set[str] | None = None) -> dict[
             results["rest"] = await rest_requests(stack, size)
         if "growth" in only:
             results["growth"] = await history_growth(stack, size)
+        if "files" in only:
+            results["files"] = await file_pipeline(stack, size)
     finally:
         stack.stop_all()
     return results

@@ -3,6 +3,7 @@ pyproject.toml) so that it runs before pytest-django loads the settings: a root
 conftest.py comes too late, and its values never reached the settings."""
 
 import os
+import tempfile
 import uuid
 
 # Every run gets its own Redis key space, so runs (and CI's two passes) never mix.
@@ -14,3 +15,6 @@ os.environ.setdefault("MESSAGES_PER_MINUTE", "0")
 # an extra request to a test's model server and an extra event after `done`. The tests
 # of titles turn them on (tests/test_titles.py).
 os.environ["SESSION_TITLES"] = "0"
+# Uploaded files go to a folder of this run's own (server processes and workers started
+# by the tests get it through live_env()), never into var/uploads.
+os.environ.setdefault("UPLOADS_DIR", tempfile.mkdtemp(prefix="colloquy-uploads-"))
