@@ -24,6 +24,7 @@ HTTP_STATUS = {
     "not_found": 404,
     "unavailable": 503,
     "unsupported_type": 415,
+    "language_unavailable": 400,
 }
 
 # Redis or the database cannot be reached: the request was fine, the service is not.
