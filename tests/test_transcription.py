@@ -156,6 +156,7 @@ def transcribe(client: Any, data: bytes, language: str | None = None, **kwargs: 
 
 def test_a_provider_with_transcription_is_used_with_its_model_and_language(whisper, bob):
     add_provider("chatty", whisper.base_url, priority=1)  # no transcription: not asked
+    add_provider("nowhere", "", priority=2, transcription=True)  # no URL: never the SDK's default
     answer = transcribe(client_for(bob), sample(SENTENCES[1], "webm"), "fr-FR")
 
     assert answer.status_code == 200, answer.content
