@@ -278,14 +278,30 @@ class StreamingView(APIView):
         return super().finalize_response(request, response, *args, **kwargs)
 
 
+def message_body_limit() -> int:
+    """The longest message body read: text, choices and the seed form's image (base64
+    of MAX_UPLOAD_BYTES). Longer ones are refused by their Content-Length, unread."""
+    return (settings.MAX_UPLOAD_BYTES + 2) // 3 * 4 + 4 * settings.MAX_MESSAGE_CHARS + 256 * 1024
+
+
 class MessagesView(StreamingView):
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        raw = request.META.get("CONTENT_LENGTH") or ""
+        if raw.isascii() and raw.isdigit() and int(raw) > message_body_limit():
+            raise ServiceError(
+                "too_large",
+                f"The body ({raw} bytes) is over the limit for a message: its image may be at most "
+                f"MAX_UPLOAD_BYTES ({settings.MAX_UPLOAD_BYTES} bytes) before base64.",
+            )
+        super().initial(request, *args, **kwargs)
+
     @extend_schema(
         request=MessageSerializer,
         responses={
             (200, "application/json"): outputs.Exchange,
             (200, "text/event-stream"): EVENT_STREAM,
             (202, "application/json"): outputs.ExchangePending,
-            **errors(400, 403, 404, 409, 413, 429),
+            **errors(400, 403, 404, 409, 413, 415, 429),
         },
     )
     def post(self, request: Request, name: str) -> Response:
