@@ -18,7 +18,6 @@ from websockets.typing import Origin
 
 from chat import limits
 from chat.models import Turn, Upload
-from chat.realtime.async_db import db_call
 from chat.selectors import history_state
 from tests import files
 from tests.conftest import channel_events, client_for, wait_for, wait_until_no_generation
