@@ -72,7 +72,8 @@ def test_a_rest_message_carries_its_attachments_everywhere(worker, channel, alic
     # the turn event, history and the session's turns
     (event,) = [e for e in channel_events(channel) if e["type"] == "turn" and e["id"] == turn.pk]
     assert event["attachments"] == [doc, pic]
-    assert [t for t in history_state(channel)["turns"] if t["id"] == turn.pk][0]["attachments"] == [doc, pic]
+    (listed,) = [t for t in history_state(channel)["turns"] if t["id"] == turn.pk]
+    assert listed["attachments"] == [doc, pic]
     turns = client_for(alice).get(f"/api/sessions/{turn.session_id}/turns").json()["turns"]
     assert turns[0]["attachments"] == [doc, pic]
     assert Upload.objects.get(pk=pic["id"]).to_dict()["channel"] == "lobby"
