@@ -180,7 +180,7 @@ class UploadContentView(APIView):
                 "inline", int, required=False, description="1: shown in the page (raster images only)"
             ),
         ],
-        responses={(200, "application/octet-stream"): outputs.UPLOAD_CONTENT, **errors(400, 404)},
+        responses={(200, "*/*"): outputs.UPLOAD_CONTENT, **errors(400, 404)},
     )
     def get(self, request: Request, upload_id: str) -> Any:
         """The file's bytes: for its owner, and for whoever may see the message it was
