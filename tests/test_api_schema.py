@@ -199,7 +199,7 @@ class Walk:
             client.credentials(HTTP_AUTHORIZATION=f"Bearer {ApiToken.issue(user)}")
         response = client.get(path)
         assert response.status_code == status, (path, response.status_code)
-        body = b"".join(response.streaming_content) if response.streaming else response.content
+        body = b"".join(response.streaming_content) if response.streaming else response.content  # type: ignore[attr-defined]
         self.check("get", path, SimpleNamespace(status_code=status, headers=response.headers, content=body))
 
     def documented(self) -> set[tuple[str, str, str]]:

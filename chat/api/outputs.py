@@ -153,7 +153,6 @@ ATTACHMENT_STATUSES = ["ready", "deleted"]
 SESSION_STATUSES = ["active", "archived", "deleted"]
 
 
-
 class Attachment(Output):
     """A file sent with a user turn. `status` "deleted" (and `url` null) once its owner
     deleted it; `url` serves its bytes to whoever may see the turn (add `?key=` on a

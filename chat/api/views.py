@@ -60,6 +60,7 @@ from chat.schemas import (
     TruncateSerializer,
     validate,
 )
+from chat.uploads import body_limit
 
 PAGE_SIZE = 100
 MAX_PAGE = 100_000  # far beyond any real list; keeps the SQL OFFSET in range
@@ -278,16 +279,10 @@ class StreamingView(APIView):
         return super().finalize_response(request, response, *args, **kwargs)
 
 
-def message_body_limit() -> int:
-    """The longest message body read: text, choices and the seed form's image (base64
-    of MAX_UPLOAD_BYTES). Longer ones are refused by their Content-Length, unread."""
-    return (settings.MAX_UPLOAD_BYTES + 2) // 3 * 4 + 4 * settings.MAX_MESSAGE_CHARS + 256 * 1024
-
-
 class MessagesView(StreamingView):
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         raw = request.META.get("CONTENT_LENGTH") or ""
-        if raw.isascii() and raw.isdigit() and int(raw) > message_body_limit():
+        if raw.isascii() and raw.isdigit() and int(raw) > body_limit.message_body_limit():
             raise ServiceError(
                 "too_large",
                 f"The body ({raw} bytes) is over the limit for a message: its image may be at most "
