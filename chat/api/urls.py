@@ -1,7 +1,7 @@
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView
 
-from chat.api import docs, transcribe, views
+from chat.api import docs, transcribe, uploads, views
 
 urlpatterns = [
     path("channels", views.ChannelsView.as_view()),
@@ -29,6 +29,9 @@ urlpatterns = [
     path("instructions", views.InstructionsView.as_view()),
     path("instructions/<str:instruction_id>", views.InstructionDetailView.as_view()),
     path("transcribe", transcribe.TranscribeView.as_view()),
+    path("uploads", uploads.UploadsView.as_view()),
+    path("uploads/<str:upload_id>", uploads.UploadDetailView.as_view()),
+    path("uploads/<str:upload_id>/content", uploads.UploadContentView.as_view()),
     path("schema", SpectacularAPIView.as_view(), name="schema"),
     path("docs", docs.api_docs, name="api-docs"),
 ]
