@@ -43,7 +43,7 @@ def image_tokens(width: int, height: int) -> int:
     """An image's estimated prompt cost, the larger of the two published formulas so the
     context window is never overfilled for either kind:
     - OpenAI (platform.openai.com/docs/guides/images-vision, "Calculating costs", high
-      detail): fit in 2048x2048, scale the short side to 768, then 170 a 512-px tile + 85;
+      detail): fit in 2048x2048, scale the short side down to 768, then 170 a 512-px tile + 85;
     - Anthropic (docs.anthropic.com, Vision, "Calculate image costs"): about
       width*height/750, images being scaled to at most ~1.15 megapixels (~1600 tokens).
     Without known dimensions: 1000."""
@@ -51,7 +51,7 @@ def image_tokens(width: int, height: int) -> int:
         return 1000
     scale = min(1.0, 2048 / max(width, height))
     w, h = width * scale, height * scale
-    scale = 768 / min(w, h)
+    scale = min(1.0, 768 / min(w, h))  # scaled down, never up
     w, h = w * scale, h * scale
     openai = 85 + 170 * math.ceil(w / 512) * math.ceil(h / 512)
     anthropic = min(1600, math.ceil(width * height / 750))

@@ -16,6 +16,7 @@ from chat.generation import engine
 from chat.models import Channel, Session, Turn
 from chat.realtime.events import publish_on_commit, reset_event, turn_event, turn_removed_event
 from chat.services.channels import check_channel_settings, save_channel_settings
+from chat.uploads.vision import require_vision
 
 # How long regenerate and reset wait for a running reply to stop before going on.
 INTERRUPT_WAIT_S = 5.0
@@ -146,6 +147,7 @@ def regenerate(
     )
     if request is None:
         _check_kept_instruction(channel, user)
+    _require_vision_again(channel, user, request)
     limits.check_and_count_message(user)  # a new reply costs like a message does
     engine.interrupt(channel.pk, wait=INTERRUPT_WAIT_S)
     save_channel_settings(channel=channel, checked=checked)
@@ -187,6 +189,16 @@ def _check_kept_instruction(channel: Channel, user: User) -> None:
             "forbidden",
             "This message used an instruction that is not yours: choose one (instruction: an id or null).",
         )
+
+
+def _require_vision_again(channel: Channel, user: User, request: dict[str, Any] | None) -> None:
+    """The answered turn's images must reach the model the new reply will use (the
+    choices given, else the ones recorded on that turn)."""
+    asked = _answered_turn(Session.objects.filter(channel=channel, status=Session.Status.ACTIVE).first())
+    if asked is None:
+        return
+    kept = request if request is not None else asked.request
+    require_vision(channel=channel, user=user, request=kept, uploads=asked.uploads.all())
 
 
 def _record_request(channel: Channel, session: Session, request: dict[str, Any]) -> None:
