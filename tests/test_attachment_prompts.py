@@ -97,7 +97,7 @@ def stored_bytes(upload: Upload) -> bytes:
 
 
 def bot_turn(channel) -> Turn:
-    return Turn.objects.filter(session__channel=channel, role="bot").order_by("-id").first()
+    return Turn.objects.filter(session__channel=channel, role="bot").latest("id")
 
 
 def test_openai_compatible_servers_receive_image_url_parts_beside_the_text(channel, alice, openai_server):
