@@ -192,6 +192,21 @@ def test_a_long_document_is_cut_with_a_note_saying_how_much_was_left_out(
     assert sent in bot_turn(channel).prompt
 
 
+def test_text_cut_when_it_was_read_says_so(channel, alice, openai_server):
+    add_provider("llama", openai_server.base_url)
+    use_provider(channel, "llama")
+    book = document_upload(alice, "book.pdf", "Chapter one.")
+    book.meta = {"truncated": True, "pages": 500}
+    book.save(update_fields=["meta"])
+    send_with(channel, alice, "Go on", [book])
+    wait_for_done(channel)
+    assert openai_server.requests[0]["messages"][-1]["content"] == (
+        "[file: book.pdf]\nChapter one.\n"
+        "[… the rest of book.pdf was left out: its text was cut when it was read]\n"
+        "[end of book.pdf]\n\nGo on"
+    )
+
+
 def test_attachment_text_counts_against_the_context_window(channel, alice, openai_server):
     """A document's text is part of its turn's cost: older turns make room for it."""
     add_provider("small", openai_server.base_url, context_window=1200)

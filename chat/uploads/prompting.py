@@ -43,9 +43,11 @@ def is_raster(upload: Upload) -> bool:
     return upload.kind == Upload.Kind.IMAGE and upload.mime in RASTER_MIMES
 
 
-def file_block(name: str, kind: str, text: str, total_chars: int) -> str:
+def file_block(name: str, kind: str, text: str, total_chars: int, cut_at_extraction: bool = False) -> str:
     """A file's text as the model receives it, marked with its name. ``text`` is at most
-    ATTACHMENT_PROMPT_CHARS long; ``total_chars`` is the whole text's length."""
+    ATTACHMENT_PROMPT_CHARS long; ``total_chars`` is the whole stored text's length;
+    ``cut_at_extraction``: the file held more than was stored (EXTRACT_MAX_CHARS, meta
+    ``truncated``)."""
     spoken = kind in (Upload.Kind.AUDIO, Upload.Kind.VIDEO)
     opening = f"[transcript of {name}]" if spoken else f"[file: {name}]"
     body = text if text.strip() else "(no text was found in this file)"
@@ -55,6 +57,8 @@ def file_block(name: str, kind: str, text: str, total_chars: int) -> str:
             f"\n[… {left_out:,} more characters of {name} were left out: a prompt takes the first "
             f"{settings.ATTACHMENT_PROMPT_CHARS:,} characters of a file]"
         )
+    elif cut_at_extraction:
+        body += f"\n[… the rest of {name} was left out: its text was cut when it was read]"
     return f"{opening}\n{body}\n[end of {name}]"
 
 
@@ -99,7 +103,9 @@ def files_of_turns(session_id: Any, turn_ids: Iterable[int]) -> dict[int, TurnFi
         entry = files.setdefault(upload.turn_id, TurnFiles())
         if not is_raster(upload):
             head: str = getattr(upload, "head", "") or ""
-            entry.blocks.append(file_block(upload.name, upload.kind, head, getattr(upload, "length", 0) or 0))
+            length: int = getattr(upload, "length", 0) or 0
+            cut = bool((upload.meta or {}).get("truncated"))
+            entry.blocks.append(file_block(upload.name, upload.kind, head, length, cut))
         elif upload.pk in sent:
             entry.images.append(sent[upload.pk])
         elif upload.pk in unreadable:
