@@ -14,10 +14,10 @@ import pytest
 from django.core.files.base import ContentFile
 from PIL import Image
 
-from chat.generation import engine
 from chat.generation.prompt import PromptImage, PromptTurn, build_prompt, image_tokens
 from chat.models import Turn, Upload
-from chat.services import inject
+from chat.services import inject, post_message
+from chat.uploads.images import process_image
 from tests.conftest import add_provider, client_for, use_provider, wait_for_done
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -60,16 +60,11 @@ def stored_upload(
 
 
 def image_upload(owner, fmt: str = "PNG", name: str | None = None, **kwargs: Any) -> Upload:
-    data = picture(fmt, **kwargs)
-    width, height = Image.open(io.BytesIO(data)).size
-    return stored_upload(
-        owner,
-        name=name or f"photo.{fmt.lower()}",
-        mime=MIMES[fmt],
-        kind="image",
-        data=data,
-        meta={"width": width, "height": height},
-    )
+    """A ready image upload as processing leaves it: re-encoded by the real image
+    processing (chat/uploads/images.py), with its width and height in meta."""
+    data, mime, meta = process_image(picture(fmt, **kwargs))
+    name = name or f"photo.{fmt.lower()}"
+    return stored_upload(owner, name=name, mime=mime, kind="image", data=data, meta=meta)
 
 
 def document_upload(owner, name: str, text: str, kind: str = "document", mime: str = "text/plain") -> Upload:
@@ -77,18 +72,9 @@ def document_upload(owner, name: str, text: str, kind: str = "document", mime: s
 
 
 def send_with(channel, user, text: str, uploads: list[Upload]) -> Turn:
-    """A user turn with files, as the message service saves it (Upload.turn and the
-    turn's attachments), then a reply asked for."""
-    turn = inject(channel=channel, user=user, role="user", text=text or "-")
-    turn.text = text  # a message may be files alone (the message service allows it)
-    for upload in uploads:
-        upload.turn = turn
-        upload.channel = channel
-        upload.save(update_fields=["turn", "channel"])
-    turn.attachments = [u.to_attachment() for u in uploads]
-    turn.save(update_fields=["attachments", "text"])
-    engine.request_generation(channel.pk, user.pk)
-    return turn
+    """A message with files, through the message service (which checks them, attaches
+    them and asks for a reply)."""
+    return post_message(channel=channel, user=user, text=text, attachments=[str(u.pk) for u in uploads])
 
 
 def stored_bytes(upload: Upload) -> bytes:
@@ -123,6 +109,25 @@ def test_openai_compatible_servers_receive_image_url_parts_beside_the_text(chann
     assert substrate == turn.prompt
     encoded = base64.b64encode(stored_bytes(png)).decode()
     assert encoded[:40] not in substrate and "base64" not in substrate
+
+
+def test_the_seed_image_of_a_rest_message_reaches_the_model(channel, alice, openai_server):
+    """REST's seed form (``image`` base64): processed, stored as the caller's upload, and
+    sent to the model as the stored (re-encoded) bytes."""
+    add_provider("eyes", openai_server.base_url, vision=True)
+    use_provider(channel, "eyes")
+    original = picture("JPEG", size=(120, 90))
+    response = client_for(alice).post(
+        "/api/channels/lobby/messages",
+        {"text": "And this?", "image": base64.b64encode(original).decode(), "image_mime": "image/jpeg"},
+        format="json",
+    )
+    assert response.status_code == 200, response.content
+    upload = Upload.objects.get()
+    url = openai_server.requests[0]["messages"][-1]["content"][0]["image_url"]["url"]
+    assert url.startswith("data:image/jpeg;base64,")
+    assert base64.b64decode(url.split(",", 1)[1]) == stored_bytes(upload)
+    assert f"[image: {upload.name}, image/jpeg, 120x90]\nAnd this?" in bot_turn(channel).prompt
 
 
 def test_anthropic_servers_receive_base64_image_blocks(channel, alice, anthropic_server):
@@ -227,8 +232,7 @@ def test_an_older_turns_image_is_sent_again_with_the_next_message(channel, alice
     first = image_upload(alice, "PNG", name="cat.png")
     send_with(channel, alice, "Look", [first])
     wait_for_done(channel)
-    inject(channel=channel, user=alice, role="user", text="And its colour?")
-    engine.request_generation(channel.pk, alice.pk)
+    post_message(channel=channel, user=alice, text="And its colour?")
     wait_for_done(channel, count=2)
     messages = openai_server.requests[1]["messages"][1:]  # after the system prompt
     assert [m["role"] for m in messages] == ["user", "assistant", "user"]

@@ -10,7 +10,7 @@ import pytest
 
 from chat import limits
 from chat.errors import ServiceError
-from chat.models import Turn
+from chat.models import Turn, Upload
 from chat.services import regenerate
 from chat.uploads.vision import require_vision
 from tests.conftest import add_provider, client_for, use_provider, wait_for_done
@@ -84,6 +84,61 @@ def test_completion_mode_sends_no_images(channel, alice, openai_server):
     channel.save()
     error = refused(channel, alice, [image_upload(alice, "JPEG")])
     assert "completion mode" in error.text
+
+
+def test_an_image_to_a_blind_model_is_refused_before_anything_is_counted(channel, alice, openai_server):
+    """REST: 400 no_vision naming the model, no turn saved, the messages count and the
+    upload unchanged (still the caller's, unsent); the same image to a vision model
+    then goes through."""
+    add_provider("plain", openai_server.base_url)
+    use_provider(channel, "plain")
+    png = image_upload(alice, "PNG", name="cat.png")
+    before = limits.usage_today(alice)
+    response = client_for(alice).post(
+        "/api/channels/lobby/messages", {"text": "What is it?", "attachments": [str(png.pk)]}, format="json"
+    )
+    assert response.status_code == 400, response.content
+    body = response.json()
+    assert body["code"] == "no_vision"
+    assert body["detail"].startswith("The model test-model of provider plain does not read images;")
+    assert body["fields"] == {"attachments": [f"Upload {png.pk} (cat.png) is an image."]}
+    assert limits.usage_today(alice) == before
+    assert Turn.objects.count() == 0 and openai_server.requests == []
+    png.refresh_from_db()
+    assert png.turn_id is None
+    add_provider("eyes", openai_server.base_url, vision=True)
+    response = client_for(alice).post(
+        "/api/channels/lobby/messages",
+        {"text": "What is it?", "attachments": [str(png.pk)], "params": {"provider": "eyes"}},
+        format="json",
+    )
+    assert response.status_code == 200, response.content
+    assert response.json()["user_turn"]["attachments"][0]["id"] == str(png.pk)
+    assert openai_server.requests[0]["messages"][-1]["content"][0]["type"] == "image_url"
+    assert limits.usage_today(alice)["messages"] == before["messages"] + 1
+
+
+def test_the_seed_image_form_is_checked_too(channel, alice):
+    from tests.test_attachment_prompts import picture
+
+    before = limits.usage_today(alice)
+    response = client_for(alice).post(
+        "/api/channels/lobby/messages",
+        {"text": "See", "image": base64.b64encode(picture("JPEG")).decode(), "image_mime": "image/jpeg"},
+        format="json",
+    )
+    assert response.status_code == 400 and response.json()["code"] == "no_vision"
+    assert "The model demo of provider demo" in response.json()["detail"]
+    assert limits.usage_today(alice) == before
+    assert Turn.objects.count() == 0 and Upload.objects.count() == 0
+
+
+def test_a_document_needs_no_vision_over_rest(channel, alice):
+    doc = document_upload(alice, "notes.txt", "buy milk")
+    response = client_for(alice).post(
+        "/api/channels/lobby/messages", {"text": "", "attachments": [str(doc.pk)]}, format="json"
+    )
+    assert response.status_code == 200, response.content
 
 
 def test_regenerate_refuses_before_anything_is_counted(channel, alice, openai_server):
