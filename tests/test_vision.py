@@ -118,6 +118,25 @@ def test_an_image_to_a_blind_model_is_refused_before_anything_is_counted(channel
     assert limits.usage_today(alice)["messages"] == before["messages"] + 1
 
 
+async def test_a_websocket_message_gets_the_no_vision_error_frame(channel, alice):
+    from chat.realtime.async_db import db_call
+    from tests.ws_helpers import open_socket, receive_until, token_for
+
+    png = await db_call(image_upload)(alice, "PNG", name="cat.png")
+    before = await db_call(limits.usage_today)(alice)
+    socket, connected, _ = await open_socket("/ws/lobby", token=await token_for(alice))
+    assert connected
+    try:
+        await socket.send_json_to({"type": "message", "text": "Look", "attachments": [str(png.pk)]})
+        error = (await receive_until(socket, "error"))[-1]
+    finally:
+        await socket.disconnect()
+    assert error["code"] == "no_vision"
+    assert error["text"].startswith("The model demo of provider demo does not read images;")
+    assert await db_call(limits.usage_today)(alice) == before
+    assert not await db_call(Turn.objects.exists)()
+
+
 def test_the_seed_image_form_is_checked_too(channel, alice):
     from tests.test_attachment_prompts import picture
 
