@@ -39,6 +39,12 @@ PROMPT_MAX_IMAGES = 20
 PROMPT_IMAGE_BYTES = 20 * 1024 * 1024
 
 
+def shown_name(name: str) -> str:
+    """A file's name on one line: the markers around a file's text are lines of their own,
+    and a name must not break one (nor fake another turn in the substrate)."""
+    return " ".join(name.split()) or "unnamed"
+
+
 def is_raster(upload: Upload) -> bool:
     return upload.kind == Upload.Kind.IMAGE and upload.mime in RASTER_MIMES
 
@@ -48,6 +54,7 @@ def file_block(name: str, kind: str, text: str, total_chars: int, cut_at_extract
     ATTACHMENT_PROMPT_CHARS long; ``total_chars`` is the whole stored text's length;
     ``cut_at_extraction``: the file held more than was stored (EXTRACT_MAX_CHARS, meta
     ``truncated``)."""
+    name = shown_name(name)
     spoken = kind in (Upload.Kind.AUDIO, Upload.Kind.VIDEO)
     opening = f"[transcript of {name}]" if spoken else f"[file: {name}]"
     body = text if text.strip() else "(no text was found in this file)"
@@ -109,9 +116,11 @@ def files_of_turns(session_id: Any, turn_ids: Iterable[int]) -> dict[int, TurnFi
         elif upload.pk in sent:
             entry.images.append(sent[upload.pk])
         elif upload.pk in unreadable:
-            entry.blocks.append(f"[image unavailable: {upload.name}]")
+            entry.blocks.append(f"[image unavailable: {shown_name(upload.name)}]")
         else:
-            entry.blocks.append(f"[image left out: {upload.name} (only the newest images are sent)]")
+            entry.blocks.append(
+                f"[image left out: {shown_name(upload.name)} (only the newest images are sent)]"
+            )
     return files
 
 
@@ -143,7 +152,7 @@ def _images_to_send(images: list[Upload]) -> tuple[dict[Any, PromptImage], set[A
         total += len(data)
         meta = upload.meta or {}
         chosen[upload.pk] = PromptImage(
-            name=upload.name,
+            name=shown_name(upload.name),
             mime=upload.mime,
             width=int(meta.get("width") or 0),
             height=int(meta.get("height") or 0),
