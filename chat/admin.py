@@ -103,8 +103,18 @@ def changelist_link(model: Any, text: str, **filters: Any) -> str:
 
 @admin.register(Provider)
 class ProviderAdmin(admin.ModelAdmin[Provider]):
-    list_display = ["name", "kind", "base_url", "default_model", "context_window", "enabled", "priority"]
-    list_filter = ["kind", "enabled"]
+    list_display = [
+        "name",
+        "kind",
+        "base_url",
+        "default_model",
+        "context_window",
+        "vision",
+        "transcription",
+        "enabled",
+        "priority",
+    ]
+    list_filter = ["kind", "enabled", "vision", "transcription"]
     search_fields = ["name", "base_url", "default_model"]
     list_editable = ["enabled", "priority"]
 

@@ -216,6 +216,7 @@ class Generation:
                 context_window=config.context_window,
                 max_tokens=int(plan.params["max_tokens"]),
                 instruction=plan.instruction_text,
+                vision=config.vision,
             )
             self.built, self.config = built, config
             request = GenerationRequest(
@@ -308,7 +309,8 @@ class Generation:
             prompt_tokens, completion_tokens = outcome.prompt_tokens, outcome.completion_tokens
         else:
             reported = False
-            prompt_tokens, completion_tokens = estimate_tokens(prompt_text), estimate_tokens(self.raw)
+            prompt_tokens = self.built.estimated_tokens() if self.built else 0
+            completion_tokens = estimate_tokens(self.raw)
         usage = {
             "prompt_tokens": prompt_tokens,
             "completion_tokens": completion_tokens,

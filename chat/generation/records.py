@@ -17,6 +17,7 @@ from chat.framing import effective_framing, effective_params
 from chat.generation.prompt import PromptTurn, estimate_tokens
 from chat.generation.providers.base import ProviderConfig
 from chat.models import Channel, Instruction, Provider, Session, Turn
+from chat.uploads.prompting import TurnFiles, files_of_turns
 
 
 @dataclass
@@ -55,6 +56,7 @@ def provider_config(provider: Provider, model: str = "") -> ProviderConfig:
         context_window=provider.context_window,
         extended_sampling=provider.extended_sampling,
         reasoning_effort=provider.reasoning_effort,
+        vision=provider.sees_images(model),
     )
 
 
@@ -100,6 +102,22 @@ def provider_chain(channel: Channel, params: dict[str, Any]) -> list[ProviderCon
     if primary.kind != Provider.Kind.DEMO:
         chain += [provider_config(p) for p in enabled if p.pk != primary.pk and p.kind != Provider.Kind.DEMO]
     return chain
+
+
+def seeing_chain(chain: list[ProviderConfig], turns: list[PromptTurn]) -> list[ProviderConfig]:
+    """The chain for a reply to turns with images: only the members whose model reads
+    images. A failover model that cannot see the picture it is asked about would answer
+    as if it had (the message was accepted for the first model, which does see it:
+    chat/uploads/vision.py). When none of them does (the channel's model was changed
+    since), the first stays, and receives each image named in the text instead."""
+    answered = []
+    for turn in reversed(turns):
+        if turn.role == Turn.Role.BOT:
+            break
+        answered.append(turn)
+    if not any(turn.images for turn in answered):
+        return chain
+    return [config for config in chain if config.vision] or chain[:1]
 
 
 # Turns read per query when collecting the newest turns of a session: the first page
@@ -161,6 +179,9 @@ def read_plan(channel_id: int) -> Plan | None:
     if not rows:
         return None
     last_user = next((text for _, role, text in reversed(rows) if role != Turn.Role.BOT), "")
+    files = files_of_turns(session.pk, (turn_id for turn_id, _, _ in rows))
+    turns = [files.get(turn_id, TurnFiles()).apply(role, text) for turn_id, role, text in rows]
+    chain = seeing_chain(chain, turns)
     return Plan(
         channel_id=channel.pk,
         channel_name=channel.name,
@@ -171,7 +192,7 @@ def read_plan(channel_id: int) -> Plan | None:
         providers=chain,
         session_id=session.pk,
         newest_turn_id=rows[-1][0],
-        turns=[PromptTurn(role, text) for _, role, text in rows],
+        turns=turns,
         unread_before=rows[0][0] if unread else None,
         last_user_text=last_user,
         instruction_name=instruction.name if instruction else "",

@@ -17,6 +17,7 @@ from chat.models import Channel, Session, Turn, Upload
 from chat.realtime.events import publish_on_commit, reset_event, turn_event, turn_removed_event
 from chat.services.channels import check_channel_settings, save_channel_settings
 from chat.uploads import services as uploads
+from chat.uploads.vision import require_vision
 
 # How long regenerate and reset wait for a running reply to stop before going on.
 INTERRUPT_WAIT_S = 5.0
@@ -114,8 +115,9 @@ def post_message(
     request = check_choices(
         channel=channel, user=user, params=params, thinking=thinking, instruction=instruction
     )
-    # Vision (helper D's line goes here): a model that does not read images is refused
-    # before any limit is counted; the seed image is looked at as seed.as_upload(user).
+    # A model that does not read images is refused before any limit is counted.
+    looked_at = [*sent, seed.as_upload(user)] if seed is not None else sent
+    require_vision(channel=channel, user=user, request=request, uploads=looked_at)
     if seed is not None:
         # The image's bytes are counted first and given back if the message is refused.
         sent.append(uploads.store_seed_image(user=user, channel=channel, seed=seed))
@@ -174,6 +176,7 @@ def regenerate(
     )
     if request is None:
         _check_kept_instruction(channel, user)
+    _require_vision_again(channel, user, request)
     limits.check_and_count_message(user)  # a new reply costs like a message does
     engine.interrupt(channel.pk, wait=INTERRUPT_WAIT_S)
     save_channel_settings(channel=channel, checked=checked)
@@ -215,6 +218,16 @@ def _check_kept_instruction(channel: Channel, user: User) -> None:
             "forbidden",
             "This message used an instruction that is not yours: choose one (instruction: an id or null).",
         )
+
+
+def _require_vision_again(channel: Channel, user: User, request: dict[str, Any] | None) -> None:
+    """The answered turn's images must reach the model the new reply will use (the
+    choices given, else the ones recorded on that turn)."""
+    asked = _answered_turn(Session.objects.filter(channel=channel, status=Session.Status.ACTIVE).first())
+    if asked is None:
+        return
+    kept = request if request is not None else asked.request
+    require_vision(channel=channel, user=user, request=kept, uploads=asked.uploads.all())
 
 
 def _record_request(channel: Channel, session: Session, request: dict[str, Any]) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 import anthropic
 from django.conf import settings
 
+from chat.generation.prompt import PromptImage
 from chat.generation.providers.base import (
     Delta,
     Finish,
@@ -21,6 +22,19 @@ from chat.generation.providers.base import (
 
 # Extended thinking's token budget per effort (the API's least is 1024).
 THINKING_BUDGET = {"low": 1024, "medium": 4096, "high": 16384}
+
+
+def wire_content(content: str | list[Any]) -> str | list[dict[str, Any]]:
+    """A message's content: a string, or (with images) a list of blocks: each image a
+    base64 ``image`` block, the text a ``text`` block."""
+    if isinstance(content, str):
+        return content
+    return [
+        {"type": "image", "source": {"type": "base64", "media_type": part.mime, "data": part.data}}
+        if isinstance(part, PromptImage)
+        else {"type": "text", "text": part}
+        for part in content
+    ]
 
 
 class AnthropicProvider(ModelProvider):
@@ -44,7 +58,8 @@ class AnthropicProvider(ModelProvider):
         arguments: dict[str, Any] = {
             "model": request.model,
             "max_tokens": params["max_tokens"],
-            "messages": built.messages or [{"role": "user", "content": "…"}],
+            "messages": [{"role": m["role"], "content": wire_content(m["content"])} for m in built.messages]
+            or [{"role": "user", "content": "…"}],
             "stream": True,
         }
         # The current Messages API (SDK 2.x) takes no temperature, top_p or top_k: the

@@ -25,6 +25,7 @@ class ProviderConfig:
     context_window: int = 4096
     extended_sampling: bool = True
     reasoning_effort: bool = False  # OpenAI-compatible: send reasoning_effort for thinking
+    vision: bool = False  # its model reads images (Provider.sees_images)
 
     @property
     def api_key(self) -> str:

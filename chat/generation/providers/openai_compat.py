@@ -18,6 +18,7 @@ import httpx
 import orjson
 from django.conf import settings
 
+from chat.generation.prompt import PromptImage
 from chat.generation.providers.base import (
     Delta,
     Finish,
@@ -67,7 +68,9 @@ class OpenAICompatProvider(ModelProvider):
             body["prompt"] = built.prompt
         else:
             system = [{"role": "system", "content": built.system}] if built.system else []
-            body["messages"] = system + built.messages
+            body["messages"] = system + [
+                {"role": m["role"], "content": wire_content(m["content"])} for m in built.messages
+            ]
         return body
 
     def _headers(self) -> dict[str, str]:
@@ -129,6 +132,19 @@ class OpenAICompatProvider(ModelProvider):
 
 # An event's data larger than this is not a token: the server is not speaking the format.
 MAX_EVENT_BYTES = 1 << 20
+
+
+def wire_content(content: str | list[Any]) -> str | list[dict[str, Any]]:
+    """A message's content: a string, or (with images) a list of parts: each image a
+    data URL in an ``image_url`` part, the text a ``text`` part."""
+    if isinstance(content, str):
+        return content
+    return [
+        {"type": "image_url", "image_url": {"url": f"data:{part.mime};base64,{part.data}"}}
+        if isinstance(part, PromptImage)
+        else {"type": "text", "text": part}
+        for part in content
+    ]
 
 
 async def _events(response: httpx.Response, name: str) -> AsyncIterator[str]:
