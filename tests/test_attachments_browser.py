@@ -265,9 +265,12 @@ def test_the_mic_button_records_and_fills_the_box_with_the_transcript(host, mic_
     mic.click()
     expect(mic).to_have_attribute("data-state", "idle", timeout=30_000)
     expect(mic).to_have_attribute("aria-pressed", "false")
-    expect(chat.locator("#notice")).to_be_hidden()
+    notice = chat.locator("#notice")
+    assert not notice.is_visible(), notice.text_content()
+    # The transcript follows what was there (exact words are not reliable: pocketsphinx
+    # hears synthetic speech only partly).
     words = chat.input_value("#text")
-    assert words.startswith("Said: ") and len(words) > len("Said: "), words
+    assert words.startswith("Said: ") and len(words.strip()) > len("Said:"), words
     no_script_errors(chat)
 
 
