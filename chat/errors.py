@@ -23,6 +23,7 @@ HTTP_STATUS = {
     "provider_error": 502,
     "not_found": 404,
     "unavailable": 503,
+    "unsupported_type": 415,
 }
 
 # Redis or the database cannot be reached: the request was fine, the service is not.

@@ -259,3 +259,14 @@ def host(django_db_setup: Any, django_db_blocker: Any) -> Iterator[str]:
 
     with live_servers("uvicorn", 1) as hosts:
         yield hosts[0]
+
+
+# A real Celery worker (prefork: a main process and one child) over the test database
+# and the test Redis, shared by a module's tests; those tests are transactional_db, so
+# the worker sees their rows.
+@pytest.fixture(scope="module")
+def worker(django_db_setup: Any, django_db_blocker: Any) -> Iterator[Any]:
+    from tests.processes import celery_worker, live_env
+
+    with django_db_blocker.unblock(), celery_worker(live_env()) as process:
+        yield process

@@ -27,6 +27,19 @@ PROJECT_VARS = (
     "CSRF_TRUSTED_ORIGINS",
     "COLLOQUY_VAR_DIR",
     "LLM_BASE_URL",
+    "UPLOADS_STORAGE",
+    "UPLOADS_DIR",
+    "S3_BUCKET",
+    "S3_ENDPOINT_URL",
+    "S3_REGION",
+    "WORKERS",
+    "EXTRACT_MAX_PAGES",
+    "EXTRACT_MAX_CHARS",
+    "EXTRACT_MAX_AUDIO_SECONDS",
+    "EXTRACT_TIME_LIMIT",
+    "IMAGE_MAX_SIDE",
+    "IMAGE_MAX_BYTES",
+    "IMAGE_MAX_PIXELS",
 )
 
 
@@ -151,6 +164,9 @@ def live_env(**extra_env: str) -> dict[str, str]:
         DATABASE_URL=database_url(),
         REDIS_URL=settings.REDIS_URL,
         REDIS_PREFIX=settings.REDIS_PREFIX,
+        # Files go where this test process reads them.
+        UPLOADS_STORAGE=settings.UPLOADS_STORAGE,
+        UPLOADS_DIR=str(settings.UPLOADS_DIR),
         ALLOWED_HOSTS="127.0.0.1,localhost",
         **{**defaults, **extra_env},
     )
@@ -176,3 +192,59 @@ def live_servers(server: str, count: int, **extra_env: str) -> Iterator[list[str
         for port in ports:
             stack.enter_context(live_server(server, port, env))
         yield [f"127.0.0.1:{port}" for port in ports]
+
+
+def worker_command(concurrency: int = 1) -> list[str]:
+    """The command that runs one Celery worker of this instance (serve.py and tests)."""
+    from django.conf import settings
+
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "chatsite",
+        "worker",
+        "--pool=prefork",
+        f"--concurrency={concurrency}",
+        "-Q",
+        settings.CELERY_TASK_DEFAULT_QUEUE,
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+        "-l",
+        "INFO",
+    ]
+
+
+@contextlib.contextmanager
+def celery_worker(
+    env: dict[str, str], concurrency: int = 1, timeout: float = 60
+) -> Iterator[subprocess.Popen[str]]:
+    """A real Celery worker (prefork: a main process and ``concurrency`` children) over
+    the environment ``env`` (``live_env()``: the test database and Redis). Ready when its
+    log says so: it has connected to the broker and its children are forked. Stopped
+    with its children (SIGTERM: a warm shutdown, SIGKILL after 15 s)."""
+    log = tempfile.NamedTemporaryFile("w+", prefix="colloquy-worker-", suffix=".log", delete=False)  # noqa: SIM115 (outlives this frame)
+    process = subprocess.Popen(
+        worker_command(concurrency),
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    process.log_path = log.name  # type: ignore[attr-defined]
+    try:
+        deadline = time.monotonic() + timeout
+        while " ready." not in output(process):
+            if process.poll() is not None:
+                raise RuntimeError(f"worker exited with {process.returncode}:\n{output(process)}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"worker not ready after {timeout} s:\n{output(process)}")
+            time.sleep(0.05)
+        yield process
+    finally:
+        stop(process, signal.SIGTERM)
+        log.close()
