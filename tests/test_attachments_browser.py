@@ -8,7 +8,6 @@ WAV made by espeak-ng) and the transcript lands in the message box."""
 from __future__ import annotations
 
 import base64
-import io
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,10 +15,9 @@ from typing import Any
 
 import httpx
 import pytest
-from PIL import Image
 from playwright.sync_api import Page, expect
-from reportlab.pdfgen import canvas
 
+from tests import files
 from tests.browser import (
     chat_page,
     chromium,
@@ -34,24 +32,6 @@ from tests.conftest import add_provider, use_provider, wait_until_no_generation
 pytestmark = pytest.mark.django_db(transaction=True)
 
 PROCESSED = 30_000  # ms: an upload is processed by the worker well within this
-
-
-# --- real files, made by their own libraries ---------------------------------------------------
-
-
-def png(width: int = 64, height: int = 48, color: tuple[int, int, int] = (30, 120, 200)) -> bytes:
-    out = io.BytesIO()
-    Image.new("RGB", (width, height), color).save(out, "PNG")
-    return out.getvalue()
-
-
-def pdf(text: str = "Quarterly notes: the harvest was good.") -> bytes:
-    out = io.BytesIO()
-    page = canvas.Canvas(out)
-    page.drawString(72, 720, text)
-    page.showPage()
-    page.save()
-    return out.getvalue()
 
 
 # --- putting files into the page as a person would ------------------------------------------------
@@ -128,11 +108,20 @@ def test_dropped_files_become_chips_and_the_turn_shows_a_thumbnail_and_a_chip_to
     chat = chat_page(browser, host, "alice")
     other = chat_page(browser, host, "bob")
 
-    drop(chat, "#transcript", [("photo.png", "image/png", png()), ("notes.pdf", "application/pdf", pdf())])
-    expect(chat.locator(".upload-chip")).to_have_count(2)
-    # The image's chip previews the file itself; the PDF's shows its kind.
+    drop(
+        chat,
+        "#transcript",
+        [
+            ("photo.png", "image/png", files.png()),
+            ("notes.pdf", "application/pdf", files.pdf(2)),
+            ("logo.svg", "image/svg+xml", files.svg()),
+        ],
+    )
+    expect(chat.locator(".upload-chip")).to_have_count(3)
+    # The image's chip previews the file itself; the PDF's and the SVG's show their kind.
     expect(chip(chat, "photo.png").locator(".preview img")).to_have_count(1)
-    wait_ready(chat, "photo.png", "notes.pdf")
+    expect(chip(chat, "logo.svg").locator(".preview img")).to_have_count(0)
+    wait_ready(chat, "photo.png", "notes.pdf", "logo.svg")
     expect(chat.locator("#send")).to_be_enabled()
     expect(chat.locator("#send-blocked")).to_be_hidden()
     screenshot(chat, "composer-with-chips")
@@ -153,6 +142,9 @@ def test_dropped_files_become_chips_and_the_turn_shows_a_thumbnail_and_a_chip_to
         expect(document).to_contain_text("document")
         href = document.locator("a").get_attribute("href") or ""
         assert href.startswith("/api/uploads/") and href.endswith("/content")
+        # An SVG can carry script: a download chip, never an <img>.
+        expect(turn.locator(".attachment.file-chip", has_text="logo.svg")).to_have_count(1)
+        expect(turn.locator("img[alt='logo.svg']")).to_have_count(0)
     # Sent: the chips are gone, the box is empty.
     expect(chat.locator(".upload-chip")).to_have_count(0)
     expect(chat.locator("#text")).to_have_value("")
@@ -166,7 +158,7 @@ def test_a_pasted_image_is_a_chip_and_cancelling_removes_it_and_the_upload(
     host, browser, worker, channel, alice
 ):
     chat = chat_page(browser, host, "alice")
-    paste(chat, [("image.png", "image/png", png(32, 32, (200, 40, 40)))])
+    paste(chat, [("image.png", "image/png", files.png((32, 32)))])
     wait_ready(chat, "image.png")
     upload_id = chip(chat, "image.png").get_attribute("data-upload-id")
     assert upload_id
@@ -184,20 +176,28 @@ def test_a_pasted_image_is_a_chip_and_cancelling_removes_it_and_the_upload(
     no_script_errors(chat)
 
 
-def test_a_refused_file_names_itself_and_blocks_sending_until_removed(host, browser, worker, channel, alice):
+def test_refused_and_failed_files_name_themselves_and_block_sending_until_removed(
+    host, browser, worker, channel, alice
+):
     chat = chat_page(browser, host, "alice")
-    # Bytes of no type the site takes, under a name that claims a PDF.
-    drop(chat, "#composer", [("report.pdf", "application/pdf", b"\x00\x13\x37 not a pdf at all " * 40)])
-    state = chip(chat, "report.pdf").locator(".state")
-    expect(state).to_contain_text("failed:")
+    # An HTML page under a PDF's name is refused at once (415); a PDF that breaks
+    # pypdf is taken, then fails in the worker (an attachment_updated event says so).
+    drop(chat, "#composer", [("report.pdf", "application/pdf", files.html())])
+    expect(chip(chat, "report.pdf").locator(".state")).to_contain_text("failed:")
     expect(chat.locator("#notice")).to_contain_text("report.pdf")
+    drop(chat, "#composer", [("broken.pdf", "application/pdf", files.broken_pdf())])
+    expect(chip(chat, "broken.pdf").locator(".state")).to_contain_text("failed:", timeout=PROCESSED)
+    expect(chat.locator("#notice")).to_contain_text("broken.pdf")
     expect(chat.locator("#send")).to_be_disabled()
-    expect(chat.locator("#send-blocked")).to_contain_text("Remove the failed file first: report.pdf")
+    blocked = chat.locator("#send-blocked")
+    expect(blocked).to_contain_text("Remove the failed files first: report.pdf, broken.pdf")
     chat.fill("#text", "Hello")
     chat.press("#text", "Enter")
     expect(chat.locator(".turn")).to_have_count(0)
 
     chip(chat, "report.pdf").locator("button.remove").click()
+    expect(blocked).to_contain_text("Remove the failed file first: broken.pdf")
+    chip(chat, "broken.pdf").locator("button.remove").click()
     expect(chat.locator("#send")).to_be_enabled()
     expect(chat.locator("#send-blocked")).to_be_hidden()
     no_script_errors(chat)
@@ -208,7 +208,7 @@ def test_a_private_channels_watch_link_shows_the_thumbnail_only_with_its_key(
 ):
     seeing_model(private_channel, openai_server)
     chat = chat_page(browser, host, "alice", "backroom")
-    drop(chat, "#transcript", [("plan.png", "image/png", png(80, 60, (20, 160, 60)))])
+    drop(chat, "#transcript", [("plan.png", "image/png", files.png((80, 60)))])
     wait_ready(chat, "plan.png")
     chat.press("#text", "Enter")  # files alone, no text
     expect(chat.locator(".turn.role-user .attachment.thumb img")).to_have_count(1)
