@@ -18,12 +18,18 @@ HTTP_STATUS = {
     "locked": 409,
     "muted": 403,
     "too_long": 413,
+    "too_large": 413,
+    "unsupported_type": 415,
+    "not_ready": 409,
+    "no_vision": 400,
     "rate_limited": 429,
     "quota_exceeded": 429,
     "provider_error": 502,
     "not_found": 404,
     "unavailable": 503,
     "unsupported_type": 415,
+    "language_unavailable": 400,
+    "too_large": 413,  # also helper C's (uploads); the transcribe endpoint answers it too
 }
 
 # Redis or the database cannot be reached: the request was fine, the service is not.

@@ -91,3 +91,47 @@ def usage_today(user: Any) -> dict[str, int]:
         "messages": int(client.get(f"{prefix}:day:{now:%Y%m%d}") or 0),
         "tokens": int(client.get(f"{prefix}:tokens:{now:%Y%m%d}") or 0),
     }
+
+
+# Daily upload bytes: refused when what was used today plus this file would pass the
+# limit; counted only when it passes, in one step (parallel uploads cannot both slip in).
+UPLOAD_BYTES_SCRIPT = """
+local size, per_day = tonumber(ARGV[1]), tonumber(ARGV[2])
+local used = tonumber(redis.call('GET', KEYS[1]) or '0')
+if per_day > 0 and used + size > per_day then return -1 end
+redis.call('INCRBY', KEYS[1], size)
+redis.call('EXPIRE', KEYS[1], 172800)
+return used + size
+"""
+
+
+def _upload_bytes_key(user: Any, now: datetime) -> str:
+    return f"{settings.REDIS_PREFIX}:limits:{user.pk}:upload-bytes:{now:%Y%m%d}"
+
+
+def check_and_count_upload(user: Any, size: int) -> None:
+    """Count ``size`` bytes of uploads for the user today, or refuse (counting nothing)
+    when DAILY_UPLOAD_BYTES would be passed."""
+    now = datetime.now(UTC)
+    used = int(
+        sync_redis().eval(
+            UPLOAD_BYTES_SCRIPT, 1, _upload_bytes_key(user, now), size, settings.DAILY_UPLOAD_BYTES
+        )
+    )
+    if used < 0:
+        raise ServiceError(
+            "quota_exceeded",
+            f"The daily upload limit DAILY_UPLOAD_BYTES ({settings.DAILY_UPLOAD_BYTES} bytes) would be "
+            f"passed by this file ({size} bytes).",
+            retry_after=_seconds_to_midnight(now),
+        )
+
+
+def refund_upload(user: Any, size: int) -> None:
+    """Give back bytes counted for an upload that was not kept after all (a seed image
+    whose message was then refused by the message limits)."""
+    sync_redis().decrby(_upload_bytes_key(user, datetime.now(UTC)), size)
+
+
+def upload_bytes_today(user: Any) -> int:
+    return int(sync_redis().get(_upload_bytes_key(user, datetime.now(UTC))) or 0)

@@ -153,9 +153,28 @@ class RegenerateSerializer(StrictSerializer):
     instruction = instruction_id_field()
 
 
-class MessageSerializer(RegenerateSerializer):
-    # Blank and over-long text are the service's to refuse (`invalid`, `too_long`).
+class SocketMessageSerializer(RegenerateSerializer):
+    """A message over the WebSocket (no seed-form image: upload it, then attach it)."""
+
+    # Blank and over-long text are the service's to refuse (`invalid`, `too_long`);
+    # text may be blank when attachments are sent.
     text = StrictCharField(allow_blank=True)
+    # Ids of the caller's ready uploads; how many, and whose, is the service's to check
+    # (`too_large`, `invalid`, `not_ready`, naming the id).
+    attachments = StrictListField(child=StrictCharField(max_length=100), required=False)
+
+
+class MessageSerializer(SocketMessageSerializer):
+    """A message over REST: also the seed form's image, sent inline as base64 (a data:
+    URL's prefix is allowed), which becomes an upload of the caller."""
+
+    image = StrictCharField(required=False)
+    image_mime = StrictCharField(required=False, max_length=100)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if "image_mime" in attrs and "image" not in attrs:
+            raise serializers.ValidationError({"image_mime": ["Only with image."]})
+        return attrs
 
 
 class InjectSerializer(StrictSerializer):
@@ -254,7 +273,7 @@ class BulkDeleteSerializer(StrictSerializer):
 
 # The WebSocket's client messages: `type` picks the schema, the other keys must fit it.
 SOCKET_MESSAGES: dict[str, type[StrictSerializer]] = {
-    "message": MessageSerializer,
+    "message": SocketMessageSerializer,
     "regenerate": RegenerateSerializer,
     "inject": InjectSerializer,
     "reset": ResetSerializer,

@@ -263,10 +263,17 @@ def host(django_db_setup: Any, django_db_blocker: Any) -> Iterator[str]:
 
 # A real Celery worker (prefork: a main process and one child) over the test database
 # and the test Redis, shared by a module's tests; those tests are transactional_db, so
-# the worker sees their rows.
+# the worker sees their rows. A module changes the worker's settings by overriding
+# ``worker_env`` (e.g. {"EXTRACT_TIME_LIMIT": "2"}). One module's worker stops before
+# the next module's starts: they consume the same queue.
 @pytest.fixture(scope="module")
-def worker(django_db_setup: Any, django_db_blocker: Any) -> Iterator[Any]:
+def worker_env() -> dict[str, str]:
+    return {}
+
+
+@pytest.fixture(scope="module")
+def worker(django_db_setup: Any, django_db_blocker: Any, worker_env: dict[str, str]) -> Iterator[Any]:
     from tests.processes import celery_worker, live_env
 
-    with django_db_blocker.unblock(), celery_worker(live_env()) as process:
+    with django_db_blocker.unblock(), celery_worker(live_env(**worker_env)) as process:
         yield process

@@ -9,11 +9,13 @@ honoured. Every request body is recorded, and so is a client that hung up mid-st
 
 from __future__ import annotations
 
+import email.policy
 import json
 import socket
 import threading
 import time
 from dataclasses import dataclass, field
+from email.parser import BytesParser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -29,6 +31,7 @@ class Behaviour:
     usage: bool = True
     honour_stop: bool = True
     finish_reason: str = "stop"
+    transcript: str = "bonjour tout le monde"  # what /v1/audio/transcriptions answers
 
 
 class FakeModelServer:
@@ -70,6 +73,9 @@ class FakeModelServer:
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", 0))
+                if self.path.endswith("/audio/transcriptions"):
+                    server._transcribe(self, self.rfile.read(length))
+                    return
                 body = json.loads(self.rfile.read(length) or b"{}")
                 server.requests.append(body)
                 server.paths.append(self.path)
@@ -102,6 +108,36 @@ class FakeModelServer:
         return Handler
 
     # --- helpers ---------------------------------------------------------------------------
+
+    def _transcribe(self, handler: BaseHTTPRequestHandler, raw: bytes) -> None:
+        """/v1/audio/transcriptions: a multipart form (model, language, file) recorded as
+        {field: value} (the file as {"filename", "mime", "data"}), answered {"text": …}."""
+        message = BytesParser(policy=email.policy.HTTP).parsebytes(
+            f"Content-Type: {handler.headers['Content-Type']}\r\n\r\n".encode() + raw
+        )
+        fields: dict[str, Any] = {}
+        for part in message.iter_parts():
+            name = part.get_param("name", header="content-disposition")
+            data = part.get_payload(decode=True)
+            filename = part.get_filename()
+            if filename is not None:
+                fields[name] = {"filename": filename, "mime": part.get_content_type(), "data": data}
+            else:
+                fields[name] = data.decode()
+        self.requests.append(fields)
+        self.paths.append(handler.path)
+        self.headers.append({k.lower(): v for k, v in handler.headers.items()})
+        status = self.behaviour.status or 200
+        payload = json.dumps(
+            {"text": self.behaviour.transcript}
+            if status == 200
+            else {"error": {"message": "failing on purpose", "type": "test"}}
+        ).encode()
+        handler.send_response(status)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(payload)))
+        handler.end_headers()
+        handler.wfile.write(payload)
 
     def _visible_tokens(self, body: dict[str, Any]) -> tuple[list[str], str]:
         """The tokens to send, cut at a stop sequence when the server honours them."""

@@ -19,8 +19,9 @@ def page_line(number: int) -> str:
     return f"Page {number} says colloquy-{number:04d}"
 
 
-def pdf(pages: int = 3, *, extra: str = "") -> bytes:
-    """A PDF of ``pages`` pages, each with page_line(n) (and ``extra``) on it."""
+def pdf(pages: int = 3, *, extra: str = "", lines: int = 0) -> bytes:
+    """A PDF of ``pages`` pages, each with page_line(n) (and ``extra``) on it, and
+    ``lines`` lines of filler (more text: slower extraction)."""
     from reportlab.lib.pagesizes import A4
     from reportlab.pdfgen import canvas
 
@@ -30,6 +31,8 @@ def pdf(pages: int = 3, *, extra: str = "") -> bytes:
         drawing.drawString(72, 760, page_line(number))
         if extra:
             drawing.drawString(72, 740, extra)
+        for line in range(lines):
+            drawing.drawString(72, 720 - 12 * line, f"Filler line {line} of page {number}: a quick fox")
         drawing.showPage()
     drawing.save()
     return out.getvalue()

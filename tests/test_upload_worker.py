@@ -1,33 +1,76 @@
-"""Uploads processed by a real Celery worker process: status, text, meta and the
-attachment_updated events in the channel's replay log; broken files end failed with a
-reason; a worker child killed mid-extraction never leaves a row processing."""
+"""Uploads processed by a real Celery worker process (tests/processes.py celery_worker):
+status, text, meta and the attachment_updated events in the channel's replay log; broken
+and hostile files end failed with a reason; a worker child killed mid-extraction never
+leaves a row processing.
+
+Uploads are made by tests/files.make_upload (row + file through the storage + enqueue on
+commit, as the create service does)."""
 
 from __future__ import annotations
 
 import io
+import signal
 from typing import Any
 
+import psutil
 import pytest
 
 from chat.models import Upload
+from chat.uploads.sniff import DOCX, XLSX
 from tests import files
 from tests.conftest import channel_events, wait_for
+from tests.processes import output
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
+# A PDF whose extraction takes the worker ~2.5 s: a window to act while it is processing.
+BIG_PAGES = 300
+
 
 def ended(upload: Upload, timeout: float = 30) -> Upload:
+    """Wait until the upload is ready or failed, and (with a channel) until that is
+    published: the event follows the commit."""
+
     def done() -> Upload | None:
         upload.refresh_from_db()
-        return upload if upload.status in (Upload.Status.READY, Upload.Status.FAILED) else None
+        if upload.status not in (Upload.Status.READY, Upload.Status.FAILED):
+            return None
+        if upload.channel_id is not None:
+            events = events_of(upload.channel, upload)
+            if not events or events[-1]["status"] != upload.status:
+                return None
+        return upload
 
     return wait_for(done, timeout)
+
+
+def processing(upload: Upload, *, attempts: int = 1, progress: int = 3, timeout: float = 30) -> None:
+    """Wait until run ``attempts`` of the upload is under way (past ``progress`` %)."""
+
+    def under_way() -> bool:
+        upload.refresh_from_db()
+        assert upload.status in ("uploaded", "processing"), (upload.status, upload.error)
+        return upload.status == "processing" and upload.attempts == attempts and upload.progress >= progress
+
+    wait_for(under_way, timeout, interval=0.01)
 
 
 def events_of(channel: Any, upload: Upload) -> list[dict[str, Any]]:
     return [
         e for e in channel_events(channel) if e["type"] == "attachment_updated" and e["id"] == str(upload.pk)
     ]
+
+
+def kill_child(worker: Any) -> int:
+    """SIGKILL the worker's pool child (it is running the task), as the OOM killer would."""
+    children = psutil.Process(worker.pid).children()
+    assert len(children) == 1, children
+    children[0].send_signal(signal.SIGKILL)
+    return children[0].pid
+
+
+def big_pdf() -> bytes:
+    return files.pdf(BIG_PAGES, lines=55)
 
 
 def test_text_file_becomes_ready_with_its_text_and_events(worker: Any, channel: Any, alice: Any) -> None:
@@ -48,16 +91,142 @@ def test_text_file_becomes_ready_with_its_text_and_events(worker: Any, channel: 
     }
 
 
+@pytest.mark.parametrize(
+    ("make", "name", "mime", "expected"),
+    [
+        (lambda: files.pdf(10), "ten.pdf", "application/pdf", [files.page_line(1), files.page_line(10)]),
+        (files.docx, "report.docx", DOCX, ["Revenue grew in the north region.", "North\t1200"]),
+        (files.xlsx, "sales.xlsx", XLSX, ["# Sales", "apples\t3"]),
+        (files.csv_bytes, "people.csv", "text/csv", ["Zoë,Zürich"]),
+        (files.latin1_text, "french.txt", "text/plain", ["crème brûlée"]),
+    ],
+)
+def test_documents_become_ready_with_their_text(
+    worker: Any, channel: Any, alice: Any, make: Any, name: str, mime: str, expected: list[str]
+) -> None:
+    upload = ended(files.make_upload(alice, make(), name, channel=channel))
+
+    assert (upload.status, upload.error, upload.mime, upload.kind) == ("ready", "", mime, "document")
+    for text in expected:
+        assert text in upload.text
+    assert upload.meta["chars"] == len(upload.text) and upload.meta["truncated"] is False
+    if mime == "application/pdf":
+        assert upload.meta["pages"] == 10
+
+
 def test_image_is_reencoded_without_exif(worker: Any, channel: Any, alice: Any) -> None:
     from PIL import Image
 
-    upload = ended(files.make_upload(alice, files.jpeg(size=(80, 40)), "holiday.jpg", channel=channel))
+    original = files.jpeg(size=(80, 40))
+    upload = ended(files.make_upload(alice, original, "holiday.jpg", channel=channel))
 
     assert upload.status == "ready", upload.error
     assert (upload.meta["width"], upload.meta["height"]) == (40, 80)  # turned upright by its EXIF
     with upload.file.open("rb") as stored:
         data = stored.read()
-    assert upload.size == len(data)
+    assert data != original and upload.size == len(data)
     image = Image.open(io.BytesIO(data))
     assert image.format == "JPEG" and image.size == (40, 80)
-    assert not image.getexif()
+    assert not image.getexif() and b"SpyCam" not in data
+
+
+def test_gif_becomes_a_png_of_its_first_frame(worker: Any, channel: Any, alice: Any) -> None:
+    upload = ended(files.make_upload(alice, files.gif(), "anim.gif", channel=channel))
+
+    assert (upload.status, upload.mime, upload.kind) == ("ready", "image/png", "image")
+    with upload.file.open("rb") as stored:
+        assert stored.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_png_named_pdf_is_processed_as_the_image_it_is(worker: Any, channel: Any, alice: Any) -> None:
+    upload = ended(files.make_upload(alice, files.png(), "report.pdf", channel=channel))
+
+    assert (upload.status, upload.mime, upload.kind) == ("ready", "image/png", "image")
+    assert upload.name == "report.pdf"  # shown as it came; served as what it is
+
+
+def test_svg_is_kept_as_is_with_its_xml_as_text(worker: Any, channel: Any, alice: Any) -> None:
+    upload = ended(files.make_upload(alice, files.svg(), "logo.svg", channel=channel))
+
+    assert (upload.status, upload.mime, upload.meta["svg"]) == ("ready", "image/svg+xml", True)
+    assert "<title>A red square</title>" in upload.text
+    with upload.file.open("rb") as stored:
+        assert stored.read() == files.svg()
+
+
+@pytest.mark.parametrize(
+    ("make", "name", "reason"),
+    [
+        (files.encrypted_pdf, "locked.pdf", "encrypted PDF"),
+        (files.broken_pdf, "broken.pdf", "broken PDF"),
+        (lambda: files.zip_bomb_docx(64), "bomb.docx", "a zip bomb?"),
+        (files.bomb_png, "huge.png", "image too large (10000000000 pixels)"),
+    ],
+)
+def test_broken_and_hostile_files_end_failed_with_a_reason(
+    worker: Any, channel: Any, alice: Any, make: Any, name: str, reason: str
+) -> None:
+    upload = ended(files.make_upload(alice, make(), name, channel=channel))
+
+    assert upload.status == "failed"
+    assert reason in upload.error
+    assert upload.text == ""
+    last = events_of(channel, upload)[-1]
+    assert (last["status"], last["error"]) == ("failed", upload.error)
+
+
+def test_progress_is_live_and_at_most_four_events_a_second(worker: Any, channel: Any, alice: Any) -> None:
+    upload = ended(files.make_upload(alice, big_pdf(), "big.pdf", channel=channel))
+
+    assert upload.status == "ready" and upload.meta["pages"] == BIG_PAGES
+    progress = [e["progress"] for e in events_of(channel, upload) if e["status"] == "processing"]
+    assert progress[0] == 0 and len(progress) >= 4, progress  # live, not only the start and the end
+    assert progress == sorted(progress) and len(set(progress)) == len(progress)
+    took = (upload.updated_at - upload.created_at).total_seconds()
+    assert len(progress) - 1 <= 4 * took + 1, (progress, took)
+
+
+def test_upload_without_a_channel_is_processed_too(worker: Any, alice: Any) -> None:
+    upload = ended(files.make_upload(alice, b"just text\n", "plain.txt"))
+
+    assert (upload.status, upload.text) == ("ready", "just text\n")
+
+
+def test_upload_deleted_while_processing_stops_its_run(worker: Any, channel: Any, alice: Any) -> None:
+    upload = files.make_upload(alice, big_pdf(), "doomed.pdf", channel=channel)
+    processing(upload)
+    upload.file.delete(save=False)
+    upload.delete()
+
+    # The worker drops the run and goes on with the next upload.
+    after = ended(files.make_upload(alice, b"next\n", "next.txt", channel=channel))
+    assert after.status == "ready"
+    assert not Upload.objects.filter(pk=upload.pk).exists()
+    assert "Traceback" not in output(worker)
+
+
+def test_worker_child_killed_mid_extraction_runs_it_again(worker: Any, channel: Any, alice: Any) -> None:
+    upload = files.make_upload(alice, big_pdf(), "killed.pdf", channel=channel)
+    processing(upload)
+    killed = kill_child(worker)
+
+    upload = ended(upload, timeout=60)
+    assert (upload.status, upload.attempts) == ("ready", 2), upload.error
+    assert files.page_line(BIG_PAGES) in upload.text
+    assert killed not in [child.pid for child in psutil.Process(worker.pid).children()]
+    starts = [e for e in events_of(channel, upload) if e["status"] == "processing" and e["progress"] == 0]
+    assert len(starts) == 2
+
+
+def test_worker_child_killed_twice_ends_failed(worker: Any, channel: Any, alice: Any) -> None:
+    upload = files.make_upload(alice, big_pdf(), "cursed.pdf", channel=channel)
+    processing(upload, attempts=1)
+    kill_child(worker)
+    processing(upload, attempts=2)
+    kill_child(worker)
+
+    upload = ended(upload, timeout=60)
+    assert (upload.status, upload.error, upload.attempts) == ("failed", "processing stopped twice", 2)
+    assert events_of(channel, upload)[-1]["error"] == "processing stopped twice"
+    # The worker is still serving.
+    assert ended(files.make_upload(alice, b"alive\n", "alive.txt")).status == "ready"

@@ -143,6 +143,53 @@ class TurnTimings(Output):
     recovered = serializers.BooleanField(required=False)
 
 
+# --- Uploads ----------------------------------------------------------------------------
+
+UPLOAD_KINDS = ["document", "image", "audio", "video"]
+
+
+class Attachment(Output):
+    """A file sent with a user turn. `status` "deleted" (and `url` null) once its owner
+    deleted it; `url` serves its bytes to whoever may see the turn (add `?key=` on a
+    private channel's watch link, `inline=1` for a raster image's thumbnail)."""
+
+    id = serializers.UUIDField()
+    name = serializers.CharField()
+    mime = serializers.CharField(help_text="its real type, read from its bytes")
+    size = serializers.IntegerField(help_text="bytes")
+    kind = serializers.ChoiceField(choices=UPLOAD_KINDS)
+    status = serializers.ChoiceField(choices=["ready", "deleted"])
+    url = serializers.CharField(allow_null=True)
+
+
+class Upload(Output):
+    """A file the caller uploaded; processing moves `status` on (uploaded → processing →
+    ready | failed), told live by `attachment_updated` events of its channel."""
+
+    id = serializers.UUIDField()
+    name = serializers.CharField()
+    mime = serializers.CharField(help_text="its real type, read from its bytes")
+    size = serializers.IntegerField(help_text="bytes")
+    kind = serializers.ChoiceField(choices=UPLOAD_KINDS)
+    status = serializers.ChoiceField(choices=["uploaded", "processing", "ready", "failed"])
+    progress = serializers.IntegerField(min_value=0, max_value=100)
+    error = serializers.CharField(allow_null=True, help_text="why it failed")
+    channel = serializers.CharField(allow_null=True)
+    url = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+
+class UploadList(Output):
+    uploads = Upload(many=True)
+
+
+UPLOAD_CONTENT = OpenApiResponse(
+    OpenApiTypes.BINARY,
+    description="The file's bytes, typed with its real mime; `Content-Disposition: attachment` "
+    "except raster images with `inline=1`; `nosniff`; `Content-Security-Policy: default-src 'none'; sandbox`",
+)
+
+
 # --- Turns ------------------------------------------------------------------------------
 
 
@@ -177,6 +224,7 @@ class Turn(Output):
         required=False, allow_blank=True, help_text="bot turns: the name of the instruction applied"
     )
     request = TurnRequest(required=False, help_text="user turns: the choices the message made")
+    attachments = Attachment(many=True, required=False, help_text="user turns: the files sent with it")
     provider = serializers.CharField(required=False, allow_blank=True)
     model = serializers.CharField(required=False, allow_blank=True)
     usage = TurnUsage(required=False)
@@ -413,8 +461,9 @@ ERROR_MEANINGS = {
     401: "not logged in (auth_required), or a bad or revoked token",
     403: "not allowed: forbidden, read_only or muted (or a session caller without the CSRF token)",
     404: "not found, or private and not the caller's to see",
-    409: "locked: the channel is locked",
-    413: "too_long: over MAX_MESSAGE_CHARS",
+    409: "locked: the channel is locked; not_ready: an attachment is not processed yet",
+    413: "too_long: over MAX_MESSAGE_CHARS; too_large: over MAX_UPLOAD_BYTES or MAX_ATTACHMENTS_PER_MESSAGE",
+    415: "unsupported_type: the file's bytes are of a type not accepted",
     429: "rate_limited or quota_exceeded, with `retry_after` and Retry-After",
     502: "provider_error: the model failed",
     503: "unavailable: the database or Redis cannot be reached; nothing was changed (`retry_after`)",

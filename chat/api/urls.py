@@ -1,7 +1,7 @@
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView
 
-from chat.api import docs, views
+from chat.api import docs, transcribe, uploads, views
 
 urlpatterns = [
     path("channels", views.ChannelsView.as_view()),
@@ -28,6 +28,10 @@ urlpatterns = [
     path("me/token", views.MeTokenView.as_view()),
     path("instructions", views.InstructionsView.as_view()),
     path("instructions/<str:instruction_id>", views.InstructionDetailView.as_view()),
+    path("uploads", uploads.UploadsView.as_view()),
+    path("uploads/<str:upload_id>", uploads.UploadDetailView.as_view()),
+    path("uploads/<str:upload_id>/content", uploads.UploadContentView.as_view()),
+    path("transcribe", transcribe.TranscribeView.as_view()),
     path("schema", SpectacularAPIView.as_view(), name="schema"),
     path("docs", docs.api_docs, name="api-docs"),
 ]

@@ -13,9 +13,10 @@ from chat import limits, permissions
 from chat.choices import NOT_GIVEN, check_choices, usable_instruction
 from chat.errors import ServiceError
 from chat.generation import engine
-from chat.models import Channel, Session, Turn
+from chat.models import Channel, Session, Turn, Upload
 from chat.realtime.events import publish_on_commit, reset_event, turn_event, turn_removed_event
 from chat.services.channels import check_channel_settings, save_channel_settings
+from chat.uploads import services as uploads
 
 # How long regenerate and reset wait for a running reply to stop before going on.
 INTERRUPT_WAIT_S = 5.0
@@ -56,7 +57,13 @@ def active_session(channel: Channel) -> Session:
 
 
 def _add_turn(
-    *, channel: Channel, user: Any, role: str, text: str, request: dict[str, Any] | None = None
+    *,
+    channel: Channel,
+    user: Any,
+    role: str,
+    text: str,
+    request: dict[str, Any] | None = None,
+    attachments: list[Upload] | None = None,
 ) -> Turn:
     with transaction.atomic():
         Channel.objects.select_for_update().filter(pk=channel.pk).first()  # orders turns per channel
@@ -70,6 +77,8 @@ def _add_turn(
         if not session.started_by_id and user is not None:
             session.started_by = user
             session.save(update_fields=["started_by"])
+        # In the turn's transaction, so its `turn` event (and every read) carries them.
+        uploads.attach(turn, attachments or [])
         publish_on_commit(channel.pk, channel.name, turn_event(turn.to_dict()))
     return turn
 
@@ -83,24 +92,43 @@ def post_message(
     params: dict[str, Any] | None = None,
     thinking: Any = NOT_GIVEN,
     instruction: Any = NOT_GIVEN,
+    attachments: list[str] | None = None,
+    image: str | None = None,
+    image_mime: str | None = None,
 ) -> Turn:
     """Save a user turn at once and have the bot answer it (right after the reply being
     written, if there is one). Returns the saved user turn.
 
     ``framing`` changes the channel's (owner or moderator). ``params``, ``thinking`` and
     ``instruction`` are this reply's only, within the channel's bounds for members
-    (chat/choices.py), and are recorded on the turn (``request``)."""
+    (chat/choices.py), and are recorded on the turn (``request``). ``attachments``: ids
+    of the caller's ready uploads, sent with it; ``image`` (base64, REST's seed form)
+    becomes an upload of the caller, processed here. With either, ``text`` may be blank."""
     check_can_write(user, channel)
-    text = check_text(text)
+    sent = uploads.uploads_for_message(user=user, channel=channel, ids=attachments) if attachments else []
+    seed = uploads.prepare_seed_image(image, image_mime) if image is not None else None
+    text = check_text(text, allow_empty=bool(sent or seed))
     # Everything that can refuse the request is checked before it is counted: a refused
     # request uses up no rate or quota.
     checked = check_channel_settings(channel=channel, user=user, framing=framing)
     request = check_choices(
         channel=channel, user=user, params=params, thinking=thinking, instruction=instruction
     )
-    limits.check_and_count_message(user)
+    # Vision (helper D's line goes here): a model that does not read images is refused
+    # before any limit is counted; the seed image is looked at as seed.as_upload(user).
+    if seed is not None:
+        # The image's bytes are counted first and given back if the message is refused.
+        sent.append(uploads.store_seed_image(user=user, channel=channel, seed=seed))
+    try:
+        limits.check_and_count_message(user)
+    except BaseException:
+        if seed is not None:
+            uploads.discard_seed_upload(sent[-1], counted=seed.sent_size)
+        raise
     save_channel_settings(channel=channel, checked=checked)
-    turn = _add_turn(channel=channel, user=user, role=Turn.Role.USER, text=text, request=request)
+    turn = _add_turn(
+        channel=channel, user=user, role=Turn.Role.USER, text=text, request=request, attachments=sent
+    )
     # robust: the turn is saved whatever happens here (Redis gone since the limits were
     # counted); a failure is logged, and must not report the saved message as failed.
     transaction.on_commit(lambda: engine.request_generation(channel.pk, user.pk), robust=True)

@@ -53,6 +53,7 @@ ALLOWED_TEXT = (
 )
 # Text is judged on this much of its start (charset detection is slow on megabytes).
 TEXT_SAMPLE = 64 * 1024
+WESTERN = frozenset({"cp1252", "latin_1", "iso8859_15"})
 
 _VIDEO_CODECS = (b"V_VP8", b"V_VP9", b"V_AV1", b"V_MPEG", b"V_MS/", b"V_THEORA")
 _HTML = re.compile(
@@ -157,8 +158,18 @@ def decode_text(data: bytes) -> str | None:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError:
         pass
-    best = from_bytes(data).best()
-    return None if best is None else str(best)
+    results = list(from_bytes(data))
+    if not results:
+        return None
+    best = results[0]
+    # Short Western text fits several single-byte charsets equally well (cp1250 and
+    # cp1252 tie on French): among the equals, the Western one, as browsers default to.
+    for match in results:
+        if (match.chaos, match.coherence) == (best.chaos, best.coherence) and any(
+            charset in WESTERN for charset in match.could_be_from_charset
+        ):
+            return str(match)
+    return str(best)
 
 
 def _text(head: bytes, name: str) -> str | None:
