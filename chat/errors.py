@@ -27,9 +27,7 @@ HTTP_STATUS = {
     "provider_error": 502,
     "not_found": 404,
     "unavailable": 503,
-    "unsupported_type": 415,
     "language_unavailable": 400,
-    "too_large": 413,  # also helper C's (uploads); the transcribe endpoint answers it too
 }
 
 # Redis or the database cannot be reached: the request was fine, the service is not.
