@@ -2,15 +2,11 @@
 worker: drag-and-drop and paste become chips that follow the upload's processing live,
 the message goes with them and every page of the room shows the image as a thumbnail and
 the PDF as a chip; cancelling removes the upload; a private channel's watch link shows the
-thumbnail only with its key; the microphone records a fake microphone (Chromium playing a
-WAV made by espeak-ng) and the transcript lands in the message box."""
+thumbnail only with its key; the microphone button picks a type the browser records."""
 
 from __future__ import annotations
 
 import base64
-import subprocess
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,8 +16,6 @@ from playwright.sync_api import Page, expect
 from tests import files
 from tests.browser import (
     chat_page,
-    chromium,
-    fake_microphone_args,
     new_page,
     no_script_errors,
     open_live,
@@ -137,7 +131,7 @@ def test_dropped_files_become_chips_and_the_turn_shows_a_thumbnail_and_a_chip_to
         expect(thumb).to_have_attribute("loading", "lazy")
         assert "inline=1" in (thumb.get_attribute("src") or "")
         assert image_loaded(page, ".turn.role-user .attachment.thumb img")
-        document = turn.locator(".attachment.file-chip")
+        document = turn.locator(".attachment.file-chip", has_text="notes.pdf")
         expect(document).to_contain_text("notes.pdf")
         expect(document).to_contain_text("document")
         href = document.locator("a").get_attribute("href") or ""
@@ -234,44 +228,7 @@ def test_a_private_channels_watch_link_shows_the_thumbnail_only_with_its_key(
     no_script_errors(chat, watch)
 
 
-# --- the microphone ---------------------------------------------------------------------------------
-
-SPOKEN = "hello world. this is a test of the microphone."
-
-
-@pytest.fixture(scope="module")
-def spoken_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("voice") / "spoken.wav"
-    subprocess.run(["espeak-ng", "-s", "140", "-w", str(path), SPOKEN], check=True, timeout=30)
-    return path
-
-
-@pytest.fixture(scope="module")
-def mic_browser(spoken_wav: Path) -> Iterator[Any]:
-    with chromium(fake_microphone_args(spoken_wav)) as launched:
-        yield launched
-
-
-def test_the_mic_button_records_and_fills_the_box_with_the_transcript(host, mic_browser, channel, alice):
-    chat = chat_page(mic_browser, host, "alice")
-    mic = chat.locator("#mic")
-    expect(mic).to_be_visible()
-    chat.fill("#text", "Said:")
-    mic.click()
-    expect(mic).to_have_attribute("data-state", "recording")
-    expect(mic).to_have_attribute("aria-pressed", "true")
-    # Let the fake microphone play the sentence (about three seconds) into the recorder.
-    expect(mic).to_contain_text("0:04", timeout=10_000)
-    mic.click()
-    expect(mic).to_have_attribute("data-state", "idle", timeout=30_000)
-    expect(mic).to_have_attribute("aria-pressed", "false")
-    notice = chat.locator("#notice")
-    assert not notice.is_visible(), notice.text_content()
-    # The transcript follows what was there (exact words are not reliable: pocketsphinx
-    # hears synthetic speech only partly).
-    words = chat.input_value("#text")
-    assert words.startswith("Said: ") and len(words.strip()) > len("Said:"), words
-    no_script_errors(chat)
+# --- the microphone (its recording: tests/test_microphone_browser.py) ------------------------------
 
 
 def test_the_mic_picks_a_recording_type_the_browser_has_and_hides_without_one(host, browser, channel, alice):
