@@ -106,15 +106,17 @@ def test_dropped_files_become_chips_and_the_turn_shows_a_thumbnail_and_a_chip_to
         chat,
         "#transcript",
         [
-            ("photo.png", "image/png", files.png()),
+            ("photo.png", "image/png", files.png((240, 160))),
             ("notes.pdf", "application/pdf", files.pdf(2)),
             ("logo.svg", "image/svg+xml", files.svg()),
         ],
     )
     expect(chat.locator(".upload-chip")).to_have_count(3)
-    # The image's chip previews the file itself; the PDF's and the SVG's show their kind.
+    # The image's chip previews the file itself; the PDF's and the SVG's show their type.
     expect(chip(chat, "photo.png").locator(".preview img")).to_have_count(1)
     expect(chip(chat, "logo.svg").locator(".preview img")).to_have_count(0)
+    expect(chip(chat, "logo.svg").locator(".kind-icon")).to_have_text("SVG")
+    expect(chip(chat, "notes.pdf").locator(".kind-icon")).to_have_text("PDF")
     wait_ready(chat, "photo.png", "notes.pdf", "logo.svg")
     expect(chat.locator("#send")).to_be_enabled()
     expect(chat.locator("#send-blocked")).to_be_hidden()

@@ -7,13 +7,24 @@ import { el } from "/static/js/turns.js";
 
 // What the server serves inline with ?inline=1 (chat/uploads/serving.py).
 const RASTER = new Set(["image/png", "image/jpeg", "image/gif", "image/webp"]);
-const ICONS = { document: "📄", image: "🖼", audio: "🔊", video: "🎞" };
+const KINDS = ["document", "image", "audio", "video"];
 // Status order: a late POST answer or a stale event must not take a chip backwards.
 const RANK = { uploading: 0, uploaded: 1, processing: 2, ready: 3, failed: 3 };
 // Read locally as a data: URL for the chip's preview (the CSP allows data: images, not
 // blob:); larger images show their kind icon instead.
 const PREVIEW_BYTES = 5 * 1024 * 1024;
 const POLL_MS = 4000;
+
+// A small text badge for a file: its extension (PDF, SVG, MP3…), else its kind. Text,
+// not an emoji: not every system has an emoji font.
+function badge(name, kind) {
+  const match = /\.([a-z0-9]{1,4})$/i.exec(name || "");
+  const label = match ? match[1].toUpperCase() : KINDS.includes(kind) ? kind.slice(0, 3).toUpperCase() : "FILE";
+  const node = el("span", "kind-icon", label);
+  node.dataset.kind = KINDS.includes(kind) ? kind : "document";
+  node.setAttribute("aria-hidden", "true");
+  return node;
+}
 
 export function formatSize(bytes) {
   const size = Number(bytes) || 0;
@@ -40,7 +51,7 @@ export function attachmentList(attachments, key) {
     entry.dataset.status = String(item.status || "");
     if (item.status === "deleted" || !item.url) {
       entry.classList.add("file-chip", "deleted");
-      entry.append(el("span", "kind-icon", "⊘"), el("span", "name", item.name || "file"), el("span", "note", "file deleted"));
+      entry.append(badge(item.name, item.kind), el("span", "name", item.name || "file"), el("span", "note", "file deleted"));
       entry.title = `${item.name || "This file"} was deleted`;
     } else if (RASTER.has(item.mime)) {
       entry.classList.add("thumb");
@@ -56,7 +67,7 @@ export function attachmentList(attachments, key) {
       entry.classList.add("file-chip");
       const anchor = downloadLink(withQuery(item.url, { key }));
       anchor.append(
-        el("span", "kind-icon", ICONS[item.kind] || "📄"),
+        badge(item.name, item.kind),
         el("span", "name", item.name || "file"),
         el("span", "note", `${formatSize(item.size)} · ${item.kind || "file"}`),
       );
@@ -261,7 +272,7 @@ export class Tray {
   preview(chip, slot) {
     const file = chip.file;
     const kind = file.type.startsWith("image/") ? "image" : file.type.startsWith("audio/") ? "audio" : file.type.startsWith("video/") ? "video" : "document";
-    slot.append(el("span", "kind-icon", ICONS[kind]));
+    slot.append(badge(chip.name, kind));
     if (!RASTER.has(file.type) || file.size > PREVIEW_BYTES) return;
     const reader = new FileReader();
     reader.addEventListener("load", () => {

@@ -55,7 +55,7 @@ export function setUpMic(options) {
     button.disabled = state === "transcribing";
     button.textContent = label;
   };
-  show("idle", "🎤 Voice");
+  show("idle", "Voice");
 
   async function start() {
     let stream;
@@ -85,11 +85,11 @@ export function setUpMic(options) {
     });
     recorder.start(1000);
     started = Date.now();
-    show("recording", "■ Stop 0:00");
+    show("recording", "Stop 0:00");
     ticker = setInterval(() => {
       const seconds = Math.floor((Date.now() - started) / 1000);
       if (seconds >= MAX_SECONDS) return stop();
-      show("recording", `■ Stop ${Math.floor(seconds / 60)}:${String(seconds % 60).padStart(2, "0")}`);
+      show("recording", `Stop ${Math.floor(seconds / 60)}:${String(seconds % 60).padStart(2, "0")}`);
     }, 500);
   }
 
@@ -99,7 +99,7 @@ export function setUpMic(options) {
 
   async function transcribe(blob) {
     if (!blob.size) {
-      show("idle", "🎤 Voice");
+      show("idle", "Voice");
       return options.notify("Nothing was recorded.", "error");
     }
     show("transcribing", "Transcribing…");
@@ -107,7 +107,7 @@ export function setUpMic(options) {
     form.append("file", blob, `recording.${extension}`);
     const language = transcriptionLanguage();
     const answer = await api(`/api/transcribe?language=${encodeURIComponent(language)}`, { method: "POST", form });
-    show("idle", "🎤 Voice");
+    show("idle", "Voice");
     if (!answer.ok) return options.notify(problem(answer, "The recording could not be transcribed."), "error");
     const text = String(answer.body.text || "").trim();
     if (!text) return options.notify("No words were heard in the recording.", "error");
