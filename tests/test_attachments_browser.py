@@ -7,7 +7,7 @@ thumbnail only with its key; the microphone button picks a type the browser reco
 from __future__ import annotations
 
 import base64
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -260,7 +260,8 @@ def test_the_mic_picks_a_recording_type_the_browser_has_and_hides_without_one(ho
     # A browser without MediaRecorder: no button.
     bare = new_page(browser)
     bare.add_init_script("delete window.MediaRecorder")
-    bare.context.add_cookies(chat.context.cookies())
+    # alice's session cookie (a Cookie read back is a valid cookie to set).
+    bare.context.add_cookies(cast(Any, chat.context.cookies()))
     open_live(bare, f"http://{host}/channel/lobby")
     expect(bare.locator("#send")).to_be_visible()
     expect(bare.locator("#mic")).to_be_hidden()
