@@ -7,12 +7,14 @@ thumbnail only with its key; the microphone button picks a type the browser reco
 from __future__ import annotations
 
 import base64
+import re
 from typing import Any, cast
 
 import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
+from chat.services.channels import change_lock
 from tests import files
 from tests.browser import (
     chat_page,
@@ -199,6 +201,33 @@ def test_refused_and_failed_files_name_themselves_and_block_sending_until_remove
     no_script_errors(chat)
 
 
+def test_a_refused_message_gives_its_files_and_text_back_to_send_again(
+    host, browser, worker, channel, alice, bob, openai_server
+):
+    seeing_model(channel, openai_server)
+    chat = chat_page(browser, host, "bob")
+    drop(chat, "#composer", [("chart.png", "image/png", files.png((100, 80)))])
+    wait_ready(chat, "chart.png")
+    change_lock(actor=alice, channel=channel, locked=True)
+    expect(chat.locator("body")).to_have_class(re.compile(r"\blocked\b"))
+    chat.fill("#text", "See the chart")
+    chat.press("#text", "Enter")
+    # Refused (the channel is locked): the chip is ready again and the text is back.
+    expect(chat.locator("#notice")).to_have_attribute("data-kind", "error")
+    expect(chip(chat, "chart.png").locator(".state")).to_have_text("ready")
+    expect(chat.locator("#text")).to_have_value("See the chart")
+    expect(chat.locator(".turn")).to_have_count(0)
+
+    change_lock(actor=alice, channel=channel, locked=False)
+    expect(chat.locator("body")).not_to_have_class(re.compile(r"\blocked\b"))
+    chat.press("#text", "Enter")
+    expect(chat.locator(".turn.role-user .attachment.thumb img")).to_have_count(1)
+    expect(chat.locator(".upload-chip")).to_have_count(0)
+    expect(chat.locator("#text")).to_have_value("")
+    wait_until_no_generation()
+    no_script_errors(chat)
+
+
 def test_a_private_channels_watch_link_shows_the_thumbnail_only_with_its_key(
     host, browser, worker, private_channel, alice, openai_server
 ):
@@ -226,6 +255,20 @@ def test_a_private_channels_watch_link_shows_the_thumbnail_only_with_its_key(
     assert httpx.get(f"http://{host}{content}?inline=1").status_code == 404
     assert httpx.get(f"http://{host}{content}?inline=1&key=wrong").status_code == 404
     assert httpx.get(f"http://{host}{content}?inline=1&key={key}").status_code == 200
+
+    # The owner deletes the file: every page shows it as deleted, without a link.
+    upload_id = content.split("/")[3]
+    deleted = chat.evaluate(
+        """(id) => fetch(`/api/uploads/${id}`, {method: 'DELETE',
+            headers: {'X-CSRFToken': document.getElementById('live').dataset.csrf}}).then((r) => r.status)""",
+        upload_id,
+    )
+    assert deleted == 204
+    for page in (chat, watch):
+        gone = page.locator(".turn.role-user .attachment.deleted")
+        expect(gone).to_contain_text("plan.png")
+        expect(gone).to_contain_text("file deleted")
+        expect(page.locator(".turn.role-user .attachment :is(img, a)")).to_have_count(0)
     wait_until_no_generation()
     no_script_errors(chat, watch)
 

@@ -374,13 +374,13 @@ export function setUpComposer(options) {
     },
     // The server refused something: a message sent with files gets its chips (and text)
     // back; the error names an upload by id, the reader by its name.
-    refused(text) {
+    refused(said) {
       if (tray.refused() && unsent && !text.value) {
         text.value = unsent;
         saveDraft();
       }
       unsent = "";
-      return tray.explain(text);
+      return tray.explain(said);
     },
     regenerate() {
       options.send({ type: "regenerate", ...choices.read() });

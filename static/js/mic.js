@@ -1,8 +1,9 @@
 // The composer's microphone: record with MediaRecorder, send the recording to
 // POST /api/transcribe, put the transcript into the message box. Chrome and Firefox
 // record WebM/Opus (Firefox also Ogg); Safari records MP4/AAC. Hidden where the browser
-// cannot record (no mediaDevices — an insecure origin — or no MediaRecorder).
-import { api, problem } from "/static/js/api.js";
+// cannot record (no mediaDevices — an insecure origin — or no MediaRecorder) and where
+// the server does not offer transcription.
+import { api, offers, problem } from "/static/js/api.js";
 
 const TYPES = [
   ["audio/webm;codecs=opus", "webm"],
@@ -34,15 +35,13 @@ export function transcriptionLanguage(candidates = [document.documentElement.lan
 }
 
 // options: button, insert(text), notify(text, kind)
-export function setUpMic(options) {
+export async function setUpMic(options) {
   const button = options.button;
   if (!button) return;
   const capable = Boolean(navigator.mediaDevices && navigator.mediaDevices.getUserMedia && window.MediaRecorder);
   const chosen = capable ? recordingType() : null;
-  if (!chosen) {
-    button.hidden = true;
-    return;
-  }
+  button.hidden = true;
+  if (!chosen || !(await offers("/api/transcribe", "POST"))) return;
   button.hidden = false;
   const [mimeType, extension] = chosen;
   let recorder = null;
