@@ -17,6 +17,7 @@ from channels_app.origin import CsrfOriginValidator  # noqa: E402
 from channels_app.routing import websocket_urlpatterns  # noqa: E402
 from chat.generation import engine  # noqa: E402
 from chat.realtime import background  # noqa: E402
+from chat.uploads.body_limit import BodyLimit  # noqa: E402
 from chatsite import log_redaction  # noqa: E402
 
 daphne_close.install()
@@ -24,7 +25,8 @@ log_redaction.install()
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        # Bodies that carry files are refused by their length before Django reads them.
+        "http": BodyLimit(django_asgi_app),
         "websocket": CsrfOriginValidator(
             RawSendMiddleware(SessionOrTokenAuthMiddleware(URLRouter(websocket_urlpatterns)))
         ),

@@ -250,6 +250,13 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    # Enums whose field names (`kind`, `status`) other objects use for other values.
+    "ENUM_NAME_OVERRIDES": {
+        "UploadKindEnum": "chat.api.outputs.UPLOAD_KINDS",
+        "UploadStatusEnum": "chat.api.outputs.UPLOAD_STATUSES",
+        "AttachmentStatusEnum": "chat.api.outputs.ATTACHMENT_STATUSES",
+        "SessionStatusEnum": "chat.api.outputs.SESSION_STATUSES",
+    },
 }
 
 # --- Limits and generation ------------------------------------------------------------

@@ -32,6 +32,11 @@ PROJECT_VARS = (
     "S3_BUCKET",
     "S3_ENDPOINT_URL",
     "S3_REGION",
+    # An outer S3 login must never reach a test server (tests/test_upload_storage_s3.py).
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_PROFILE",
     "WORKERS",
     "EXTRACT_MAX_PAGES",
     "EXTRACT_MAX_CHARS",
@@ -160,16 +165,16 @@ def live_env(**extra_env: str) -> dict[str, str]:
         "RECOVERY_INTERVAL_SECONDS": "0",
         "SECRET_KEY": secrets.token_urlsafe(50),
     }
-    return clean_env(
-        DATABASE_URL=database_url(),
-        REDIS_URL=settings.REDIS_URL,
-        REDIS_PREFIX=settings.REDIS_PREFIX,
-        # Files go where this test process reads them.
-        UPLOADS_STORAGE=settings.UPLOADS_STORAGE,
-        UPLOADS_DIR=str(settings.UPLOADS_DIR),
-        ALLOWED_HOSTS="127.0.0.1,localhost",
-        **{**defaults, **extra_env},
-    )
+    base = {
+        "DATABASE_URL": database_url(),
+        "REDIS_URL": settings.REDIS_URL,
+        "REDIS_PREFIX": settings.REDIS_PREFIX,
+        # Files go where this test process reads them (unless a test says otherwise).
+        "UPLOADS_STORAGE": settings.UPLOADS_STORAGE,
+        "UPLOADS_DIR": str(settings.UPLOADS_DIR),
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+    }
+    return clean_env(**{**base, **defaults, **extra_env})
 
 
 def live_server(

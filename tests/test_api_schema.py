@@ -18,18 +18,21 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import redis
 import requests
 import schemathesis
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
 from rest_framework.test import APIClient
 
 from chat import limits
 from chat.models import ApiToken
 from chat.services import create_channel, inject
+from tests import files
 from tests.conftest import use_slow_model, wait_until_no_generation
 from tests.processes import clean_env, free_port, live_servers
 
@@ -38,6 +41,7 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(600)]
 JSON = "application/json"
 EVENT_STREAM = "text/event-stream"
 STRING = {"type": "string"}
+BINARY = {"type": "string", "format": "binary"}
 # The one free-form object the schema has on purpose: field errors nest as deep as the
 # input did (framing → stop → "0" → messages).
 FREE_FORM = {("Error", "fields", "additionalProperties", "anyOf")}
@@ -112,6 +116,8 @@ def test_no_answer_in_the_schema_is_an_untyped_object():
                             f"{label} {status}: an event stream is text or its events, not {schema}"
                         )
                     continue
+                if media_type == "*/*" and schema == BINARY:
+                    continue  # an upload's bytes, typed with its real type
                 if media_type != JSON:
                     problems.append(f"{label} {status}: unexpected media type {media_type}")
                     continue
@@ -185,6 +191,16 @@ class Walk:
             verify=False,
         )
         operation.validate_response(answer)  # raises, naming each mismatch
+
+    def content(self, path: str, *, user: Any = None, status: int) -> None:
+        """An upload's bytes (streamed, not JSON), checked like the other answers."""
+        client = APIClient()
+        if user is not None:
+            client.credentials(HTTP_AUTHORIZATION=f"Bearer {ApiToken.issue(user)}")
+        response = client.get(path)
+        assert response.status_code == status, (path, response.status_code)
+        body = b"".join(response.streaming_content) if response.streaming else response.content  # type: ignore[attr-defined]
+        self.check("get", path, SimpleNamespace(status_code=status, headers=response.headers, content=body))
 
     def documented(self) -> set[tuple[str, str, str]]:
         return {
@@ -333,6 +349,63 @@ def test_every_answer_fits_the_schema(
     walk.call("post", f"{lobby}/messages", user=bob, data={"text": "x", "params": {"top_p": 0.5}}, status=403)
     walk.call("delete", f"/api/instructions/{mine['id']}", user=bob, status=404)
     walk.call("delete", f"/api/instructions/{mine['id']}", user=alice, status=204)
+
+    # Uploads: a file, its bytes, messages with files, and their refusals (no worker runs
+    # here: an upload stays `uploaded`, so sending it is 409 not_ready)
+    def a_file(data: bytes = b"hello\n", name: str = "notes.txt") -> Any:
+        return SimpleUploadedFile(name, data)
+
+    uploads = "/api/uploads"
+    made = walk.call(
+        "post",
+        uploads,
+        user=alice,
+        data={"file": a_file(), "channel": "lobby"},
+        format="multipart",
+        status=201,
+    )
+    walk.call("post", uploads, user=alice, data={"channel": "lobby"}, format="multipart", status=400)
+    walk.call(
+        "post",
+        uploads,
+        user=alice,
+        data={"file": a_file(b"\x7fELF" + bytes(99))},
+        format="multipart",
+        status=415,
+    )
+    walk.call(
+        "post",
+        uploads,
+        user=carol,
+        data={"file": a_file(), "channel": "backroom"},
+        format="multipart",
+        status=404,
+    )
+    walk.call("post", uploads, user=bob, data={"file": a_file()}, format="multipart", status=201)
+    settings.MAX_UPLOAD_BYTES = 3
+    walk.call("post", uploads, user=alice, data={"file": a_file()}, format="multipart", status=413)
+    settings.MAX_UPLOAD_BYTES, settings.DAILY_UPLOAD_BYTES = 25 * 1024 * 1024, 8
+    walk.call("post", uploads, user=alice, data={"file": a_file()}, format="multipart", status=429)
+    settings.DAILY_UPLOAD_BYTES = 0
+    walk.call("get", uploads, user=alice, status=200)
+    walk.call("get", f"{uploads}?channel=lobby", user=alice, status=200)
+    walk.call("get", f"{uploads}?page=1", user=alice, status=400)
+    walk.call("get", f"{uploads}/{made['id']}", user=alice, status=200)
+    walk.call("get", f"{uploads}/{made['id']}", user=bob, status=404)
+    walk.content(f"{uploads}/{made['id']}/content", user=alice, status=200)
+    walk.content(f"{uploads}/{made['id']}/content", user=bob, status=404)
+    walk.content(f"{uploads}/{made['id']}/content?inline=2", user=alice, status=400)
+    attach = {"text": "", "attachments": [made["id"]]}
+    walk.call("post", f"{lobby}/messages", user=alice, data=attach, status=409)
+    walk.call("post", f"{lobby}/messages", user=alice, data={"text": "x", "image": "AAAA"}, status=415)
+    png = base64.b64encode(files.png()).decode()
+    exchange = walk.call("post", f"{lobby}/messages", user=alice, data={"text": "", "image": png}, status=200)
+    assert exchange["user_turn"]["attachments"][0]["status"] == "ready"
+    wait_until_no_generation()
+    walk.call("delete", f"{uploads}/{exchange['user_turn']['attachments'][0]['id']}", user=alice, status=204)
+    walk.call("delete", f"{uploads}/{made['id']}", user=bob, status=404)
+    walk.call("delete", f"{uploads}/{made['id']}", user=alice, status=204)
+
     walk.call("post", "/api/me/token", status=201, HTTP_AUTHORIZATION=basic(bob))
     walk.call("post", "/api/me/token", status=401, HTTP_AUTHORIZATION="Basic Ym9iOndyb25n")
 
@@ -358,7 +431,7 @@ def test_every_answer_fits_the_schema(
     }
     assert missed == set(), "successes never validated"
     errors = {status for _path, _method, status in walk.seen if not status.startswith("2")}
-    assert errors >= {"400", "401", "403", "404", "409", "413", "429", "503"}
+    assert errors >= {"400", "401", "403", "404", "409", "413", "415", "429", "503"}
 
 
 def test_answers_are_json_whatever_the_client_asked_for(channel, alice):

@@ -27,11 +27,9 @@ def own_upload(user, data: bytes, name: str) -> dict:
     return response.json()
 
 
-def sent_image(channel, user) -> Upload:
+def sent_image(channel, user):
     """A PNG sent with a message (the seed form: processed at once, ready)."""
-    turn = post_message(
-        channel=channel, user=user, text="look", image=base64.b64encode(files.png()).decode()
-    )
+    turn = post_message(channel=channel, user=user, text="look", image=base64.b64encode(files.png()).decode())
     wait_until_no_generation()
     return Upload.objects.get(turn=turn)
 
@@ -56,7 +54,9 @@ def test_the_owner_reads_a_document_before_sending_it_as_a_sandboxed_download(al
     assert response["Content-Security-Policy"] == SANDBOX
     assert "private" in response["Cache-Control"]
     # inline is for raster images only
-    assert content(client_for(alice), made["id"], "?inline=1")["Content-Disposition"].startswith("attachment;")
+    assert content(client_for(alice), made["id"], "?inline=1")["Content-Disposition"].startswith(
+        "attachment;"
+    )
     # not sent with a message: nobody else may read it
     assert content(client_for(bob), made["id"]).status_code == 404
     assert content(APIClient(), made["id"]).status_code == 404

@@ -12,7 +12,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from rest_framework.test import APIClient
 
 from chat import limits
-from chat.models import ModerationAction, Upload
+from chat.models import ApiToken, ModerationAction, Upload
 from chat.services import remove_member
 from tests import files
 from tests.conftest import channel_events, client_for
@@ -212,3 +212,80 @@ def test_an_admin_may_delete_anyones_upload_and_it_is_audited(alice, admin_user)
     assert client_for(admin_user).delete(f"/api/uploads/{made['id']}").status_code == 204
     record = ModerationAction.objects.get(action="delete_upload")
     assert record.actor == admin_user and record.target_id == made["id"]
+
+
+# --- through a real server: Django's ASGI handler reads a body whole before any view,
+# so the guard in front of it (chat/uploads/body_limit.py) must refuse it first.
+
+
+@pytest.fixture(scope="module")
+def small_limit_server(django_db_setup, django_db_blocker):
+    from tests.processes import live_servers
+
+    with django_db_blocker.unblock(), live_servers("uvicorn", 1, MAX_UPLOAD_BYTES="200000") as hosts:
+        yield hosts[0]
+
+
+def raw_post(host: str, path: str, headers: list[str], chunks=()) -> bytes:
+    """Send a request by hand (headers, then ``chunks`` of chunked body, as far as the
+    server lets us) and return what the server answered."""
+    import contextlib
+    import socket
+
+    address, port = host.split(":")
+    with socket.create_connection((address, int(port)), timeout=10) as sock:
+        sock.sendall(
+            ("\r\n".join([f"POST {path} HTTP/1.1", f"Host: {host}", *headers]) + "\r\n\r\n").encode()
+        )
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            for chunk in chunks:
+                sock.sendall(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+            sock.sendall(b"0\r\n\r\n")
+        answer = b""
+        with contextlib.suppress(ConnectionResetError, TimeoutError):
+            while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+                data = sock.recv(65536)
+                if not data:
+                    break
+                answer += data
+        return answer
+
+
+def test_a_declared_26_mb_body_is_refused_before_it_is_sent(small_limit_server, alice):
+    token = ApiToken.issue(alice)
+    answer = raw_post(
+        small_limit_server,
+        "/api/uploads",
+        [
+            f"Authorization: Bearer {token}",
+            "Content-Type: multipart/form-data; boundary=x",
+            f"Content-Length: {26 * 1024 * 1024}",
+        ],
+    )  # no body at all: the answer comes on the headers alone
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert b'"code":"too_large"' in answer and b"MAX_UPLOAD_BYTES (200000 bytes)" in answer
+
+
+def test_a_chunked_body_is_cut_off_where_it_passes_the_limit(small_limit_server, alice):
+    token = ApiToken.issue(alice)
+    head = b'--x\r\nContent-Disposition: form-data; name="file"; filename="a.txt"\r\n\r\n'
+    chunks = [head] + [b"a" * 16384] * 20  # 320 KiB
+    answer = raw_post(
+        small_limit_server,
+        "/api/uploads",
+        [
+            f"Authorization: Bearer {token}",
+            "Content-Type: multipart/form-data; boundary=x",
+            "Transfer-Encoding: chunked",
+        ],
+        chunks,
+    )
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert not Upload.objects.exists()
+    # a message body too long for any message is refused the same way
+    answer = raw_post(
+        small_limit_server,
+        "/api/channels/lobby/messages",
+        [f"Authorization: Bearer {token}", "Content-Type: application/json", "Content-Length: 99999999"],
+    )
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]

@@ -145,7 +145,12 @@ class TurnTimings(Output):
 
 # --- Uploads ----------------------------------------------------------------------------
 
+# (Named in settings.SPECTACULAR_SETTINGS ENUM_NAME_OVERRIDES: `kind` and `status` name
+# other enums too.)
 UPLOAD_KINDS = ["document", "image", "audio", "video"]
+UPLOAD_STATUSES = ["uploaded", "processing", "ready", "failed"]
+ATTACHMENT_STATUSES = ["ready", "deleted"]
+SESSION_STATUSES = ["active", "archived", "deleted"]
 
 
 class Attachment(Output):
@@ -158,7 +163,9 @@ class Attachment(Output):
     mime = serializers.CharField(help_text="its real type, read from its bytes")
     size = serializers.IntegerField(help_text="bytes")
     kind = serializers.ChoiceField(choices=UPLOAD_KINDS)
-    status = serializers.ChoiceField(choices=["ready", "deleted"])
+    status = serializers.ChoiceField(
+        choices=ATTACHMENT_STATUSES, help_text="deleted: its owner deleted it (url is null then)"
+    )
     url = serializers.CharField(allow_null=True)
 
 
@@ -171,7 +178,7 @@ class Upload(Output):
     mime = serializers.CharField(help_text="its real type, read from its bytes")
     size = serializers.IntegerField(help_text="bytes")
     kind = serializers.ChoiceField(choices=UPLOAD_KINDS)
-    status = serializers.ChoiceField(choices=["uploaded", "processing", "ready", "failed"])
+    status = serializers.ChoiceField(choices=UPLOAD_STATUSES)
     progress = serializers.IntegerField(min_value=0, max_value=100)
     error = serializers.CharField(allow_null=True, help_text="why it failed")
     channel = serializers.CharField(allow_null=True)

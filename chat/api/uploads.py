@@ -23,13 +23,11 @@ from chat.api import outputs
 from chat.api.outputs import errors
 from chat.api.views import require_login
 from chat.errors import ServiceError
+from chat.uploads import body_limit, serving
 from chat.uploads import selectors as upload_selectors
-from chat.uploads import serving
 from chat.uploads.services import create_upload, delete_upload, too_large
 
-# What a multipart body may carry beyond its file: boundaries, part headers, a channel
-# name. A body longer than the file limit and this is refused unread.
-MULTIPART_MARGIN = 64 * 1024
+MULTIPART_MARGIN = body_limit.MULTIPART_MARGIN
 
 
 class CappedUploadHandler(FileUploadHandler):
@@ -180,7 +178,7 @@ class UploadContentView(APIView):
                 "inline", int, required=False, description="1: shown in the page (raster images only)"
             ),
         ],
-        responses={(200, "application/octet-stream"): outputs.UPLOAD_CONTENT, **errors(400, 404)},
+        responses={(200, "*/*"): outputs.UPLOAD_CONTENT, **errors(400, 404)},
     )
     def get(self, request: Request, upload_id: str) -> Any:
         """The file's bytes: for its owner, and for whoever may see the message it was

@@ -60,6 +60,7 @@ from chat.schemas import (
     TruncateSerializer,
     validate,
 )
+from chat.uploads import body_limit
 
 PAGE_SIZE = 100
 MAX_PAGE = 100_000  # far beyond any real list; keeps the SQL OFFSET in range
@@ -279,13 +280,23 @@ class StreamingView(APIView):
 
 
 class MessagesView(StreamingView):
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        raw = request.META.get("CONTENT_LENGTH") or ""
+        if raw.isascii() and raw.isdigit() and int(raw) > body_limit.message_body_limit():
+            raise ServiceError(
+                "too_large",
+                f"The body ({raw} bytes) is over the limit for a message: its image may be at most "
+                f"MAX_UPLOAD_BYTES ({settings.MAX_UPLOAD_BYTES} bytes) before base64.",
+            )
+        super().initial(request, *args, **kwargs)
+
     @extend_schema(
         request=MessageSerializer,
         responses={
             (200, "application/json"): outputs.Exchange,
             (200, "text/event-stream"): EVENT_STREAM,
             (202, "application/json"): outputs.ExchangePending,
-            **errors(400, 403, 404, 409, 413, 429),
+            **errors(400, 403, 404, 409, 413, 415, 429),
         },
     )
     def post(self, request: Request, name: str) -> Response:

@@ -96,7 +96,7 @@ def create_upload(
     upload = _store(user=user, channel=channel, name=name, mime=mime, kind=kind, size=size, content=content)
 
     def queue() -> None:
-        from chat.uploads.tasks import enqueue  # type: ignore[attr-defined,unused-ignore]  # late: loads Celery
+        from chat.uploads.tasks import enqueue  # late: the tasks module loads Celery
 
         enqueue(upload)
 

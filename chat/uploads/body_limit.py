@@ -1,0 +1,111 @@
+"""An ASGI guard for the bodies that carry files: Django's ASGI handler reads a whole
+request body (to memory, then a temporary file) before any view runs, so a view cannot
+refuse a 10 GB body before it was read. This runs first: a body declared too long
+(Content-Length) is refused unread, and one that grows too long as it comes (chunked)
+is cut off where it passes the limit. Both answer 413 `too_large` naming the setting."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import orjson
+from django.conf import settings
+
+Scope = dict[str, Any]
+Message = Mapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+# What a multipart body may carry beyond its file: boundaries, part headers, a channel name.
+MULTIPART_MARGIN = 64 * 1024
+
+_UPLOADS = re.compile(r"/api/(uploads|transcribe)/?")
+_MESSAGES = re.compile(r"/api/channels/[^/]+/messages/?")
+
+
+def message_body_limit() -> int:
+    """The longest message body read: text, choices and the seed form's image (base64
+    of MAX_UPLOAD_BYTES)."""
+    return int((settings.MAX_UPLOAD_BYTES + 2) // 3 * 4 + 4 * settings.MAX_MESSAGE_CHARS + 256 * 1024)
+
+
+def body_limit(method: str, path: str) -> int | None:
+    """The longest body this request may send, or None where this guard does not apply."""
+    if method != "POST":
+        return None
+    if _UPLOADS.fullmatch(path):
+        return int(settings.MAX_UPLOAD_BYTES) + MULTIPART_MARGIN
+    if _MESSAGES.fullmatch(path):
+        return message_body_limit()
+    return None
+
+
+def _declared_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", []):
+        if name == b"content-length":
+            return int(value) if value.isdigit() else None
+    return None
+
+
+async def _refuse(send: Send) -> None:
+    body = orjson.dumps(
+        {
+            "detail": f"The body is too long: a file may be at most MAX_UPLOAD_BYTES "
+            f"({settings.MAX_UPLOAD_BYTES} bytes).",
+            "code": "too_large",
+        }
+    )
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class BodyLimit:
+    """ASGI middleware: see the module's docstring."""
+
+    def __init__(self, app: Any):  # an ASGI application
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        limit = (
+            body_limit(scope.get("method", ""), scope.get("path", "")) if scope["type"] == "http" else None
+        )
+        if limit is None:
+            await self.app(scope, receive, send)
+            return
+        declared = _declared_length(scope)
+        if declared is not None and declared > limit:
+            await _refuse(send)
+            return
+        received = 0
+        refused = False
+
+        async def counted() -> Message:
+            nonlocal received, refused
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    if not refused:
+                        refused = True
+                        await _refuse(send)
+                    # Django stops reading and answers nothing (the client is "gone").
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded(message: Message) -> None:
+            if not refused:
+                await send(message)
+
+        await self.app(scope, counted, guarded)
