@@ -277,3 +277,20 @@ def worker(django_db_setup: Any, django_db_blocker: Any, worker_env: dict[str, s
 
     with django_db_blocker.unblock(), celery_worker(live_env(**worker_env)) as process:
         yield process
+
+
+@pytest.fixture(scope="module")
+def _remove_new_upload_files() -> Iterator[None]:
+    """Files a module's uploads left in the local uploads directory are removed when it
+    ends (transactional tests flush the rows, not the files)."""
+    import shutil
+    from pathlib import Path
+
+    root = Path(settings.UPLOADS_DIR) / "uploads"
+    before = set(root.glob("*/*")) if root.exists() else set()
+    yield
+    for path in set(root.glob("*/*")) - before if root.exists() else ():
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)

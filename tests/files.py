@@ -195,6 +195,86 @@ def bomb_png(side: int = 100_000) -> bytes:
     )
 
 
+# --- audio and video (PyAV's encoders) -------------------------------------------------------
+
+# Name -> (container format, codec, sample rate).
+AUDIO = {
+    "wav": ("wav", "pcm_s16le", 16000),
+    "mp3": ("mp3", "libmp3lame", 44100),
+    "ogg": ("ogg", "libopus", 48000),
+    "flac": ("flac", "flac", 16000),
+    "webm": ("webm", "libopus", 48000),
+    "m4a": ("ipod", "aac", 44100),
+}
+VIDEO = {
+    "mp4": ("mp4", "libx264"),
+    "webm": ("webm", "libvpx"),
+    "mov": ("mov", "libx264"),
+    "avi": ("avi", "mpeg4"),
+}
+
+
+def _tone(seconds: float, rate: int) -> bytes:
+    import math
+
+    count = int(seconds * rate)
+    return struct.pack(
+        f"<{count}h", *(int(8000 * math.sin(2 * math.pi * 440 * i / rate)) for i in range(count))
+    )
+
+
+def audio(kind: str = "wav", seconds: float = 0.3) -> bytes:
+    """A 440 Hz tone encoded by PyAV (FFmpeg): ``kind`` one of AUDIO."""
+    import av
+
+    fmt, codec, rate = AUDIO[kind]
+    out = io.BytesIO()
+    with av.open(out, "w", format=fmt) as container:
+        stream: Any = container.add_stream(codec, rate=rate, layout="mono")
+        resampler = av.AudioResampler(format=stream.codec_context.format.name, layout="mono", rate=rate)
+        pcm = _tone(seconds, rate)
+        frame_size = stream.codec_context.frame_size or 1024
+        for start in range(0, len(pcm) // 2, frame_size):
+            chunk = pcm[start * 2 : (start + frame_size) * 2]
+            frame = av.AudioFrame(format="s16", layout="mono", samples=len(chunk) // 2)
+            frame.planes[0].update(chunk + b"\0" * (frame.planes[0].buffer_size - len(chunk)))
+            frame.sample_rate, frame.pts = rate, start
+            for resampled in resampler.resample(frame):
+                for packet in stream.encode(resampled):
+                    container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return out.getvalue()
+
+
+def video(kind: str = "mp4", seconds: float = 0.4, size: tuple[int, int] = (64, 48)) -> bytes:
+    """A few frames of changing grey encoded by PyAV: ``kind`` one of VIDEO."""
+    import av
+
+    fmt, codec = VIDEO[kind]
+    out = io.BytesIO()
+    with av.open(out, "w", format=fmt) as container:
+        stream: Any = container.add_stream(codec, rate=10)
+        stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
+        for index in range(int(seconds * 10)):
+            frame = av.VideoFrame(size[0], size[1], "yuv420p")
+            for plane in frame.planes:
+                plane.update(bytes([index * 20 % 255]) * plane.buffer_size)
+            frame.pts = index
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return out.getvalue()
+
+
+def without_id3(mp3: bytes) -> bytes:
+    """An MP3 stripped of its ID3v2 tag: it starts with a bare MPEG audio frame."""
+    assert mp3[:3] == b"ID3"
+    size = (mp3[6] << 21) | (mp3[7] << 14) | (mp3[8] << 7) | mp3[9]
+    return mp3[10 + size :]
+
+
 # --- hostile documents ----------------------------------------------------------------------
 
 
@@ -213,6 +293,14 @@ def zip_bomb_docx(member_mb: int = 2048) -> bytes:
 
 def broken_pdf() -> bytes:
     return b"%PDF-1.7\n1 0 obj << /Type /Catalog /Pages 2 0 R >>\nthis is not a pdf at all\n%%EOF\n"
+
+
+def plain_zip() -> bytes:
+    """A zip archive that is no Office document."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        archive.writestr("readme.txt", "hello")
+    return out.getvalue()
 
 
 def html() -> bytes:

@@ -199,29 +199,6 @@ def live_servers(server: str, count: int, **extra_env: str) -> Iterator[list[str
         yield [f"127.0.0.1:{port}" for port in ports]
 
 
-def worker_command(concurrency: int = 1) -> list[str]:
-    """The command that runs one Celery worker of this instance (serve.py and tests)."""
-    from django.conf import settings
-
-    return [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "chatsite",
-        "worker",
-        "--pool=prefork",
-        f"--concurrency={concurrency}",
-        "-Q",
-        settings.CELERY_TASK_DEFAULT_QUEUE,
-        "--without-gossip",
-        "--without-mingle",
-        "--without-heartbeat",
-        "-l",
-        "INFO",
-    ]
-
-
 @contextlib.contextmanager
 def celery_worker(
     env: dict[str, str], concurrency: int = 1, timeout: float = 60
@@ -230,6 +207,8 @@ def celery_worker(
     the environment ``env`` (``live_env()``: the test database and Redis). Ready when its
     log says so: it has connected to the broker and its children are forked. Stopped
     with its children (SIGTERM: a warm shutdown, SIGKILL after 15 s)."""
+    from chat.management.commands.serve import worker_command
+
     log = tempfile.NamedTemporaryFile("w+", prefix="colloquy-worker-", suffix=".log", delete=False)  # noqa: SIM115 (outlives this frame)
     process = subprocess.Popen(
         worker_command(concurrency),

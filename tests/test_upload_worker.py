@@ -21,7 +21,7 @@ from tests import files
 from tests.conftest import channel_events, wait_for
 from tests.processes import output
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("_remove_new_upload_files")]
 
 # A PDF whose extraction takes the worker ~2.5 s: a window to act while it is processing.
 BIG_PAGES = 300
@@ -230,3 +230,25 @@ def test_worker_child_killed_twice_ends_failed(worker: Any, channel: Any, alice:
     assert events_of(channel, upload)[-1]["error"] == "processing stopped twice"
     # The worker is still serving.
     assert ended(files.make_upload(alice, b"alive\n", "alive.txt")).status == "ready"
+
+
+def test_make_run_starts_workers_beside_the_server_and_stops_them(tmp_path: Any) -> None:
+    import sys
+
+    from tests.processes import clean_env, free_port, group_alive, running
+
+    port = free_port()
+    # Its own embedded Redis (no REDIS_URL) and var dir: nothing shared with this run's worker.
+    env = clean_env(COLLOQUY_VAR_DIR=str(tmp_path), WORKERS="2")
+    command = [sys.executable, "manage.py", "serve", "--port", str(port)]
+    with running(command, env, f"http://127.0.0.1:{port}/") as server:
+        wait_for(lambda: " ready." in output(server), 60)
+        celery = [
+            child
+            for child in psutil.Process(server.pid).children(recursive=True)
+            if "celery" in " ".join(child.cmdline())
+        ]
+        main = [child for child in celery if child.ppid() == server.pid]
+        assert len(main) == 1 and "--concurrency=2" in main[0].cmdline()
+        assert len(main[0].children()) == 2  # its prefork children
+    assert not group_alive(server.pid), "a worker of `make run` survived Ctrl-C"

@@ -82,6 +82,8 @@ def sniff(head: bytes, *, name: str = "", size: int | None = None) -> tuple[str,
 
 
 def _binary(head: bytes) -> str | None:
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return None  # a UTF-16 text's BOM, which would pass for an MPEG audio frame header
     if head.find(b"%PDF-", 0, 1024) >= 0:  # readers accept a header within the first KiB
         return "application/pdf"
     if head.startswith(b"\x89PNG\r\n\x1a\n"):
@@ -152,6 +154,12 @@ def _has_nul(data: bytes) -> bool:
 def decode_text(data: bytes) -> str | None:
     """The text of ``data`` if it is text: UTF-8 (with or without BOM), else the charset
     charset-normalizer finds; None for binary data (NULs, or no charset fits)."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):  # UTF-16 with its BOM ("Unicode" in Notepad)
+        try:
+            text = data.decode("utf-16")
+        except UnicodeDecodeError:
+            return None
+        return None if "\x00" in text else text
     if _has_nul(data):
         return None
     try:
@@ -214,6 +222,8 @@ def _described(head: bytes) -> str:
         found = []
     if _HTML.match(head[:TEXT_SAMPLE]):
         return "HTML"
+    if head.startswith(b"PK\x03\x04"):
+        return "a ZIP archive"
     if found:
         return found[0].name or found[0].mime_type or "unknown"
     return "binary data" if _has_nul(head[:TEXT_SAMPLE]) else "unknown"

@@ -9,7 +9,7 @@ second, is published to the upload's channel as ``attachment_updated``.
 
 Nothing stays ``processing``: a bad file ends failed (never an exception out to
 Celery); the soft time limit ends it failed; a killed worker child gets its task run
-again (acks_late + reject_on_worker_lost), twice at most; and ``sweep_stuck`` (run by
+again (acks_late + reject_on_worker_lost), twice at most; and ``sweep_stuck`` (queued by
 every worker at start and each minute) fails rows whose worker died altogether.
 """
 
@@ -23,11 +23,11 @@ from typing import Any
 
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
-from celery.signals import worker_ready
+from celery.signals import worker_init, worker_ready
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
-from django.db import close_old_connections, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from chat.models import Upload
@@ -97,8 +97,13 @@ class Progress:
     def __init__(self, upload: Upload):
         self.upload = upload
         self.last = 0.0
+        # A second guard behind Celery's soft limit, which a library's broad `except`
+        # could swallow: a run that still reports progress this late is ended here.
+        self.deadline = time.monotonic() + settings.EXTRACT_TIME_LIMIT + HARD_LIMIT_MARGIN / 2
 
     def __call__(self, fraction: float) -> None:
+        if time.monotonic() > self.deadline:
+            raise SoftTimeLimitExceeded
         percent = max(0, min(99, int(fraction * 100)))
         now = time.monotonic()
         if percent == self.upload.progress or now - self.last < PROGRESS_INTERVAL:
@@ -113,14 +118,7 @@ class Progress:
         _announce(self.upload)
 
 
-def _time_limits() -> dict[str, int]:
-    return {
-        "soft_time_limit": settings.EXTRACT_TIME_LIMIT,
-        "time_limit": settings.EXTRACT_TIME_LIMIT + HARD_LIMIT_MARGIN,
-    }
-
-
-@shared_task(name="chat.uploads.process", **_time_limits())
+@shared_task(name="chat.uploads.process")
 def process_upload(upload_id: str) -> None:
     """Process one upload; never raises for a bad file."""
     upload = _claim(upload_id)
@@ -245,6 +243,17 @@ def _finish(
     _announce(upload)
 
 
+@worker_init.connect
+def _apply_time_limits(**kwargs: Any) -> None:
+    """The worker's EXTRACT_TIME_LIMIT governs the runs it does. (Set on the task in
+    the decorator, the limits would travel in each message from whoever queued it, and
+    the worker would obey the sender's settings.) Soft: SoftTimeLimitExceeded in the
+    run, which ends it failed; hard, HARD_LIMIT_MARGIN s later: the child is killed and
+    the sweep ends the row."""
+    process_upload.soft_time_limit = settings.EXTRACT_TIME_LIMIT
+    process_upload.time_limit = settings.EXTRACT_TIME_LIMIT + HARD_LIMIT_MARGIN
+
+
 def sweep_stuck() -> int:
     """End failed every row left processing by a worker that died altogether (its run
     can no longer be alive: see stuck_after). Returns how many."""
@@ -263,20 +272,26 @@ def sweep_stuck() -> int:
     return ended
 
 
+@shared_task(name="chat.uploads.sweep")
+def sweep() -> None:
+    """sweep_stuck, as a task: run by a pool child like any upload."""
+    if ended := sweep_stuck():
+        log.warning("ended %d upload(s) left processing by a lost worker", ended)
+
+
 def _sweep_periodically() -> None:
     while True:
         try:
-            if ended := sweep_stuck():
-                log.warning("ended %d upload(s) left processing by a lost worker", ended)
-        except Exception:  # an outage: tried again next time
-            log.exception("sweeping stuck uploads failed")
-        finally:
-            close_old_connections()
+            sweep.delay()
+        except Exception:  # the broker is out of reach: tried again next time
+            log.exception("could not queue the sweep of stuck uploads")
         time.sleep(SWEEP_INTERVAL)
 
 
 @worker_ready.connect
 def _start_sweeping(**kwargs: Any) -> None:
-    """Each worker (its main process, not the children) sweeps at start and every
-    minute; several workers sweeping is harmless (each row is ended once)."""
+    """Each worker queues a sweep at start and every minute (several workers sweeping
+    is harmless: each row is ended once). Its main process only queues: a database
+    connection opened there (a pool, under PostgreSQL) would be inherited by the
+    children it forks later, sockets and all."""
     threading.Thread(target=_sweep_periodically, name="colloquy-upload-sweep", daemon=True).start()

@@ -1,13 +1,18 @@
-"""`make run`: migrate, set the instance up, and serve it (uvicorn, or daphne) in this process.
+"""`make run`: migrate, set the instance up, and serve it (uvicorn, or daphne) in this process,
+with a Celery worker beside it (a child process) for uploads' processing.
 
 Running the server in-process keeps the embedded Redis (started by settings when REDIS_URL
-is unset) alive exactly as long as the site, and Ctrl-C stops both.
+is unset) alive exactly as long as the site, and Ctrl-C stops all of them: the worker
+first, while the Redis it uses still answers.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
+import subprocess
 import sys
 import threading
 import time
@@ -82,6 +87,51 @@ def server_command(server: str, host: str, port: str | int) -> list[str]:
     return [sys.executable, "-m", "uvicorn", *uvicorn_arguments(host, port)]
 
 
+def worker_command(concurrency: int = 1, loglevel: str = "INFO") -> list[str]:
+    """The command that runs one Celery worker of this instance (`make run`, tests and
+    benchmarks; production runs the same, see docs/deploy.md): prefork children, only
+    this instance's queue, no chatter with other workers."""
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "chatsite",
+        "worker",
+        "--pool=prefork",
+        f"--concurrency={concurrency}",
+        "-Q",
+        settings.CELERY_TASK_DEFAULT_QUEUE,
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+        "-l",
+        loglevel,
+    ]
+
+
+def start_worker(concurrency: int) -> subprocess.Popen[bytes] | None:
+    """A worker beside the server, with this process's environment (the embedded
+    Redis's URL included: settings put it there). In this process group, so Ctrl-C
+    reaches it too; stop_worker() makes sure."""
+    if concurrency <= 0:
+        return None
+    return subprocess.Popen(worker_command(concurrency), env=os.environ.copy())
+
+
+def stop_worker(worker: subprocess.Popen[bytes] | None, timeout: float = 15) -> None:
+    """A warm shutdown (the running tasks finish, or go back to the queue when killed)."""
+    if worker is None or worker.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        worker.send_signal(signal.SIGTERM)
+    try:
+        worker.wait(timeout)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        worker.wait(5)
+
+
 class Command(BaseCommand):
     help = "Migrate, ensure the admin account and demo channel, and serve the site (uvicorn or daphne)."
 
@@ -94,8 +144,14 @@ class Command(BaseCommand):
             default=os.environ.get("ASGI_SERVER", "uvicorn"),
             help="uvicorn measured faster on the token path (bench/README.md); daphne is supported too",
         )
+        parser.add_argument(
+            "--workers",
+            type=int,
+            default=int(os.environ.get("WORKERS", "1")),
+            help="processes of the Celery worker started beside the server (uploads); 0: none",
+        )
 
-    def handle(self, *args: Any, host: str, port: str, server: str, **options: Any) -> None:
+    def handle(self, *args: Any, host: str, port: str, server: str, workers: int, **options: Any) -> None:
         call_command("migrate", interactive=False, verbosity=0)
         call_command("setup_instance")
         self.stdout.write(self.style.SUCCESS(f"Colloquy is at http://{host}:{port}/  (Ctrl-C stops it)"))
@@ -106,12 +162,16 @@ class Command(BaseCommand):
                 name="colloquy-retention",
                 daemon=True,
             ).start()
-        # Recovery of unfinished turns runs when chatsite.asgi is imported.
-        if server == "daphne":
-            from daphne.cli import CommandLineInterface
+        worker = start_worker(workers)
+        try:
+            # Recovery of unfinished turns runs when chatsite.asgi is imported.
+            if server == "daphne":
+                from daphne.cli import CommandLineInterface
 
-            CommandLineInterface().run(daphne_arguments(host, port))
-        else:
-            import uvicorn
+                CommandLineInterface().run(daphne_arguments(host, port))
+            else:
+                import uvicorn
 
-            uvicorn.run("chatsite.asgi:application", host=host, port=int(port), **uvicorn_options())
+                uvicorn.run("chatsite.asgi:application", host=host, port=int(port), **uvicorn_options())
+        finally:
+            stop_worker(worker)
