@@ -117,8 +117,8 @@ class FakeModelServer:
         )
         fields: dict[str, Any] = {}
         for part in message.iter_parts():
-            name = part.get_param("name", header="content-disposition")
-            data = part.get_payload(decode=True)
+            name = str(part.get_param("name", header="content-disposition"))
+            data: Any = part.get_payload(decode=True)
             filename = part.get_filename()
             if filename is not None:
                 fields[name] = {"filename": filename, "mime": part.get_content_type(), "data": data}

@@ -32,8 +32,8 @@ from rest_framework.test import APIClient
 from chat import limits
 from chat.models import ApiToken
 from chat.services import create_channel, inject
-from tests import files
-from tests.conftest import use_slow_model, wait_until_no_generation
+from tests import files, recordings
+from tests.conftest import client_for, use_slow_model, wait_until_no_generation
 from tests.processes import clean_env, free_port, live_servers
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(600)]
@@ -408,6 +408,20 @@ def test_every_answer_fits_the_schema(
 
     walk.call("post", "/api/me/token", status=201, HTTP_AUTHORIZATION=basic(bob))
     walk.call("post", "/api/me/token", status=401, HTTP_AUTHORIZATION="Basic Ym9iOndyb25n")
+
+    # Transcription (pocketsphinx, offline): a recording, and its refusals
+    speech = recordings.wav(*recordings.pcm_of_wav(recordings.spoken("hello")))
+    clip = SimpleUploadedFile("note.wav", speech, content_type="audio/wav")
+    form = {"data": {"file": clip}, "format": "multipart"}
+    heard = walk.call("post", "/api/transcribe?language=en-GB", user=bob, status=200, **form)
+    assert heard["language"] == "en-GB"
+    walk.call("post", "/api/transcribe?language=ja-JP", user=bob, data={}, format="multipart", status=400)
+    walk.call("post", "/api/transcribe", data={}, format="multipart", status=401)
+    big = client_for(bob).post(
+        "/api/transcribe", b"RIFF", content_type="audio/wav", CONTENT_LENGTH=str(26 * 1024 * 1024)
+    )
+    assert big.status_code == 413
+    walk.check("post", "/api/transcribe", big)
 
     # The event stream refuses like the rest (its events have tests of their own)
     walk.call("get", "/api/channels/backroom/events", user=carol, status=404)

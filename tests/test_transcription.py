@@ -156,6 +156,7 @@ def transcribe(client: Any, data: bytes, language: str | None = None, **kwargs: 
 
 def test_a_provider_with_transcription_is_used_with_its_model_and_language(whisper, bob):
     add_provider("chatty", whisper.base_url, priority=1)  # no transcription: not asked
+    add_provider("nowhere", "", priority=2, transcription=True)  # no URL: never the SDK's default
     answer = transcribe(client_for(bob), sample(SENTENCES[1], "webm"), "fr-FR")
 
     assert answer.status_code == 200, answer.content
@@ -284,3 +285,15 @@ def test_anyone_logged_in_may_transcribe_and_no_one_else(alice, carol):
     assert transcribe(session, data).status_code == 403  # a session needs its CSRF token
     session.cookies["csrftoken"] = "a" * 32
     assert transcribe(session, data, HTTP_X_CSRFTOKEN="a" * 32).status_code == 200
+
+
+def test_requests_at_once_share_the_one_decoder_safely():
+    """The decoder keeps per-utterance state: threads (a server's sync views) take turns."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    clips = [media.decode(sample(sentence, "wav")).pcm for sentence in (SENTENCES[6], SENTENCES[8])]
+    engine = transcription.PocketSphinx()
+    alone = [engine.transcribe(pcm, "en-US") for pcm in clips]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda pcm: engine.transcribe(pcm, "en-US"), clips * 2))
+    assert together == alone * 2 and alone[0] != alone[1]

@@ -30,6 +30,7 @@ RATE = 16_000  # samples per second of the PCM the engines take
 BYTES_PER_SECOND = RATE * 2  # mono, 16-bit
 NO_AUDIO_NOTE = "This file has no audio track: there is nothing to transcribe."
 UNREADABLE = "not a readable audio or video file"
+SILENT = "its audio track holds no sound that could be decoded"
 # FFmpeg picks a demuxer by probing the bytes; only the containers uploads allow may
 # answer. (Others, such as HLS playlists or concat lists, would open further files or URLs.)
 DEMUXERS = "mp3,wav,mov,mp4,m4a,ogg,flac,matroska,webm,avi,aac"
@@ -118,7 +119,7 @@ def _resampled(container: Any, stream: Any, cap: float, strict: bool) -> tuple[b
             raise TooLongError(f"It is longer than EXTRACT_MAX_AUDIO_SECONDS ({cap:.0f} s)")
         return bytes(out[:limit]), True
     if not out:
-        raise MediaError("its audio track holds no sound that could be decoded")
+        raise MediaError(SILENT)
     return bytes(out), False
 
 

@@ -59,6 +59,9 @@ def engine_for(language: str | None) -> Engine:
     one is configured, else pocketsphinx for English, else 400 ``language_unavailable``."""
     provider = (
         Provider.objects.filter(enabled=True, transcription=True, kind=Provider.Kind.OPENAI_COMPAT)
+        # Without a base URL the SDK would fall back to api.openai.com (or OPENAI_BASE_URL):
+        # recordings go only where an admin said.
+        .exclude(base_url="")
         .order_by("priority", "name")
         .first()
     )
