@@ -29,14 +29,16 @@ expect.set_options(timeout=15_000)
 
 
 @contextmanager
-def chromium() -> Iterator[Browser]:
+def chromium(extra_args: list[str] | None = None) -> Iterator[Browser]:
+    """A browser for a module's tests; ``extra_args`` for one with other switches, such
+    as a fake microphone (``fake_microphone_args``)."""
     # Playwright's sync API keeps an event loop on this thread (driven by greenlets), so
     # Django would take every ORM call of the test for one made from async code. The
     # calls are plain blocking ones; Django documents this switch for such hosts.
     previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
     try:
-        with _launched() as browser:
+        with _launched(extra_args or []) as browser:
             yield browser
     finally:
         if previous is None:
@@ -46,14 +48,24 @@ def chromium() -> Iterator[Browser]:
 
 
 @contextmanager
-def _launched() -> Iterator[Browser]:
+def _launched(extra_args: list[str]) -> Iterator[Browser]:
     with sync_playwright() as playwright:
         executable = SYSTEM_CHROMIUM if os.path.exists(SYSTEM_CHROMIUM) else None
-        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS + extra_args)
         try:
             yield browser
         finally:
             browser.close()
+
+
+def fake_microphone_args(wav: Path) -> list[str]:
+    """Chromium's fake capture devices: getUserMedia is granted without asking and the
+    microphone plays ``wav`` (a PCM WAV file) over and over."""
+    return [
+        "--use-fake-device-for-media-stream",
+        "--use-fake-ui-for-media-stream",
+        f"--use-file-for-fake-audio-capture={wav}",
+    ]
 
 
 def new_page(browser: Browser) -> Page:

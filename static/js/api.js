@@ -1,9 +1,11 @@
 // The REST calls of the chat page: same-origin, session cookie, Django's CSRF token on
 // unsafe methods. Every answer comes back as {ok, status, body}; nothing throws.
+// `body` goes as JSON; `form` (a FormData: files) as multipart, its boundary set by the
+// browser; `signal` aborts the call (then status 0 and `aborted`).
 const root = document.getElementById("live");
 const csrf = root ? root.dataset.csrf || "" : "";
 
-export async function api(path, { method = "GET", body, accept } = {}) {
+export async function api(path, { method = "GET", body, form, accept, signal } = {}) {
   const headers = { Accept: accept || "application/json" };
   if (method !== "GET" && method !== "HEAD") headers["X-CSRFToken"] = csrf;
   if (body !== undefined) headers["Content-Type"] = "application/json";
@@ -13,9 +15,11 @@ export async function api(path, { method = "GET", body, accept } = {}) {
       method,
       headers,
       credentials: "same-origin",
-      body: body === undefined ? undefined : JSON.stringify(body),
+      body: form !== undefined ? form : body === undefined ? undefined : JSON.stringify(body),
+      signal,
     });
-  } catch {
+  } catch (error) {
+    if (error && error.name === "AbortError") return { ok: false, status: 0, aborted: true, body: { detail: "Cancelled." } };
     return { ok: false, status: 0, body: { detail: "The server cannot be reached." } };
   }
   const data = response.status === 204 ? {} : await response.json().catch(() => ({}));

@@ -106,6 +106,7 @@ const state = {
 
 const transcript = new Transcript($("#transcript"), {
   me,
+  key: config.key,
   readOnly: config.mode === "watch",
   turnUrl,
   requestDetail(view) {
@@ -149,6 +150,7 @@ function applyHistory(event) {
   state.session = event.session;
   transcript.clear();
   for (const turn of event.turns) transcript.set(turn);
+  composer?.sawHistory(event.turns);
   earlier.reset(event.session, event.has_more);
   setRunning(null);
   if (event.generating) {
@@ -180,7 +182,11 @@ const handlers = {
       return;
     }
     transcript.set(event);
+    composer?.sawTurn(event);
     composer?.offerSuggestions(false);
+  },
+  attachment_updated(event) {
+    composer?.attachmentUpdated(event);
   },
   thinking(event) {
     transcript.set({ id: event.turn_id, role: "bot", author: null, finish_reason: null, label: event.label, text: "" });
@@ -257,7 +263,7 @@ const archive = {
     if (!session) return this.close();
     this.open = session;
     this.earlier?.reset(null, false);
-    this.transcript = new Transcript(this.list, { readOnly: true, turnUrl, requestDetail: () => false });
+    this.transcript = new Transcript(this.list, { readOnly: true, key: config.key, turnUrl, requestDetail: () => false });
     this.transcript.clear();
     this.earlier = new EarlierTurns(this.transcript, notify);
     this.banner.querySelector(".archive-title").textContent = sessionLabel(session);
@@ -316,7 +322,11 @@ function notify(text, kind = "info", keepMs = 6000) {
 function showError(event) {
   if (event.code === "invalid" && event.fields) settings.showErrors(event.fields);
   const retry = event.retry_after ? ` (try again in ${event.retry_after} s)` : "";
-  notify(`${event.text || event.code}${retry}`, "error");
+  // What is wrong with a file is said in fields.attachments (naming the upload by id).
+  const about = event.fields && Array.isArray(event.fields.attachments) ? ` ${event.fields.attachments.join(" ")}` : "";
+  const said = `${event.text || event.code}${about}`;
+  const text = composer ? composer.refused(said) : said;
+  notify(`${text}${retry}`, "error");
 }
 
 // --- chat controls (channel page only) -----------------------------------------------

@@ -2,9 +2,12 @@
 // the reply; the stop button takes the send button's place while a reply runs; the
 // unsent text is kept per channel across reloads; per-message model, parameters,
 // thinking and instruction within what the channel allows; prompt suggestions for an
-// empty session; edit-and-resend of your last message.
+// empty session; edit-and-resend of your last message; files (attach, drop, paste: a
+// chip each, sent with the message once ready) and the microphone.
 import { api, offers, problem } from "/static/js/api.js";
 import { el } from "/static/js/turns.js";
+import { Tray } from "/static/js/attachments.js";
+import { setUpMic } from "/static/js/mic.js";
 
 // The server's ranges (docs/protocol.md, "Params"): an owner's bounds.
 const OWNER_BOUNDS = {
@@ -44,9 +47,18 @@ export function setUpComposer(options) {
 
   async function send() {
     const value = text.value;
-    if (!value.trim()) return;
+    if (!value.trim() && !tray.size) return;
+    const blocked = tray.blocker();
+    if (blocked) return options.notify(blocked, "error");
     if (editing && !(await dropEditedTurns())) return;
-    if (options.send({ type: "message", text: value, ...choices.read() })) {
+    const attachments = tray.ids();
+    const message = { type: "message", text: value, ...choices.read() };
+    if (attachments.length) message.attachments = attachments;
+    if (options.send(message)) {
+      if (attachments.length) {
+        tray.sending(attachments);
+        unsent = value;
+      }
       clearText();
       stopEditing();
       suggestions.hide();
@@ -68,6 +80,72 @@ export function setUpComposer(options) {
   stopButton.addEventListener("click", () => options.interrupt());
   document.addEventListener("keydown", (event) => {
     if (event.key === "Escape" && running && !event.defaultPrevented) options.interrupt();
+  });
+
+  // --- files ------------------------------------------------------------------------------------
+  // Each file goes to POST /api/uploads at once and shows as a chip; the message can go
+  // once every chip is ready. Its chips stay ("sending…") until the turn carrying them
+  // arrives, or come back if the server refuses the message.
+
+  let unsent = ""; // the text of a message with files, until its turn arrives
+  const blockedNote = document.getElementById("send-blocked");
+  const tray = new Tray(document.getElementById("uploads"), {
+    channel: options.channel,
+    notify: options.notify,
+    onChange() {
+      const reason = tray.blocker();
+      sendButton.disabled = Boolean(reason);
+      sendButton.title = reason;
+      blockedNote.textContent = reason;
+      blockedNote.hidden = !reason;
+    },
+  });
+  const picker = document.getElementById("attach-input");
+  picker.addEventListener("change", () => {
+    tray.addFiles([...picker.files]);
+    picker.value = "";
+  });
+  const hasFiles = (event) => [...(event.dataTransfer?.types || [])].includes("Files");
+  const dropZone = document.getElementById("live");
+  dropZone.addEventListener("dragover", (event) => {
+    if (!hasFiles(event) || form.hidden) return;
+    event.preventDefault();
+    event.dataTransfer.dropEffect = "copy";
+    dropZone.classList.add("dropping");
+  });
+  dropZone.addEventListener("dragleave", (event) => {
+    if (!dropZone.contains(event.relatedTarget)) dropZone.classList.remove("dropping");
+  });
+  dropZone.addEventListener("drop", (event) => {
+    dropZone.classList.remove("dropping");
+    if (!hasFiles(event) || form.hidden) return;
+    event.preventDefault();
+    tray.addFiles([...event.dataTransfer.files]);
+    text.focus();
+  });
+  // A file dropped beside the drop zone must not replace the page with itself.
+  window.addEventListener("dragover", (event) => hasFiles(event) && event.preventDefault());
+  window.addEventListener("drop", (event) => hasFiles(event) && event.preventDefault());
+  document.addEventListener("paste", (event) => {
+    const files = [...(event.clipboardData?.files || [])];
+    if (!files.length || form.hidden) return;
+    event.preventDefault(); // the file, not its name as text
+    tray.addFiles(files);
+  });
+
+  setUpMic({
+    button: document.getElementById("mic"),
+    notify: options.notify,
+    insert(words) {
+      const before = text.value.slice(0, text.selectionStart);
+      const after = text.value.slice(text.selectionEnd);
+      const gap = before && !/\s$/.test(before) ? " " : "";
+      text.value = `${before}${gap}${words}${after}`;
+      const caret = before.length + gap.length + words.length;
+      text.setSelectionRange(caret, caret);
+      saveDraft();
+      text.focus();
+    },
   });
 
   function setRunning(on) {
@@ -280,6 +358,30 @@ export function setUpComposer(options) {
   return {
     setRunning,
     startEdit,
+    attachmentUpdated: (event) => tray.updated(event),
+    // A turn arrived: the chips of the files it carries are done.
+    sawTurn(turn) {
+      if (turn.role !== "user" || !(turn.attachments || []).length) return;
+      tray.sawTurn(turn);
+      if (!tray.blocker()) unsent = "";
+    },
+    // A fresh history: chips whose turn is in it are done; a message whose turn never
+    // came (the socket dropped meanwhile) gets its chips back.
+    sawHistory(turns) {
+      for (const turn of turns) if (turn.role === "user") tray.sawTurn(turn);
+      tray.refused();
+      unsent = "";
+    },
+    // The server refused something: a message sent with files gets its chips (and text)
+    // back; the error names an upload by id, the reader by its name.
+    refused(said) {
+      if (tray.refused() && unsent && !text.value) {
+        text.value = unsent;
+        saveDraft();
+      }
+      unsent = "";
+      return tray.explain(said);
+    },
     regenerate() {
       options.send({ type: "regenerate", ...choices.read() });
     },

@@ -2,6 +2,7 @@
 // and a read-only archived session both use it. User and model text reach the page only
 // as text nodes or through the Markdown sanitizer (markdown.js).
 import { renderMarkdown, copyText } from "/static/js/markdown.js";
+import { attachmentList } from "/static/js/attachments.js";
 
 export function el(tag, className, text) {
   const node = document.createElement(tag);
@@ -41,7 +42,8 @@ export function link(href, text) {
 }
 
 export class Transcript {
-  // options: me (username), readOnly, turnUrl(id), requestDetail(view) -> bool,
+  // options: me (username), key (a watch page's key: file URLs carry it), readOnly,
+  // turnUrl(id), requestDetail(view) -> bool,
   // onEdit(view), onRegenerate(view), onPaint().
   constructor(list, options) {
     this.list = list;
@@ -167,11 +169,23 @@ export class Transcript {
     if (data.created_at) time.dateTime = data.created_at;
     element.querySelector(".status").textContent = statusText(data, view);
     element.querySelector(".body").replaceChildren(view.text ? renderMarkdown(view.text) : "");
+    this.paintAttachments(view);
     const reasoning = element.querySelector(".reasoning");
     reasoning.hidden = !view.reasoning;
     reasoning.querySelector(".reasoning-text").textContent = view.reasoning;
     if (data.role === "bot" && data.finish_reason) this.paintSubstrate(view);
     this.paintTools();
+  }
+
+  // The files sent with a user turn, repainted only when they change (a thumbnail that
+  // loaded must not load again on every paint of the turn).
+  paintAttachments(view) {
+    const attachments = view.data.attachments || [];
+    const signature = JSON.stringify(attachments);
+    if (view.attachmentsPainted === signature) return;
+    view.attachmentsPainted = signature;
+    view.element.querySelector(".attachments")?.remove();
+    if (attachments.length) view.element.querySelector(".body").after(attachmentList(attachments, this.options.key || ""));
   }
 
   // Edit on your own last message, Regenerate on the last reply, once it is finished.
