@@ -296,6 +296,9 @@ EXTRACT_MAX_PAGES = env.int("EXTRACT_MAX_PAGES", default=500)
 EXTRACT_MAX_CHARS = env.int("EXTRACT_MAX_CHARS", default=1_000_000)
 EXTRACT_MAX_AUDIO_SECONDS = env.int("EXTRACT_MAX_AUDIO_SECONDS", default=1800)
 EXTRACT_TIME_LIMIT = env.int("EXTRACT_TIME_LIMIT", default=300)
+# POST /api/transcribe works in the request's thread: a shorter cap than uploads' (at a
+# real-time factor of ~0.4, five minutes of speech hold a thread for two).
+TRANSCRIBE_MAX_SECONDS = env.int("TRANSCRIBE_MAX_SECONDS", default=300)
 # Of an attachment's text, this many characters go into the prompt; more is cut, with a note.
 ATTACHMENT_PROMPT_CHARS = env.int("ATTACHMENT_PROMPT_CHARS", default=24_000)
 # Images are re-encoded to at most this side (pixels) and size (bytes) before a model sees them.

@@ -250,10 +250,20 @@ def test_refusals_name_the_field(bob, settings):
         "/api/transcribe", recordings.video(None, 16_000, seconds=1.0), content_type="video/mp4"
     )
     assert silent.status_code == 400 and "no audio track" in silent.json()["fields"]["file"][0]
-    settings.EXTRACT_MAX_AUDIO_SECONDS = 1
+    settings.TRANSCRIBE_MAX_SECONDS = 1  # its own cap, shorter than an upload's
     long = transcribe(client, sample(SENTENCES[0], "flac"))
     assert long.status_code == 413 and long.json()["code"] == "too_large"
-    assert "EXTRACT_MAX_AUDIO_SECONDS" in long.json()["detail"]
+    assert "TRANSCRIBE_MAX_SECONDS" in long.json()["detail"]
+
+
+def test_a_transcription_counts_against_the_daily_upload_bytes(bob, settings):
+    data = sample(SENTENCES[0], "wav")
+    settings.DAILY_UPLOAD_BYTES = len(data) + 10
+    client = client_for(bob)
+    assert transcribe(client, data).status_code == 200
+    refused = transcribe(client, data)
+    assert refused.status_code == 429 and refused.json()["code"] == "quota_exceeded"
+    assert "DAILY_UPLOAD_BYTES" in refused.json()["detail"] and refused.json()["retry_after"] > 0
 
 
 def test_a_body_over_max_upload_bytes_is_refused_by_its_length_before_it_is_read(bob):

@@ -23,7 +23,7 @@ from rest_framework.views import APIView
 
 from chat.api.outputs import errors
 from chat.errors import ServiceError
-from chat.uploads import media, transcription
+from chat.uploads import transcription
 
 # A multipart body carries its boundaries and headers beside the file.
 MULTIPART_SLACK = 64 * 1024
@@ -102,29 +102,16 @@ class TranscribeView(APIView):
             "audio/*": OpenApiTypes.BINARY,
             "video/*": OpenApiTypes.BINARY,
         },
-        responses={200: Transcript, **errors(400, 403, 413, 502)},
+        responses={200: Transcript, **errors(400, 403, 413, 429, 502)},
     )
     def post(self, request: Request) -> Response:
         """Transcribe a recording: MP3, WAV, M4A, OGG, FLAC, WebM, MP4, MOV or AVI, at most
-        MAX_UPLOAD_BYTES and EXTRACT_MAX_AUDIO_SECONDS long."""
-        language = transcription.check_language(request.query_params.get("language", "en-US"))
-        engine = transcription.engine_for(language)  # before reading the body: it may be refused
+        MAX_UPLOAD_BYTES and TRANSCRIBE_MAX_SECONDS long; counted against DAILY_UPLOAD_BYTES."""
+        language = request.query_params.get("language", "en-US")
+        transcription.check_language(language)
+        transcription.engine_for(language)  # before reading the body: it may be refused
         data = recording_of(request)
-        try:
-            decoded = media.decode(data, strict=True)
-        except media.TooLongError as exc:
-            cap = settings.EXTRACT_MAX_AUDIO_SECONDS
-            raise ServiceError(
-                "too_large",
-                f"The recording is too long: {exc}.",
-                fields={"file": [f"At most {cap} s (EXTRACT_MAX_AUDIO_SECONDS)."]},
-            ) from exc
-        except media.NoAudioError as exc:
-            raise not_audio("it has no audio track") from exc
-        except media.MediaError as exc:
-            raise not_audio() from exc
-        text = engine.transcribe(decoded.pcm, language)
-        return Response({"text": text, "language": language, "duration_s": decoded.duration_s})
+        return Response(transcription.transcribe_recording(user=request.user, data=data, language=language))
 
 
 def recording_of(request: Request) -> bytes:

@@ -188,3 +188,35 @@ class ServerEngine:
     def _failure(self, what: str) -> ServiceError:
         log.warning("transcription by provider %s failed: %s", self.name, what)
         return ServiceError("provider_error", f"The transcription provider {self.name} failed: {what}.")
+
+
+def transcribe_recording(*, user: Any, data: bytes, language: str) -> dict[str, Any]:
+    """POST /api/transcribe's one path: the language and its engine checked, the bytes
+    counted against the user's daily upload bytes (like an upload: a recording costs
+    the same to receive), decoded within TRANSCRIBE_MAX_SECONDS, transcribed in this
+    thread. Returns the protocol's Transcript object."""
+    from chat import limits
+    from chat.uploads import media
+
+    if not (user and user.is_authenticated and user.is_active):
+        raise ServiceError("auth_required", "Log in to transcribe.")
+    language = check_language(language)
+    engine = engine_for(language)
+    cap = settings.TRANSCRIBE_MAX_SECONDS
+    try:
+        decoded = media.decode(data, max_seconds=cap, strict=True)
+    except media.TooLongError as exc:
+        raise ServiceError(
+            "too_large",
+            f"The recording is too long: at most {cap} s (TRANSCRIBE_MAX_SECONDS).",
+            fields={"file": [f"At most {cap} s (TRANSCRIBE_MAX_SECONDS)."]},
+        ) from exc
+    except media.NoAudioError as exc:
+        raise ServiceError("invalid", "Invalid input.", fields={"file": ["It has no audio track."]}) from exc
+    except media.MediaError as exc:
+        raise ServiceError(
+            "invalid", "Invalid input.", fields={"file": ["Not a readable audio file."]}
+        ) from exc
+    limits.check_and_count_upload(user, len(data))
+    text = engine.transcribe(decoded.pcm, language)
+    return {"text": text, "language": language, "duration_s": decoded.duration_s}
