@@ -319,6 +319,8 @@ if UPLOADS_STORAGE == "s3":
             # Keys are read from the environment by boto3 (AWS_ACCESS_KEY_ID,
             # AWS_SECRET_ACCESS_KEY), never stored here or in the database.
             "default_acl": None,
+            # Files are served through the API (access checked per request), never by a
+            # bucket URL; should anything ask the storage for one, it is signed for an hour.
             "querystring_auth": True,
             "querystring_expire": 3600,
             "file_overwrite": False,

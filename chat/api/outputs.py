@@ -464,7 +464,8 @@ class Error(Output):
 
 
 ERROR_MEANINGS = {
-    400: "bad input: bad_json, unknown_type or invalid (with `fields`)",
+    400: "bad input: bad_json, unknown_type or invalid (with `fields`); no_vision: an image for a model "
+    "that reads none; language_unavailable: no transcription engine for that language",
     401: "not logged in (auth_required), or a bad or revoked token",
     403: "not allowed: forbidden, read_only or muted (or a session caller without the CSRF token)",
     404: "not found, or private and not the caller's to see",

@@ -1,4 +1,4 @@
-"""The uploads endpoints (docs/protocol.md, "Uploads"): send a file, list, read, delete,
+"""The uploads endpoints (docs/protocol.md, "Files"): send a file, list, read, delete,
 and its bytes. Thin like the other views: parse, look up through selectors scoped to the
 caller, call one service, answer."""
 

@@ -1,4 +1,4 @@
-"""What a prompt makes of the files sent with its turns (docs/issue15-vision.md).
+"""What a prompt makes of the files sent with its turns (docs/architecture.md, "Files").
 
 - A document's text, an SVG's XML, a recording's transcript: put in the turn's text
   before what was typed, between lines naming the file, whole up to
