@@ -116,7 +116,11 @@ class Provider(models.Model):
         return list(self.model_names or [self.model_name])
 
     def sees_images(self, model: str = "") -> bool:
-        """Whether ``model`` (default: its default model) reads images."""
+        """Whether ``model`` (default: its default model) reads images. The demo always
+        does: it exists so that a fresh install, with no model, shows every feature
+        offline, pictures included (it says it received them, not what they show)."""
+        if self.kind == self.Kind.DEMO:
+            return True
         if not self.vision:
             return False
         return not self.vision_models or (model or self.model_name) in self.vision_models

@@ -1,6 +1,7 @@
 """The vision capability (issue 15): a message with an image to a model that does not
 read images is refused (`no_vision`) before anything is counted; a failover model that
-cannot see the image is skipped; the admin shows the capabilities."""
+cannot see the image is skipped; the admin shows the capabilities. The built-in demo
+reads images (a fresh install shows every feature offline) and says what it received."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import pytest
 
 from chat import limits
 from chat.errors import ServiceError
-from chat.models import Turn, Upload
+from chat.generation.records import ensure_default_providers
+from chat.models import Provider, Turn, Upload
 from chat.services import regenerate
 from chat.uploads.vision import require_vision
 from tests.conftest import add_provider, client_for, use_provider, wait_for_done
@@ -32,11 +34,58 @@ def refused(channel, user, uploads, request=None) -> ServiceError:
     return caught.value
 
 
-def test_the_demo_reads_no_images(channel, alice):
+def blind(channel, openai_server) -> None:
+    """The channel answered by an OpenAI-compatible model that reads no images."""
+    add_provider("plain", openai_server.base_url)
+    use_provider(channel, "plain")
+
+
+def test_a_model_without_vision_is_refused_naming_model_provider_and_file(channel, alice, openai_server):
+    blind(channel, openai_server)
     png = image_upload(alice, "PNG", name="cat.png")
     error = refused(channel, alice, [png])
-    assert error.text.startswith("The model demo of provider demo does not read images;")
+    assert error.text.startswith("The model test-model of provider plain does not read images;")
     assert error.fields == {"attachments": [f"Upload {png.pk} (cat.png) is an image."]}
+
+
+def test_the_demo_reads_images_except_in_completion_mode(channel, alice):
+    """Its row (a fresh install's, made by migrations and setup_instance) and, with no
+    row at all, the built-in DEMO_CONFIG."""
+    png = image_upload(alice, "PNG", name="cat.png")
+    Provider.objects.filter(kind="demo").delete()
+    require_vision(channel=channel, user=alice, request={}, uploads=[png])
+    ensure_default_providers()
+    assert Provider.objects.get(name="demo").sees_images()
+    require_vision(channel=channel, user=alice, request={}, uploads=[png])  # the channel's demo
+    channel.mode = "completion"
+    channel.save()
+    assert "The model demo of provider demo" in refused(channel, alice, [png]).text
+
+
+def test_the_demo_says_which_files_it_received(channel, alice):
+    """Through the message service: the demo's reply names the images (size from their
+    meta) and the documents it received, then answers the text as it always does."""
+    ensure_default_providers()  # the demo's row, as a fresh install has it
+    png = image_upload(alice, "PNG", name="cat.png")
+    jpeg = image_upload(alice, "JPEG", name="dog.jpeg", size=(40, 30))
+    doc = document_upload(alice, "notes.txt", "buy milk")
+    send_with(channel, alice, "I feel tired", [png, jpeg, doc])
+    events = wait_for_done(channel)
+    turn = Turn.objects.get(role="bot")
+    assert turn.provider == "demo" and turn.finish_reason == "stop"
+    head = (
+        "I see 2 images (cat.png, 64×48; dog.jpeg, 40×30). I am the demo, so I cannot tell what is in "
+        "them; connect a model that reads images. I have read notes.txt: 8 characters. "
+    )
+    assert turn.text in (head + "Why do you feel tired?", head + "How long have you felt tired?")
+    assert "".join(e["data"] for e in events if e["type"] == "token") == turn.text  # streamed
+    assert "[image: cat.png, image/png, 64x48]" in turn.prompt  # the demo was sent the image
+    send_with(channel, alice, "", [image_upload(alice, "PNG", name="again.png")])  # files alone
+    wait_for_done(channel, count=2)
+    assert Turn.objects.filter(role="bot").latest("id").text == (
+        "I see 1 image (again.png, 64×48). I am the demo, so I cannot tell what is in it; "
+        "connect a model that reads images."
+    )
 
 
 def test_documents_and_svg_need_no_vision(channel, alice):
@@ -66,15 +115,30 @@ def test_vision_models_limit_which_models_read_images(channel, alice, openai_ser
     require_vision(channel=channel, user=alice, request={"params": {"model": "big-eyes"}}, uploads=[png])
 
 
+def test_the_demo_says_what_it_read_of_documents_and_recordings(channel, alice, settings):
+    settings.ATTACHMENT_PROMPT_CHARS = 10
+    long = document_upload(alice, "log.txt", "x" * 25)
+    blank = document_upload(alice, "blank.pdf", "", mime="application/pdf")
+    memo = document_upload(alice, "memo.mp3", "hello", kind="audio", mime="audio/mpeg")
+    send_with(channel, alice, "", [long, blank, memo])
+    wait_for_done(channel)
+    assert Turn.objects.get(role="bot").text == (
+        "I have read log.txt: 10 characters (the rest was left out). "
+        "I have read blank.pdf: it holds no text. I have heard memo.mp3: 5 characters."
+    )
+
+
 def test_the_messages_own_provider_choice_is_the_one_checked(channel, alice, openai_server):
+    blind(channel, openai_server)
     add_provider("eyes", openai_server.base_url, vision=True)
     png = image_upload(alice, "PNG")
-    refused(channel, alice, [png])  # the channel answers with the demo
+    refused(channel, alice, [png])  # the channel's model reads no images
     require_vision(
         channel=channel, user=alice, request={"params": {"provider": "eyes", "model": ""}}, uploads=[png]
     )
     use_provider(channel, "eyes")
-    refused(channel, alice, [png], request={"params": {"provider": "demo", "model": ""}})
+    error = refused(channel, alice, [png], request={"params": {"provider": "plain", "model": ""}})
+    assert "The model test-model of provider plain" in error.text
 
 
 def test_completion_mode_sends_no_images(channel, alice, openai_server):
@@ -90,8 +154,7 @@ def test_an_image_to_a_blind_model_is_refused_before_anything_is_counted(channel
     """REST: 400 no_vision naming the model, no turn saved, the messages count and the
     upload unchanged (still the caller's, unsent); the same image to a vision model
     then goes through."""
-    add_provider("plain", openai_server.base_url)
-    use_provider(channel, "plain")
+    blind(channel, openai_server)
     png = image_upload(alice, "PNG", name="cat.png")
     before = limits.usage_today(alice)
     response = client_for(alice).post(
@@ -118,10 +181,11 @@ def test_an_image_to_a_blind_model_is_refused_before_anything_is_counted(channel
     assert limits.usage_today(alice)["messages"] == before["messages"] + 1
 
 
-async def test_a_websocket_message_gets_the_no_vision_error_frame(channel, alice):
+async def test_a_websocket_message_gets_the_no_vision_error_frame(channel, alice, openai_server):
     from chat.realtime.async_db import db_call
     from tests.ws_helpers import open_socket, receive_until, token_for
 
+    await db_call(blind)(channel, openai_server)
     png = await db_call(image_upload)(alice, "PNG", name="cat.png")
     before = await db_call(limits.usage_today)(alice)
     socket, connected, _ = await open_socket("/ws/lobby", token=await token_for(alice))
@@ -132,14 +196,15 @@ async def test_a_websocket_message_gets_the_no_vision_error_frame(channel, alice
     finally:
         await socket.disconnect()
     assert error["code"] == "no_vision"
-    assert error["text"].startswith("The model demo of provider demo does not read images;")
+    assert error["text"].startswith("The model test-model of provider plain does not read images;")
     assert await db_call(limits.usage_today)(alice) == before
-    assert not await db_call(Turn.objects.exists)()
+    assert not await db_call(Turn.objects.exists)() and openai_server.requests == []
 
 
-def test_the_seed_image_form_is_checked_too(channel, alice):
+def test_the_seed_image_form_is_checked_too(channel, alice, openai_server):
     from tests.test_attachment_prompts import picture
 
+    blind(channel, openai_server)
     before = limits.usage_today(alice)
     response = client_for(alice).post(
         "/api/channels/lobby/messages",
@@ -147,12 +212,13 @@ def test_the_seed_image_form_is_checked_too(channel, alice):
         format="json",
     )
     assert response.status_code == 400 and response.json()["code"] == "no_vision"
-    assert "The model demo of provider demo" in response.json()["detail"]
+    assert "The model test-model of provider plain" in response.json()["detail"]
     assert limits.usage_today(alice) == before
     assert Turn.objects.count() == 0 and Upload.objects.count() == 0
 
 
-def test_a_document_needs_no_vision_over_rest(channel, alice):
+def test_a_document_needs_no_vision_over_rest(channel, alice, openai_server):
+    blind(channel, openai_server)
     doc = document_upload(alice, "notes.txt", "buy milk")
     response = client_for(alice).post(
         "/api/channels/lobby/messages", {"text": "", "attachments": [str(doc.pk)]}, format="json"

@@ -60,7 +60,8 @@ def provider_config(provider: Provider, model: str = "") -> ProviderConfig:
     )
 
 
-DEMO_CONFIG = ProviderConfig(name="demo", kind="demo", model="demo", context_window=8192)
+# The demo "reads" images (Provider.sees_images): a fresh install shows every feature offline.
+DEMO_CONFIG = ProviderConfig(name="demo", kind="demo", model="demo", context_window=8192, vision=True)
 
 
 def ensure_default_providers() -> None:

@@ -23,9 +23,10 @@ def require_vision(
     user's preferences already folded in; a regenerate without choices passes the
     answered turn's): the model is then found exactly as the generation will find it
     (chat/generation/records.py read_plan and provider_chain: the message's choice, the
-    channel's, the default chain). A completion-mode channel sends text only; the demo
-    reads no images. ``user`` is part of the signature every transport calls with, for
-    per-user rules to come."""
+    channel's, the default chain). A completion-mode channel sends text only, whatever
+    its model. The demo reads images (Provider.sees_images: a fresh install shows every
+    feature offline; it acknowledges them, chat/generation/providers/demo.py). ``user``
+    is part of the signature every transport calls with, for per-user rules to come."""
     images = [upload for upload in uploads if is_raster(upload)]
     if not images:
         return

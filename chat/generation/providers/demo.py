@@ -3,6 +3,12 @@
 It lets a fresh install work with no model at all. It answers the last user turn,
 streams word by word at DEMO_TOKEN_DELAY seconds a token, stops at the framing's stop
 sequences and at max_tokens, and always calls its model "demo".
+
+So that every feature can be tried offline, it also "reads" files (Provider.sees_images
+is true for it): in chat mode it first says which images, documents and transcripts
+the message it answers carried, as a model would have received them (the images as
+parts of the last user message, a file's text between the markers of
+chat/uploads/prompting.py file_block). It cannot tell what a picture shows, and says so.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from collections.abc import AsyncIterator
 
 from django.conf import settings
 
-from chat.generation.prompt import estimate_tokens
+from chat.generation.prompt import BuiltPrompt, PromptImage, estimate_tokens
 from chat.generation.providers.base import (
     Delta,
     Finish,
@@ -77,6 +83,54 @@ def respond(text: str, seed: int | None = None) -> str:
     return "Please go on."
 
 
+# A file's text in a prompt (chat/uploads/prompting.py file_block): an opening line
+# naming it, the text, an "[end of <name>]" line. A name is on one line.
+FILE_BLOCK = re.compile(
+    r"^\[(?P<how>file: |transcript of )(?P<name>[^\n]+)\]\n(?P<body>.*?)\n\[end of (?P=name)\]$",
+    re.MULTILINE | re.DOTALL,
+)
+# The note ending a text the prompt (or the extraction) cut short.
+LEFT_OUT = re.compile(r"\n\[… [^\n]*left out[^\n]*\]\Z")
+NO_TEXT = "(no text was found in this file)"
+
+
+def received(built: BuiltPrompt) -> str:
+    """What the demo says of the files the message it answers carried (the last
+    message, when it is the user's; neighbouring user turns are merged into it); empty
+    when there were none. Plain text: the page escapes it like any reply."""
+    if built.mode != "chat" or not built.messages or built.messages[-1]["role"] != "user":
+        return ""
+    content = built.messages[-1]["content"]
+    parts = content if isinstance(content, list) else [content]
+    images = [part for part in parts if isinstance(part, PromptImage)]
+    text = "\n".join(part for part in parts if isinstance(part, str))
+    notes = [_of_images(images)] if images else []
+    notes += [_of_file(m["how"], m["name"], m["body"]) for m in FILE_BLOCK.finditer(text)]
+    return " ".join(notes)
+
+
+def _of_images(images: list[PromptImage]) -> str:
+    named = "; ".join(
+        f"{image.name}, {image.width}×{image.height}" if image.width and image.height else image.name
+        for image in images
+    )
+    count = "1 image" if len(images) == 1 else f"{len(images)} images"
+    them = "it" if len(images) == 1 else "them"
+    return (
+        f"I see {count} ({named}). I am the demo, so I cannot tell what is in {them}; "
+        "connect a model that reads images."
+    )
+
+
+def _of_file(how: str, name: str, body: str) -> str:
+    verb = "heard" if how.startswith("transcript") else "read"
+    if body == NO_TEXT:
+        return f"I have {verb} {name}: it holds no text."
+    text = LEFT_OUT.sub("", body)
+    cut = " (the rest was left out)" if text != body else ""
+    return f"I have {verb} {name}: {len(text):,} characters{cut}."
+
+
 def split_tokens(text: str) -> list[str]:
     """Word-sized tokens, each carrying its leading whitespace."""
     return re.findall(r"\s*\S+|\s+$", text)
@@ -85,7 +139,11 @@ def split_tokens(text: str) -> list[str]:
 class DemoProvider(ModelProvider):
     async def stream(self, request: GenerationRequest) -> AsyncIterator[Delta | Finish]:
         built = request.built
-        reply = respond(request.last_user_text)
+        files = received(built)
+        typed = request.last_user_text
+        # A message of files alone gets their acknowledgement, not "You said nothing".
+        answer = respond(typed) if typed.strip() or not files else ""
+        reply = " ".join(part for part in (files, answer) if part)
         if built.mode == "completion":
             # Like a base model, it goes on writing the next turn; the stop sequences end it.
             reply += "\n" + "".join(built.stop[:1]) + " I see."
