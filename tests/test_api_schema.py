@@ -30,7 +30,7 @@ from django.core.management import call_command
 from rest_framework.test import APIClient
 
 from chat import limits
-from chat.models import ApiToken
+from chat.models import ApiToken, Provider
 from chat.services import create_channel, inject
 from tests import files, recordings
 from tests.conftest import client_for, use_slow_model, wait_until_no_generation
@@ -399,6 +399,9 @@ def test_every_answer_fits_the_schema(
     walk.call("post", f"{lobby}/messages", user=alice, data=attach, status=409)
     walk.call("post", f"{lobby}/messages", user=alice, data={"text": "x", "image": "AAAA"}, status=415)
     png = base64.b64encode(files.png()).decode()
+    blind = walk.call("post", f"{lobby}/messages", user=alice, data={"text": "", "image": png}, status=400)
+    assert blind["code"] == "no_vision"  # the channel's model (the fake server's) reads no images
+    Provider.objects.update(vision=True)
     exchange = walk.call("post", f"{lobby}/messages", user=alice, data={"text": "", "image": png}, status=200)
     assert exchange["user_turn"]["attachments"][0]["status"] == "ready"
     wait_until_no_generation()
