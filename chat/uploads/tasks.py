@@ -97,9 +97,10 @@ class Progress:
     def __init__(self, upload: Upload):
         self.upload = upload
         self.last = 0.0
-        # A second guard behind Celery's soft limit, which a library's broad `except`
-        # could swallow: a run that still reports progress this late is ended here.
-        self.deadline = time.monotonic() + settings.EXTRACT_TIME_LIMIT + HARD_LIMIT_MARGIN / 2
+        # A second guard behind Celery's soft limit: its exception is raised wherever the
+        # run happens to be, and a library's broad `except` (pypdf has several) can
+        # swallow it; a run that reports progress past the limit is ended here instead.
+        self.deadline = time.monotonic() + settings.EXTRACT_TIME_LIMIT
 
     def __call__(self, fraction: float) -> None:
         if time.monotonic() > self.deadline:
