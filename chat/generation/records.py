@@ -67,7 +67,8 @@ DEMO_CONFIG = ProviderConfig(name="demo", kind="demo", model="demo", context_win
 def ensure_default_providers() -> None:
     """The demo provider always exists; LLM_BASE_URL adds (or updates) ``default``."""
     Provider.objects.get_or_create(
-        name="demo", defaults={"kind": Provider.Kind.DEMO, "priority": 1000, "context_window": 8192}
+        name="demo",
+        defaults={"kind": Provider.Kind.DEMO, "priority": 1000, "context_window": 8192, "vision": True},
     )
     if settings.LLM_BASE_URL:
         Provider.objects.update_or_create(
