@@ -21,6 +21,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from chat import limits
 from chat.api.outputs import errors
 from chat.errors import ServiceError
 from chat.uploads import media, transcription
@@ -102,7 +103,7 @@ class TranscribeView(APIView):
             "audio/*": OpenApiTypes.BINARY,
             "video/*": OpenApiTypes.BINARY,
         },
-        responses={200: Transcript, **errors(400, 403, 413, 502)},
+        responses={200: Transcript, **errors(400, 403, 413, 429, 502)},
     )
     def post(self, request: Request) -> Response:
         """Transcribe a recording: MP3, WAV, M4A, OGG, FLAC, WebM, MP4, MOV or AVI, at most
@@ -123,7 +124,15 @@ class TranscribeView(APIView):
             raise not_audio("it has no audio track") from exc
         except media.MediaError as exc:
             raise not_audio() from exc
-        text = engine.transcribe(decoded.pcm, language)
+        # A recording is an upload like any other for the day's DAILY_UPLOAD_BYTES (the
+        # engine may be a paid provider, or this machine's CPU): counted once it proved
+        # to be audio, given back if the engine fails.
+        limits.check_and_count_upload(request.user, len(data))
+        try:
+            text = engine.transcribe(decoded.pcm, language)
+        except BaseException:
+            limits.refund_upload(request.user, len(data))
+            raise
         return Response({"text": text, "language": language, "duration_s": decoded.duration_s})
 
 
