@@ -1,5 +1,5 @@
 from django.apps import AppConfig
-from django.db.models.signals import post_migrate, pre_migrate
+from django.db.models.signals import post_delete, post_migrate, pre_migrate
 
 
 class ChatConfig(AppConfig):
@@ -11,3 +11,10 @@ class ChatConfig(AppConfig):
 
         pre_migrate.connect(turn_counts.before_migrations, sender=self)
         post_migrate.connect(turn_counts.after_migrations, sender=self)
+
+        from chat.models import Upload
+        from chat.uploads import stored_files
+
+        # However an upload's row goes (its turn, session, channel or owner deleted by
+        # cascade, or deleted itself), its file goes with it once that is committed.
+        post_delete.connect(stored_files.delete_with_row, sender=Upload, dispatch_uid="upload-file")

@@ -549,7 +549,8 @@ class Upload(models.Model):
         Channel, null=True, blank=True, on_delete=models.CASCADE, related_name="uploads"
     )
     # The message it was sent with; set once, when the message is saved.
-    turn = models.ForeignKey(Turn, null=True, blank=True, on_delete=models.SET_NULL, related_name="uploads")
+    # A turn deleted for good (by a moderator, a purge, a trim) takes its files along.
+    turn = models.ForeignKey(Turn, null=True, blank=True, on_delete=models.CASCADE, related_name="uploads")
     name = models.CharField(max_length=255, help_text="The name it came with (shown, never a path).")
     mime = models.CharField(max_length=100, help_text="Its real type, read from its bytes.")
     size = models.PositiveBigIntegerField(default=0)

@@ -106,6 +106,9 @@ def post_message(
     of the caller's ready uploads, sent with it; ``image`` (base64, REST's seed form)
     becomes an upload of the caller, processed here. With either, ``text`` may be blank."""
     check_can_write(user, channel)
+    # The seed image is an attachment too: it counts towards MAX_ATTACHMENTS_PER_MESSAGE.
+    if image is not None:
+        uploads.check_attachment_count([*(attachments if isinstance(attachments, list) else []), image])
     sent = uploads.uploads_for_message(user=user, channel=channel, ids=attachments) if attachments else []
     seed = uploads.prepare_seed_image(image, image_mime) if image is not None else None
     text = check_text(text, allow_empty=bool(sent or seed))

@@ -32,14 +32,17 @@ def message_body_limit() -> int:
 
 
 def body_limit(method: str, path: str) -> int | None:
-    """The longest body this request may send, or None where this guard does not apply."""
-    if method != "POST":
-        return None
-    if _UPLOADS.fullmatch(path):
+    """The longest body this request may send, or None where this guard does not apply.
+    Every other request (any method, any path) may send what Django would read of a form
+    or a JSON body, DATA_UPLOAD_MAX_MEMORY_SIZE: Django's handler reads a body whole
+    before the view answers 401 or 405, so without a bound a PUT of gigabytes fills the
+    disk, logged in or not."""
+    if method == "POST" and _UPLOADS.fullmatch(path):
         return int(settings.MAX_UPLOAD_BYTES) + MULTIPART_MARGIN
-    if _MESSAGES.fullmatch(path):
+    if method == "POST" and _MESSAGES.fullmatch(path):
         return message_body_limit()
-    return None
+    other = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    return None if other is None else int(other)
 
 
 def _declared_length(scope: Scope) -> int | None:
@@ -49,14 +52,16 @@ def _declared_length(scope: Scope) -> int | None:
     return None
 
 
-async def _refuse(send: Send) -> None:
-    body = orjson.dumps(
-        {
-            "detail": f"The body is too long: a file may be at most MAX_UPLOAD_BYTES "
-            f"({settings.MAX_UPLOAD_BYTES} bytes).",
-            "code": "too_large",
-        }
-    )
+def _refusal(scope: Scope, limit: int) -> str:
+    path = scope.get("path", "")
+    if scope.get("method") == "POST" and (_UPLOADS.fullmatch(path) or _MESSAGES.fullmatch(path)):
+        limit = settings.MAX_UPLOAD_BYTES
+        return f"The body is too long: a file may be at most MAX_UPLOAD_BYTES ({limit} bytes)."
+    return f"The body is too long: at most DATA_UPLOAD_MAX_MEMORY_SIZE ({limit} bytes) here."
+
+
+async def _refuse(send: Send, scope: Scope, limit: int) -> None:
+    body = orjson.dumps({"detail": _refusal(scope, limit), "code": "too_large"})
     await send(
         {
             "type": "http.response.start",
@@ -86,7 +91,7 @@ class BodyLimit:
             return
         declared = _declared_length(scope)
         if declared is not None and declared > limit:
-            await _refuse(send)
+            await _refuse(send, scope, limit)
             return
         received = 0
         refused = False
@@ -99,7 +104,7 @@ class BodyLimit:
                 if received > limit:
                     if not refused:
                         refused = True
-                        await _refuse(send)
+                        await _refuse(send, scope, limit)
                     # Django stops reading and answers nothing (the client is "gone").
                     return {"type": "http.disconnect"}
             return message

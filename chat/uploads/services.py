@@ -215,8 +215,7 @@ def store_seed_image(*, user: Any, channel: Channel, seed: SeedImage) -> Upload:
 def discard_seed_upload(upload: Upload, *, counted: int) -> None:
     """Take back a seed image stored for a message that was then refused: its row, its
     file and its bytes."""
-    Upload.objects.filter(pk=upload.pk).delete()
-    _delete_file(upload.file.name)
+    Upload.objects.filter(pk=upload.pk).delete()  # its file with it (chat/uploads/stored_files.py)
     limits.refund_upload(upload.owner, counted)
 
 
@@ -228,6 +227,17 @@ def _invalid(upload_id: Any, why: str) -> ServiceError:
     return ServiceError("invalid", text, fields={"attachments": [text]})
 
 
+def check_attachment_count(ids: Any) -> None:
+    """At most MAX_ATTACHMENTS_PER_MESSAGE files a message (its seed image among them)."""
+    limit = settings.MAX_ATTACHMENTS_PER_MESSAGE
+    if isinstance(ids, list) and len(ids) > limit:
+        raise ServiceError(
+            "too_large",
+            f"At most MAX_ATTACHMENTS_PER_MESSAGE ({limit}) attachments a message; {len(ids)} were sent.",
+            fields={"attachments": [f"At most {limit}."]},
+        )
+
+
 def uploads_for_message(*, user: Any, channel: Channel, ids: Any) -> list[Upload]:
     """The uploads a message names in ``attachments``, in its order, each checked: the
     caller's own, not sent already, of no other channel, ready. Reads only."""
@@ -237,13 +247,7 @@ def uploads_for_message(*, user: Any, channel: Channel, ids: Any) -> list[Upload
             "attachments must be a list of upload ids.",
             fields={"attachments": ["Expected a list of strings."]},
         )
-    limit = settings.MAX_ATTACHMENTS_PER_MESSAGE
-    if len(ids) > limit:
-        raise ServiceError(
-            "too_large",
-            f"At most MAX_ATTACHMENTS_PER_MESSAGE ({limit}) attachments a message; {len(ids)} were sent.",
-            fields={"attachments": [f"At most {limit}."]},
-        )
+    check_attachment_count(ids)
     parsed: list[uuid.UUID] = []
     for raw in ids:
         try:
@@ -320,16 +324,7 @@ def delete_upload(*, user: Any, upload: Upload) -> None:
                 name=locked.name,
                 owner=locked.owner_id,
             )
-        stored = locked.file.name
-        locked.delete()
-        # The file goes once the row is gone for good (a rolled-back delete keeps both).
-        transaction.on_commit(lambda: _delete_file(stored), robust=True)
-
-
-def _delete_file(name: str) -> None:
-    from chat.models import uploads_storage
-
-    uploads_storage().delete(name)
+        locked.delete()  # its file goes once this is committed (chat/uploads/stored_files.py)
 
 
 def _mark_deleted_on_turn(upload: Upload) -> None:

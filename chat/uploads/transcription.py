@@ -218,5 +218,9 @@ def transcribe_recording(*, user: Any, data: bytes, language: str) -> dict[str, 
             "invalid", "Invalid input.", fields={"file": ["Not a readable audio file."]}
         ) from exc
     limits.check_and_count_upload(user, len(data))
-    text = engine.transcribe(decoded.pcm, language)
+    try:
+        text = engine.transcribe(decoded.pcm, language)
+    except BaseException:  # a failing engine costs the user nothing
+        limits.refund_upload(user, len(data))
+        raise
     return {"text": text, "language": language, "duration_s": decoded.duration_s}
