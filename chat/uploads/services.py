@@ -17,7 +17,7 @@ from typing import Any
 from django.conf import settings
 from django.core.files.base import ContentFile, File
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 
 from chat import limits, permissions
 from chat.errors import ServiceError
@@ -215,8 +215,7 @@ def store_seed_image(*, user: Any, channel: Channel, seed: SeedImage) -> Upload:
 def discard_seed_upload(upload: Upload, *, counted: int) -> None:
     """Take back a seed image stored for a message that was then refused: its row, its
     file and its bytes."""
-    Upload.objects.filter(pk=upload.pk).delete()
-    _delete_file(upload.file.name)
+    delete_uploads(Upload.objects.filter(pk=upload.pk))
     limits.refund_upload(upload.owner, counted)
 
 
@@ -320,16 +319,39 @@ def delete_upload(*, user: Any, upload: Upload) -> None:
                 name=locked.name,
                 owner=locked.owner_id,
             )
-        stored = locked.file.name
-        locked.delete()
-        # The file goes once the row is gone for good (a rolled-back delete keeps both).
-        transaction.on_commit(lambda: _delete_file(stored), robust=True)
+        delete_uploads(Upload.objects.filter(pk=locked.pk))
 
 
-def _delete_file(name: str) -> None:
+def delete_uploads(uploads: QuerySet[Upload]) -> int:
+    """Delete these uploads: their rows now, in the caller's transaction, and their stored
+    files once it commits (a rolled-back deletion keeps both). The one way uploads go,
+    whether their owner deletes one or the turn, session or channel they belong to goes
+    (chat/services/sessions.py, moderation.py, channels.py): a file never outlives what
+    it was sent with, nor can it be sent again. Returns how many rows went."""
+    with transaction.atomic():
+        names = [name for name in uploads.values_list("file", flat=True) if name]
+        count, _ = uploads.delete()
+        transaction.on_commit(lambda: _delete_files(names))
+    return count
+
+
+def uploads_of_turns(turns: QuerySet[Turn]) -> QuerySet[Upload]:
+    """The uploads sent with these turns (to delete before the turns: Upload.turn is
+    SET_NULL, so afterwards they would look unsent)."""
+    return Upload.objects.filter(turn__in=turns)
+
+
+def _delete_files(names: list[str]) -> None:
+    """Remove stored files whose rows are gone. A failure is logged, not raised: the
+    deletion it follows is committed, and the other files still go."""
     from chat.models import uploads_storage
 
-    uploads_storage().delete(name)
+    storage = uploads_storage()
+    for name in names:
+        try:
+            storage.delete(name)
+        except Exception:
+            log.exception("could not delete the stored upload file %s", name)
 
 
 def _mark_deleted_on_turn(upload: Upload) -> None:
