@@ -305,26 +305,3 @@ def plain_zip() -> bytes:
 
 def html() -> bytes:
     return b"<!DOCTYPE html>\n<html><body><script>alert(document.cookie)</script></body></html>\n"
-
-
-# --- uploads (until helper C's create service lands) ----------------------------------------
-
-
-def make_upload(owner: Any, data: bytes, name: str, *, channel: Any = None) -> Any:
-    """Save an upload row and its file through the storage as the create service does
-    (the real type from sniff.py; processing queued once the row is committed).
-    TODO(lead): switch the callers to chat.uploads.services.create once it exists."""
-    from django.core.files.base import ContentFile
-    from django.db import transaction
-
-    from chat.models import Upload
-    from chat.uploads.sniff import sniff
-    from chat.uploads.tasks import enqueue
-
-    mime, kind = sniff(data, name=name, size=len(data))
-    with transaction.atomic():
-        upload = Upload(owner=owner, channel=channel, name=name, mime=mime, kind=kind, size=len(data))
-        upload.file.save(name, ContentFile(data), save=False)
-        upload.save()
-        transaction.on_commit(lambda: enqueue(upload))
-    return upload

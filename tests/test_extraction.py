@@ -19,6 +19,7 @@ from chat.uploads import tasks
 from chat.uploads.documents import extract
 from chat.uploads.failures import ProcessingError
 from chat.uploads.images import process_image, process_svg
+from chat.uploads.services import create_upload
 from chat.uploads.sniff import DOCX, XLSX, sniff
 from tests import files
 from tests.conftest import channel_events, wait_for
@@ -354,7 +355,9 @@ def test_sweep_fails_only_rows_with_no_live_run(alice: Any, channel: Any, settin
 
 @pytest.mark.django_db(transaction=True)
 def test_time_limit_ends_a_long_extraction_failed(worker: Any, alice: Any, channel: Any) -> None:
-    upload = files.make_upload(alice, files.pdf(300, lines=55), "long.pdf", channel=channel)
+    upload = create_upload(
+        user=alice, data_or_file=files.pdf(300, lines=55), name="long.pdf", channel=channel
+    )
 
     def ended() -> Upload | None:
         upload.refresh_from_db()
@@ -364,5 +367,5 @@ def test_time_limit_ends_a_long_extraction_failed(worker: Any, alice: Any, chann
     assert (upload.status, upload.error) == ("failed", "took longer than 1 s")
     assert "Soft time limit (1s) exceeded" in output(worker)  # Celery's limit, set by the worker
     # The worker goes on.
-    quick = files.make_upload(alice, b"quick\n", "quick.txt")
+    quick = create_upload(user=alice, data_or_file=b"quick\n", name="quick.txt")
     wait_for(lambda: Upload.objects.get(pk=quick.pk).status == "ready", 30)

@@ -11,7 +11,8 @@ import pytest
 
 from chat.models import Upload
 from chat.uploads import media
-from tests import files, recordings
+from chat.uploads.services import create_upload
+from tests import recordings
 from tests.test_upload_worker import ended, events_of
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -32,7 +33,10 @@ def test_recordings_become_ready_with_their_transcript(worker: Any, channel: Any
         ("note.mp3", recordings.encoded(pcm, rate, "mp3"), "audio/mpeg", "audio"),
         ("clip.mp4", recordings.video(pcm, rate), "video/mp4", "video"),
     ]
-    uploads = [files.make_upload(alice, data, name, channel=channel) for name, data, _, _ in samples]
+    uploads = [
+        create_upload(user=alice, data_or_file=data, name=name, channel=channel)
+        for name, data, _, _ in samples
+    ]
     for upload, (name, _data, mime, kind) in zip(uploads, samples, strict=True):
         upload = ended(upload, timeout=60)
         assert upload.status == "ready", (name, upload.error)
@@ -46,8 +50,11 @@ def test_recordings_become_ready_with_their_transcript(worker: Any, channel: Any
 
 
 def test_a_video_without_sound_is_ready_with_a_note(worker: Any, channel: Any, alice: Any) -> None:
-    upload = files.make_upload(
-        alice, recordings.video(None, 16_000, seconds=1.0), "screen.mp4", channel=channel
+    upload = create_upload(
+        user=alice,
+        data_or_file=recordings.video(None, 16_000, seconds=1.0),
+        name="screen.mp4",
+        channel=channel,
     )
     upload = ended(upload, timeout=60)
     assert upload.status == "ready", upload.error
@@ -60,6 +67,6 @@ def test_a_broken_recording_ends_failed_with_a_reason(worker: Any, alice: Any, s
     mp3 = recordings.encoded(pcm, rate, "mp3")
     # An ID3 header (so it is taken for an MP3) over bytes that are no MPEG audio
     broken = mp3[:10] + bytes(range(256)) * 40
-    upload = ended(files.make_upload(alice, broken, "broken.mp3"), timeout=60)
+    upload = ended(create_upload(user=alice, data_or_file=broken, name="broken.mp3"), timeout=60)
     assert upload.status == Upload.Status.FAILED
     assert upload.error in (media.UNREADABLE, media.SILENT), upload.error

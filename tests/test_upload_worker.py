@@ -3,8 +3,9 @@ status, text, meta and the attachment_updated events in the channel's replay log
 and hostile files end failed with a reason; a worker child killed mid-extraction never
 leaves a row processing.
 
-Uploads are made by tests/files.make_upload (row + file through the storage + enqueue on
-commit, as the create service does)."""
+Uploads are made by the create service (chat.uploads.services.create_upload: checks,
+sniffing, storage, and the run queued once the row is committed), as the API makes them;
+the hostile files here all pass sniffing (their types are allowed) and fail in the worker."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import psutil
 import pytest
 
 from chat.models import Upload
+from chat.uploads.services import create_upload, delete_upload
 from chat.uploads.sniff import DOCX, XLSX
 from tests import files
 from tests.conftest import channel_events, wait_for
@@ -74,13 +76,15 @@ def big_pdf() -> bytes:
 
 
 def test_text_file_becomes_ready_with_its_text_and_events(worker: Any, channel: Any, alice: Any) -> None:
-    upload = ended(files.make_upload(alice, files.utf8_text(), "notes.txt", channel=channel))
+    upload = ended(
+        create_upload(user=alice, data_or_file=files.utf8_text(), name="notes.txt", channel=channel)
+    )
 
     assert upload.status == "ready", upload.error
     assert "東京" in upload.text and upload.progress == 100
     assert upload.attempts == 1
     statuses = [e["status"] for e in events_of(channel, upload)]
-    assert statuses[0] == "processing" and statuses[-1] == "ready"
+    assert statuses[:2] == ["uploaded", "processing"] and statuses[-1] == "ready"
     last = events_of(channel, upload)[-1]
     assert {k: last[k] for k in ("type", "id", "status", "progress", "error")} == {
         "type": "attachment_updated",
@@ -104,7 +108,7 @@ def test_text_file_becomes_ready_with_its_text_and_events(worker: Any, channel: 
 def test_documents_become_ready_with_their_text(
     worker: Any, channel: Any, alice: Any, make: Any, name: str, mime: str, expected: list[str]
 ) -> None:
-    upload = ended(files.make_upload(alice, make(), name, channel=channel))
+    upload = ended(create_upload(user=alice, data_or_file=make(), name=name, channel=channel))
 
     assert (upload.status, upload.error, upload.mime, upload.kind) == ("ready", "", mime, "document")
     for text in expected:
@@ -118,7 +122,7 @@ def test_image_is_reencoded_without_exif(worker: Any, channel: Any, alice: Any) 
     from PIL import Image
 
     original = files.jpeg(size=(80, 40))
-    upload = ended(files.make_upload(alice, original, "holiday.jpg", channel=channel))
+    upload = ended(create_upload(user=alice, data_or_file=original, name="holiday.jpg", channel=channel))
 
     assert upload.status == "ready", upload.error
     assert (upload.meta["width"], upload.meta["height"]) == (40, 80)  # turned upright by its EXIF
@@ -131,7 +135,7 @@ def test_image_is_reencoded_without_exif(worker: Any, channel: Any, alice: Any) 
 
 
 def test_gif_becomes_a_png_of_its_first_frame(worker: Any, channel: Any, alice: Any) -> None:
-    upload = ended(files.make_upload(alice, files.gif(), "anim.gif", channel=channel))
+    upload = ended(create_upload(user=alice, data_or_file=files.gif(), name="anim.gif", channel=channel))
 
     assert (upload.status, upload.mime, upload.kind) == ("ready", "image/png", "image")
     with upload.file.open("rb") as stored:
@@ -139,14 +143,14 @@ def test_gif_becomes_a_png_of_its_first_frame(worker: Any, channel: Any, alice: 
 
 
 def test_a_png_named_pdf_is_processed_as_the_image_it_is(worker: Any, channel: Any, alice: Any) -> None:
-    upload = ended(files.make_upload(alice, files.png(), "report.pdf", channel=channel))
+    upload = ended(create_upload(user=alice, data_or_file=files.png(), name="report.pdf", channel=channel))
 
     assert (upload.status, upload.mime, upload.kind) == ("ready", "image/png", "image")
     assert upload.name == "report.pdf"  # shown as it came; served as what it is
 
 
 def test_svg_is_kept_as_is_with_its_xml_as_text(worker: Any, channel: Any, alice: Any) -> None:
-    upload = ended(files.make_upload(alice, files.svg(), "logo.svg", channel=channel))
+    upload = ended(create_upload(user=alice, data_or_file=files.svg(), name="logo.svg", channel=channel))
 
     assert (upload.status, upload.mime, upload.meta["svg"]) == ("ready", "image/svg+xml", True)
     assert "<title>A red square</title>" in upload.text
@@ -166,7 +170,7 @@ def test_svg_is_kept_as_is_with_its_xml_as_text(worker: Any, channel: Any, alice
 def test_broken_and_hostile_files_end_failed_with_a_reason(
     worker: Any, channel: Any, alice: Any, make: Any, name: str, reason: str
 ) -> None:
-    upload = ended(files.make_upload(alice, make(), name, channel=channel))
+    upload = ended(create_upload(user=alice, data_or_file=make(), name=name, channel=channel))
 
     assert upload.status == "failed"
     assert reason in upload.error
@@ -176,7 +180,7 @@ def test_broken_and_hostile_files_end_failed_with_a_reason(
 
 
 def test_progress_is_live_and_at_most_four_events_a_second(worker: Any, channel: Any, alice: Any) -> None:
-    upload = ended(files.make_upload(alice, big_pdf(), "big.pdf", channel=channel))
+    upload = ended(create_upload(user=alice, data_or_file=big_pdf(), name="big.pdf", channel=channel))
 
     assert upload.status == "ready" and upload.meta["pages"] == BIG_PAGES
     progress = [e["progress"] for e in events_of(channel, upload) if e["status"] == "processing"]
@@ -187,26 +191,25 @@ def test_progress_is_live_and_at_most_four_events_a_second(worker: Any, channel:
 
 
 def test_upload_without_a_channel_is_processed_too(worker: Any, alice: Any) -> None:
-    upload = ended(files.make_upload(alice, b"just text\n", "plain.txt"))
+    upload = ended(create_upload(user=alice, data_or_file=b"just text\n", name="plain.txt"))
 
     assert (upload.status, upload.text) == ("ready", "just text\n")
 
 
 def test_upload_deleted_while_processing_stops_its_run(worker: Any, channel: Any, alice: Any) -> None:
-    upload = files.make_upload(alice, big_pdf(), "doomed.pdf", channel=channel)
+    upload = create_upload(user=alice, data_or_file=big_pdf(), name="doomed.pdf", channel=channel)
     processing(upload)
-    upload.file.delete(save=False)
-    upload.delete()
+    delete_upload(user=alice, upload=upload)
 
     # The worker drops the run and goes on with the next upload.
-    after = ended(files.make_upload(alice, b"next\n", "next.txt", channel=channel))
+    after = ended(create_upload(user=alice, data_or_file=b"next\n", name="next.txt", channel=channel))
     assert after.status == "ready"
     assert not Upload.objects.filter(pk=upload.pk).exists()
     assert "Traceback" not in output(worker)
 
 
 def test_worker_child_killed_mid_extraction_runs_it_again(worker: Any, channel: Any, alice: Any) -> None:
-    upload = files.make_upload(alice, big_pdf(), "killed.pdf", channel=channel)
+    upload = create_upload(user=alice, data_or_file=big_pdf(), name="killed.pdf", channel=channel)
     processing(upload)
     killed = kill_child(worker)
 
@@ -219,7 +222,7 @@ def test_worker_child_killed_mid_extraction_runs_it_again(worker: Any, channel: 
 
 
 def test_worker_child_killed_twice_ends_failed(worker: Any, channel: Any, alice: Any) -> None:
-    upload = files.make_upload(alice, big_pdf(), "cursed.pdf", channel=channel)
+    upload = create_upload(user=alice, data_or_file=big_pdf(), name="cursed.pdf", channel=channel)
     processing(upload, attempts=1)
     kill_child(worker)
     processing(upload, attempts=2)
@@ -229,7 +232,7 @@ def test_worker_child_killed_twice_ends_failed(worker: Any, channel: Any, alice:
     assert (upload.status, upload.error, upload.attempts) == ("failed", "processing stopped twice", 2)
     assert events_of(channel, upload)[-1]["error"] == "processing stopped twice"
     # The worker is still serving.
-    assert ended(files.make_upload(alice, b"alive\n", "alive.txt")).status == "ready"
+    assert ended(create_upload(user=alice, data_or_file=b"alive\n", name="alive.txt")).status == "ready"
 
 
 def test_make_run_starts_workers_beside_the_server_and_stops_them(tmp_path: Any) -> None:

@@ -18,7 +18,7 @@ from chat.framing import (
     merge_framing,
     merge_params,
 )
-from chat.models import Channel, Membership, Session, channel_name_validator, new_watch_key
+from chat.models import Channel, Membership, Session, Upload, channel_name_validator, new_watch_key
 from chat.realtime import events
 from chat.realtime.events import publish_on_commit
 from chat.services.audit import record
@@ -228,10 +228,17 @@ def update_channel(*, channel: Channel, user: User, changes: dict[str, Any], rea
 
 
 def delete_channel(*, channel: Channel, user: User) -> None:
-    """Delete a channel with its sessions and turns (owner or admin)."""
+    """Delete a channel with its sessions and turns, and its uploads (sent or not) with
+    their stored files (owner or admin)."""
+    # late: the uploads service builds on the conversation service, which builds on this module
+    from chat.uploads.services import delete_uploads
+
     if not (user and user.is_authenticated and (user.is_staff or channel.owner_id == user.pk)):
         raise ServiceError("forbidden", "Only the owner or an admin can delete a channel.")
-    channel.delete()
+    with transaction.atomic():
+        # Upload.channel is CASCADE: the rows would go, and their files stay behind.
+        delete_uploads(Upload.objects.filter(channel=channel))
+        channel.delete()
 
 
 def rotate_watch_key(*, channel: Channel, user: User, reason: str = "") -> str:

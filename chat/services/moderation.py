@@ -20,6 +20,7 @@ from chat.realtime import background, events, store
 from chat.realtime.events import publish_on_commit
 from chat.services.audit import record
 from chat.services.channels import change_lock
+from chat.uploads.services import delete_uploads, uploads_of_turns
 
 # How long a purge waits for a running reply to stop before deleting its turns.
 INTERRUPT_WAIT_S = 5.0
@@ -84,6 +85,7 @@ def delete_turn(*, actor: User, turn: Turn, reason: str = "") -> None:
     with transaction.atomic():
         record(actor=actor, action="delete_turn", target=turn, channel=channel, reason=reason, role=turn.role)
         turn_id = turn.pk
+        delete_uploads(uploads_of_turns(Turn.objects.filter(pk=turn_id)))
         turn.delete()
         _removed_on_commit(channel, turn_id, live=live)
 
@@ -131,7 +133,9 @@ def purge_session(*, actor: User, session: Session, reason: str = "") -> int:
     if live:
         engine.interrupt(channel.pk, wait=INTERRUPT_WAIT_S)
     with transaction.atomic():
-        deleted, _ = Turn.objects.filter(session=session).delete()
+        turns = Turn.objects.filter(session=session)
+        delete_uploads(uploads_of_turns(turns))
+        deleted, _ = turns.delete()
         record(
             actor=actor, action="purge_session", target=session, channel=channel, reason=reason, turns=deleted
         )

@@ -23,6 +23,7 @@ from chat.realtime.events import (
     turn_removed_event,
 )
 from chat.services.audit import record
+from chat.uploads.services import delete_uploads, uploads_of_turns
 
 # How long a status change waits for a running reply to stop before going on.
 INTERRUPT_WAIT_S = 5.0
@@ -154,14 +155,15 @@ def purge_expired_sessions(*, days: int, now: datetime | None = None) -> int:
 
 
 def _remove(session: Session, *, actor: User | None, action: str) -> None:
-    """Delete the session and its turns, audited; drop the replay log that may hold
-    them; an active session is replaced by a fresh one (``reset``)."""
+    """Delete the session and its turns (and the files sent with them), audited; drop
+    the replay log that may hold them; an active session is replaced by a fresh one (``reset``)."""
     channel = session.channel
     was_active = session.status == Session.Status.ACTIVE
     if was_active:
         engine.interrupt(channel.pk, wait=INTERRUPT_WAIT_S)
     with transaction.atomic():
         record(actor=actor, action=action, target=session, channel=channel)
+        delete_uploads(uploads_of_turns(Turn.objects.filter(session=session)))
         session.delete()
         if was_active:
             fresh = Session.objects.create(channel=channel, started_by=actor)
@@ -206,7 +208,9 @@ def truncate_session(*, session: Session, user: User, keep: int, keep_from: str 
         else:
             first_kept = visible[len(visible) - keep] if keep else None
             doomed = [(t, h) for t, h in rows if first_kept is None or t < first_kept]
-        Turn.objects.filter(pk__in=[turn_id for turn_id, _ in doomed]).delete()
+        dropped = Turn.objects.filter(pk__in=[turn_id for turn_id, _ in doomed])
+        delete_uploads(uploads_of_turns(dropped))
+        dropped.delete()
         for turn_id, hidden in doomed:
             if live and not hidden:
                 publish_on_commit(channel.pk, channel.name, turn_removed_event(turn_id), redact=True)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import logging
 import unicodedata
 import uuid
 from dataclasses import dataclass, field
@@ -17,7 +16,7 @@ from typing import Any
 from django.conf import settings
 from django.core.files.base import ContentFile, File
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 
 from chat import limits, permissions
 from chat.errors import ServiceError
@@ -27,7 +26,6 @@ from chat.services import audit, conversation
 from chat.uploads.failures import ProcessingError
 from chat.uploads.sniff import RASTER, sniff
 
-log = logging.getLogger(__name__)
 
 # How much of a file's start its type is judged on (Office files are told by the zip
 # members whose local headers come first; text by a sample of its start).
@@ -325,6 +323,22 @@ def delete_upload(*, user: Any, upload: Upload) -> None:
                 owner=locked.owner_id,
             )
         locked.delete()  # its file goes once this is committed (chat/uploads/stored_files.py)
+
+
+def delete_uploads(uploads: QuerySet[Upload]) -> int:
+    """Delete these uploads, in the caller's transaction: the one way uploads go, whether
+    their owner deletes one or the turn, session or channel they belong to goes
+    (chat/services/sessions.py, moderation.py, channels.py), so a file never outlives what
+    it was sent with, nor can it be sent again. Each row's file goes once the deletion
+    commits (chat/uploads/stored_files.py, which also covers rows that go by cascade).
+    Returns how many rows went."""
+    count, _ = uploads.delete()
+    return count
+
+
+def uploads_of_turns(turns: QuerySet[Turn]) -> QuerySet[Upload]:
+    """The uploads sent with these turns."""
+    return Upload.objects.filter(turn__in=turns)
 
 
 def _mark_deleted_on_turn(upload: Upload) -> None:

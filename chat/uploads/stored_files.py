@@ -19,4 +19,11 @@ def delete_with_row(sender: Any, instance: Any, **kwargs: Any) -> None:
     if not name:
         return
     storage = instance.file.storage
-    transaction.on_commit(lambda: storage.delete(name), robust=True)
+    transaction.on_commit(lambda: _delete(storage, name))
+
+
+def _delete(storage: Any, name: str) -> None:
+    try:
+        storage.delete(name)
+    except Exception:  # the row's deletion is committed: say which file is left over
+        log.exception("could not delete the stored upload file %s", name)
