@@ -289,3 +289,21 @@ def test_a_chunked_body_is_cut_off_where_it_passes_the_limit(small_limit_server,
         [f"Authorization: Bearer {token}", "Content-Type: application/json", "Content-Length: 99999999"],
     )
     assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+
+
+def test_an_office_file_whose_document_comes_after_a_megabyte_of_pictures_is_still_a_docx(alice):
+    import io
+    import os
+    import zipfile
+
+    from chat.uploads.services import create_upload
+    from chat.uploads.sniff import DOCX
+
+    original = zipfile.ZipFile(io.BytesIO(files.docx(["after the pictures"])))
+    padded = io.BytesIO()
+    with zipfile.ZipFile(padded, "w") as out:
+        out.writestr(zipfile.ZipInfo("word/media/image1.png"), os.urandom(2 * 1024 * 1024))
+        for info in original.infolist():
+            out.writestr(info, original.read(info))
+    upload = create_upload(user=alice, data_or_file=padded.getvalue(), name="report.docx")
+    assert (upload.kind, upload.mime) == ("document", DOCX)

@@ -26,7 +26,6 @@ from chat.services import audit, conversation
 from chat.uploads.failures import ProcessingError
 from chat.uploads.sniff import RASTER, sniff
 
-
 # How much of a file's start its type is judged on (Office files are told by the zip
 # members whose local headers come first; text by a sample of its start).
 SNIFF_BYTES = 1024 * 1024
@@ -74,6 +73,15 @@ def _size_and_head(data_or_file: bytes | File[Any]) -> tuple[int, bytes]:
     return size, head
 
 
+def _whole(data_or_file: bytes | File[Any]) -> bytes:
+    if isinstance(data_or_file, bytes):
+        return data_or_file
+    data_or_file.seek(0)
+    data = bytes(data_or_file.read())
+    data_or_file.seek(0)
+    return data
+
+
 def create_upload(
     *, user: Any, data_or_file: bytes | File[Any], name: str, channel: Channel | None = None
 ) -> Upload:
@@ -86,6 +94,10 @@ def create_upload(
     size, head = _size_and_head(data_or_file)
     if size > settings.MAX_UPLOAD_BYTES:
         raise too_large(size)
+    if head.startswith(b"PK\x03\x04") and size > len(head):
+        # A zip lists its entries at its end: an Office file whose word/document.xml or
+        # xl/workbook.xml comes after a megabyte of pictures is told by the whole file.
+        head = _whole(data_or_file)
     if size == 0:
         raise ServiceError("invalid", "The file is empty.", fields={"file": ["The file is empty."]})
     name = clean_name(name)
