@@ -355,7 +355,9 @@ def uploads_of_turns(turns: QuerySet[Turn]) -> QuerySet[Upload]:
 
 def _mark_deleted_on_turn(upload: Upload) -> None:
     turn = (
-        Turn.objects.select_for_update()
+        # (Only the turn's row: PostgreSQL locks no nullable side of an outer join, the
+        # author.)
+        Turn.objects.select_for_update(of=("self",))
         .select_related("session__channel", "author")
         .get(pk=upload.turn_id or 0)
     )
