@@ -594,18 +594,12 @@ class Upload(models.Model):
         return f"/api/uploads/{self.pk}/content"
 
     def to_dict(self) -> dict[str, Any]:
-        """The protocol's Upload object."""
+        """The protocol's Upload object: the Attachment object and how processing goes."""
         return {
-            "id": str(self.pk),
-            "name": self.name,
-            "mime": self.mime,
-            "size": self.size,
-            "kind": self.kind,
-            "status": self.status,
+            **self.to_attachment(),
             "progress": self.progress,
             "error": self.error or None,
             "channel": self.channel.name if self.channel_id and self.channel else None,
-            "url": self.url,
             "created_at": iso(self.created_at),
         }
 

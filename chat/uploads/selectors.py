@@ -7,9 +7,8 @@ from typing import Any
 
 from django.db.models import QuerySet
 
-from chat import permissions
 from chat.models import Upload
-from chat.selectors import may_read_session
+from chat.selectors import readable_turn
 
 # A list answers the newest this many (a person's uploads; older ones by id).
 LIST_LIMIT = 500
@@ -57,16 +56,12 @@ def servable_upload(user: Any, upload_id: Any, key: str | None) -> Upload | None
     parsed = _parsed(upload_id)
     if parsed is None:
         return None
-    upload = Upload.objects.select_related("turn__session__channel").filter(pk=parsed).first()
+    upload = Upload.objects.filter(pk=parsed).first()
     if upload is None:
         return None
     if user and user.is_authenticated and user.is_active and upload.owner_id == user.pk:
         return upload
-    turn = upload.turn
-    if turn is None or not permissions.can_watch(user, turn.session.channel, key):
-        return None
-    if turn.hidden and not permissions.is_moderator(user):
-        return None
-    if not may_read_session(user, turn.session):
+    # Sent with a message: the message's own read rule decides.
+    if upload.turn_id is None or readable_turn(user, upload.turn_id, key) is None:
         return None
     return upload
