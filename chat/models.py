@@ -15,6 +15,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from chat.knowledge.fields import EmbeddingField
 from chat.realtime import frames
 
 # What a bot turn keeps of its generation that clients fetch on demand instead of
@@ -198,6 +199,9 @@ class Channel(models.Model):
         Instruction, null=True, blank=True, on_delete=models.SET_NULL, related_name="channels"
     )
     locked = models.BooleanField(default=False)
+    # The knowledge bases every reply of the channel searches (the channel's own bases,
+    # and personal bases its owner or a moderator attached).
+    knowledge_bases = models.ManyToManyField("KnowledgeBase", blank=True, related_name="attached_to")
     watch_key = models.CharField(max_length=64, default=new_watch_key)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -349,6 +353,8 @@ class Turn(models.Model):
     # when the message is saved, each ready by then; a deleted upload stays listed with
     # status "deleted"). chat/uploads/ keeps the files themselves (Upload.turn).
     attachments = models.JSONField(default=list, blank=True)
+    # A bot turn: the passages its prompt was given (the ``sources`` event's list).
+    sources = models.JSONField(default=list, blank=True)
 
     class Meta:
         ordering = ["id"]
@@ -614,3 +620,119 @@ class Upload(models.Model):
             "status": self.status,
             "url": self.url,
         }
+
+
+class KnowledgeBase(models.Model):
+    """Documents to search, owned by one person or by one channel (a room's base is
+    used by every reply there and visible to its members). Its chunks are embedded by
+    one embedding model (``embedder``, ``dims``); re-embedding writes a new
+    ``generation`` of chunks and switches to it at once, never mixing vectors."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=100)
+    description = models.TextField(max_length=2000, blank=True)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="knowledge_bases"
+    )
+    channel = models.ForeignKey(
+        Channel, null=True, blank=True, on_delete=models.CASCADE, related_name="own_knowledge_bases"
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # Which model embeds its chunks: "local:<name>" (offline, in-process) or
+    # "provider:<provider name>:<model>" (an OpenAI-compatible /v1/embeddings).
+    embedder = models.CharField(max_length=300)
+    dims = models.PositiveIntegerField()
+    # Chunks of this generation are the ones searched.
+    generation = models.PositiveIntegerField(default=1)
+    # Set while a re-embedding is under way: the embedder it moves to.
+    next_embedder = models.CharField(max_length=300, blank=True)
+    # Bumped whenever its searchable chunks change (in the transaction that changes
+    # them): in-process caches of its vectors compare it.
+    revision = models.PositiveBigIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name", "created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=(Q(owner__isnull=False, channel__isnull=True) | Q(owner__isnull=True, channel__isnull=False)),
+                name="knowledge_base_one_owner",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class KnowledgeDocument(models.Model):
+    """One document of a base: from an upload (its extracted text, copied: the base
+    keeps it when the upload goes) or pasted text."""
+
+    class Status(models.TextChoices):
+        WAITING = "waiting"  # its upload is still being read
+        INDEXING = "indexing"
+        READY = "ready"
+        FAILED = "failed"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    knowledge_base = models.ForeignKey(KnowledgeBase, on_delete=models.CASCADE, related_name="documents")
+    upload = models.ForeignKey(
+        Upload, null=True, blank=True, on_delete=models.SET_NULL, related_name="knowledge_documents"
+    )
+    name = models.CharField(max_length=255)
+    text = models.TextField(blank=True)
+    # Where its pages or sheets start in ``text``: {"pages": [offset, ...]} or
+    # {"sheets": [[title, offset], ...]}.
+    meta = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.INDEXING)
+    progress = models.PositiveSmallIntegerField(default=0)
+    error = models.CharField(max_length=300, blank=True)
+    chunk_count = models.PositiveIntegerField(default=0)
+    added_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["created_at"]
+        indexes = [models.Index(fields=["knowledge_base", "created_at"]), models.Index(fields=["status"])]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(status__in=["waiting", "indexing", "ready", "failed"]),
+                name="knowledge_document_status_valid",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.status})"
+
+
+class KnowledgeChunk(models.Model):
+    """A passage of a document: its text, where it is, and its embedding."""
+
+    id = models.BigAutoField(primary_key=True)
+    knowledge_base = models.ForeignKey(KnowledgeBase, on_delete=models.CASCADE, related_name="chunks")
+    document = models.ForeignKey(KnowledgeDocument, on_delete=models.CASCADE, related_name="chunks")
+    generation = models.PositiveIntegerField()
+    ordinal = models.PositiveIntegerField()
+    text = models.TextField()
+    page = models.PositiveIntegerField(null=True, blank=True)  # 1-based, when the file has pages
+    section = models.CharField(max_length=200, blank=True)  # a heading or a sheet's title
+    start = models.PositiveIntegerField(default=0)  # offsets in the document's text
+    end = models.PositiveIntegerField(default=0)
+    dims = models.PositiveIntegerField()
+    embedding = EmbeddingField(null=True)
+
+    class Meta:
+        ordering = ["document", "ordinal"]
+        indexes = [
+            models.Index(fields=["knowledge_base", "generation"]),
+            models.Index(fields=["document", "generation", "ordinal"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"chunk {self.pk} of {self.document_id}"
