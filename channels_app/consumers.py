@@ -327,7 +327,7 @@ class ChannelConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # an untyp
         # Only what was sent: an absent instruction and ``instruction: null`` differ.
         choices = {k: message[k] for k in ("framing", "params", "thinking", "instruction") if k in message}
         if kind == "message":
-            sent = {"attachments": message["attachments"]} if "attachments" in message else {}
+            sent = {k: message[k] for k in ("attachments", "knowledge_base_ids") if k in message}
             services.post_message(channel=channel, user=user, text=message["text"], **choices, **sent)
         elif kind == "regenerate":
             services.regenerate(channel=channel, user=user, **choices)

@@ -414,6 +414,7 @@ class Turn(models.Model):
                 usage=self.usage,
                 timings=self.timings,
                 dropped_turns=self.dropped_turns,
+                sources=self.sources,
             )
             if not substrate:
                 for name in SUBSTRATE_FIELDS:

@@ -162,6 +162,9 @@ class SocketMessageSerializer(RegenerateSerializer):
     # Ids of the caller's ready uploads; how many, and whose, is the service's to check
     # (`too_large`, `invalid`, `not_ready`, naming the id).
     attachments = StrictListField(child=StrictCharField(max_length=100), required=False)
+    # Knowledge bases searched for this reply besides the channel's attached ones; which
+    # the caller may use is the service's to check (`invalid`, naming the id).
+    knowledge_base_ids = StrictListField(child=StrictCharField(max_length=100), required=False, max_length=20)
 
 
 class MessageSerializer(SocketMessageSerializer):

@@ -66,6 +66,16 @@ def is_reply_being_written(turn_id: int) -> bool:
     ).exists()
 
 
+def sources_of_reply_being_written(turn_id: int) -> list[dict[str, Any]] | None:
+    """The sources of a reply still being written (visible); None when it is not."""
+    sources = (
+        Turn.objects.filter(pk=turn_id, role=Turn.Role.BOT, finish_reason__isnull=True, hidden=False)
+        .values_list("sources", flat=True)
+        .first()
+    )
+    return None if sources is None else list(sources or [])
+
+
 def reply_to(turn: Turn) -> Turn | None:
     """The finished, visible bot turn that answers ``turn``, if there is one yet."""
     return (

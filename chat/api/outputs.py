@@ -123,6 +123,11 @@ class TurnRequest(Output):
     params = TurnParams(required=False)
     thinking = Thinking(required=False)
     instruction = serializers.IntegerField(required=False, allow_null=True)
+    knowledge_base_ids = serializers.ListField(
+        child=serializers.UUIDField(),
+        required=False,
+        help_text="knowledge bases searched for its reply besides the channel's attached ones",
+    )
 
 
 class TurnUsage(Output):
@@ -140,6 +145,9 @@ class TurnTimings(Output):
 
     ttft_ms = serializers.IntegerField(required=False, allow_null=True)
     duration_ms = serializers.IntegerField(required=False)
+    retrieval_ms = serializers.IntegerField(
+        required=False, help_text="searching knowledge bases and long files, before the model was asked"
+    )
     recovered = serializers.BooleanField(required=False)
 
 
@@ -200,6 +208,30 @@ UPLOAD_CONTENT = OpenApiResponse(
 # --- Turns ------------------------------------------------------------------------------
 
 
+class SourceBase(Output):
+    id = serializers.UUIDField()
+    name = serializers.CharField()
+
+
+class SourceDocument(Output):
+    id = serializers.UUIDField(help_text="a knowledge base's document, or the upload of a file sent")
+    name = serializers.CharField()
+
+
+class Source(Output):
+    """A passage a reply's prompt was given, numbered as in the prompt (`[n]`). `kb` and
+    `chunk` are null for a passage of a file sent with the message (`document` is then
+    the upload)."""
+
+    n = serializers.IntegerField()
+    kb = SourceBase(allow_null=True)
+    document = SourceDocument()
+    chunk = serializers.IntegerField(allow_null=True)
+    score = serializers.FloatField()
+    snippet = serializers.CharField(allow_blank=True, help_text="the passage's start, at most 300 characters")
+    page = serializers.IntegerField(allow_null=True)
+
+
 class Turn(Output):
     """The protocol's Turn object, with the substrate (`prompt`, `raw_completion`,
     `framing`) as every REST answer gives it. The fields from `truncated` on are a bot
@@ -239,6 +271,7 @@ class Turn(Output):
     dropped_turns = serializers.IntegerField(
         required=False, help_text="oldest turns left out so the prompt fit the context window"
     )
+    sources = Source(many=True, required=False, help_text="bot turns: the passages its prompt was given")
 
 
 class TurnList(Output):

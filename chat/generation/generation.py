@@ -167,6 +167,9 @@ class Generation:
         first = plan.providers[0]
         label = f"{first.model_label or first.name} is writing…"
         await self._publish(plan, events.thinking_event(plan.turn_id, label))
+        if plan.retrieved:
+            # Before any token: the first tokens wait in the outbox until _write drains it.
+            await self._publish(plan, events.sources_event(plan.turn_id, plan.sources))
         if self.lost.is_set():
             streamer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -321,6 +324,8 @@ class Generation:
             "ttft_ms": round((self.first_token_at - started) * 1000) if self.first_token_at else None,
             "duration_ms": round((now - started) * 1000),
         }
+        if plan.retrieval_ms is not None:  # spent before ``started``, reading the plan
+            timings["retrieval_ms"] = plan.retrieval_ms
         config = self.config or plan.providers[0]
         earlier = [t.text for t in plan.turns if t.role == "bot"]
         dropped = self.built.dropped_turns if self.built else 0

@@ -16,6 +16,7 @@ from django.utils import timezone
 from chat.framing import effective_framing, effective_params
 from chat.generation.prompt import PromptTurn, estimate_tokens
 from chat.generation.providers.base import ProviderConfig
+from chat.knowledge.retrieval import LongFiles, bases_for_reply, search_bases
 from chat.models import Channel, Instruction, Provider, Session, Turn
 from chat.uploads.prompting import TurnFiles, files_of_turns
 
@@ -44,6 +45,13 @@ class Plan:
     # Replies of this channel that a dead process left unfinished, closed as errors
     # (the caller holds the channel's lock, so nothing else is writing them).
     recovered: list[dict[str, Any]] = field(default_factory=list)
+    # The passages the prompt was given, numbered as there (the protocol's Source
+    # objects): stored on the bot turn, announced by the ``sources`` event.
+    sources: list[dict[str, Any]] = field(default_factory=list)
+    # Knowledge bases were searched, or a long file gave passages: the reply announces
+    # its sources (an empty list says the search found nothing).
+    retrieved: bool = False
+    retrieval_ms: int | None = None
 
 
 def provider_config(provider: Provider, model: str = "") -> ProviderConfig:
@@ -168,7 +176,7 @@ def read_plan(channel_id: int) -> Plan | None:
     if session is None:
         return None
     framing = effective_framing(channel.framing)
-    request = asked_for(session.pk)
+    answered_id, request, author_id = answered_turn(session.pk)
     # The message's own choices (chat/choices.py) over the channel's, for this reply only.
     params = {**effective_params(channel.params), **request.get("params", {})}
     if "thinking" in request:
@@ -181,8 +189,22 @@ def read_plan(channel_id: int) -> Plan | None:
     if not rows:
         return None
     last_user = next((text for _, role, text in reversed(rows) if role != Turn.Role.BOT), "")
-    files = files_of_turns(session.pk, (turn_id for turn_id, _, _ in rows))
+    # Retrieval for the message answered (its typed text is the query): the bases'
+    # passages first in its text, then its files, a long one by its best passages.
+    answering = rows[-1][1] != Turn.Role.BOT and rows[-1][0] == answered_id
+    retrieved = search_bases(bases_for_reply(channel, request, author_id), last_user) if answering else None
+    long_files = LongFiles(
+        query=last_user,
+        turn_ids=frozenset({answered_id} if answering and answered_id is not None else ()),
+        first_n=len(retrieved.sources) + 1 if retrieved else 1,
+    )
+    files = files_of_turns(session.pk, (turn_id for turn_id, _, _ in rows), long_files)
+    if retrieved is not None and retrieved.block and answered_id is not None:
+        files.setdefault(answered_id, TurnFiles()).blocks.insert(0, retrieved.block)
     turns = [files.get(turn_id, TurnFiles()).apply(role, text) for turn_id, role, text in rows]
+    sources = (retrieved.sources if retrieved else []) + long_files.sources
+    searched = bool(retrieved and retrieved.searched) or bool(long_files.sources)
+    spent = (retrieved.elapsed_ms if retrieved else 0.0) + long_files.elapsed_ms
     chain = seeing_chain(chain, turns)
     return Plan(
         channel_id=channel.pk,
@@ -199,20 +221,27 @@ def read_plan(channel_id: int) -> Plan | None:
         last_user_text=last_user,
         instruction_name=instruction.name if instruction else "",
         instruction_text=instruction.text if instruction else "",
+        sources=sources,
+        retrieved=searched,
+        retrieval_ms=round(spent) if searched else None,
     )
 
 
-def asked_for(session_id: Any) -> dict[str, Any]:
-    """The choices recorded on the newest turn the reply answers (a user's, or an
-    injected one): when several messages are answered together, the last one's."""
+def answered_turn(session_id: Any) -> tuple[int | None, dict[str, Any], int | None]:
+    """The newest turn the reply answers (a user's, or an injected one): its id, the
+    choices recorded on it (when several messages are answered together, the last
+    one's) and its author's id."""
     newest = (
         Turn.objects.filter(session_id=session_id, hidden=False)
         .exclude(role=Turn.Role.BOT)
         .order_by("-id")
-        .values_list("request", flat=True)
+        .values_list("id", "request", "author_id")
         .first()
     )
-    return newest if isinstance(newest, dict) else {}
+    if newest is None:
+        return None, {}, None
+    turn_id, request, author_id = newest
+    return turn_id, request if isinstance(request, dict) else {}, author_id
 
 
 def open_turn(plan: Plan) -> Plan | None:
@@ -247,6 +276,7 @@ def open_turn(plan: Plan) -> Plan | None:
             instruction=plan.instruction_name,
             provider=first.name,
             model=first.model_label,
+            sources=plan.sources,
         ).pk
         Session.touch(plan.session_id)
         return plan

@@ -40,6 +40,12 @@ class ThinkingEvent(TypedDict):
     turn_id: int
 
 
+class SourcesEvent(TypedDict):
+    type: Literal["sources"]
+    turn_id: int
+    sources: list[dict[str, Any]]
+
+
 class TextEvent(TypedDict):
     type: Literal["token", "reasoning"]
     data: str
@@ -122,6 +128,13 @@ def turn_event(turn: dict[str, Any]) -> dict[str, Any]:
 
 def thinking_event(turn_id: int, label: str) -> ThinkingEvent:
     return {"type": "thinking", "label": label, "turn_id": turn_id}
+
+
+def sources_event(turn_id: int, sources: list[dict[str, Any]]) -> SourcesEvent:
+    """The passages a reply's prompt was given (the protocol's Source objects), sent
+    after ``thinking`` and before its first token; an empty list: the knowledge bases
+    were searched and nothing passed."""
+    return {"type": "sources", "turn_id": turn_id, "sources": sources}
 
 
 def token_event(turn_id: int, data: str) -> TextEvent:

@@ -13,6 +13,7 @@ from chat import limits, permissions
 from chat.choices import NOT_GIVEN, check_choices, usable_instruction
 from chat.errors import ServiceError
 from chat.generation import engine
+from chat.knowledge import services as knowledge
 from chat.models import Channel, Session, Turn, Upload
 from chat.realtime.events import publish_on_commit, reset_event, turn_event, turn_removed_event
 from chat.services.channels import check_channel_settings, save_channel_settings
@@ -96,6 +97,7 @@ def post_message(
     attachments: list[str] | None = None,
     image: str | None = None,
     image_mime: str | None = None,
+    knowledge_base_ids: list[str] | None = None,
 ) -> Turn:
     """Save a user turn at once and have the bot answer it (right after the reply being
     written, if there is one). Returns the saved user turn.
@@ -104,7 +106,9 @@ def post_message(
     ``instruction`` are this reply's only, within the channel's bounds for members
     (chat/choices.py), and are recorded on the turn (``request``). ``attachments``: ids
     of the caller's ready uploads, sent with it; ``image`` (base64, REST's seed form)
-    becomes an upload of the caller, processed here. With either, ``text`` may be blank."""
+    becomes an upload of the caller, processed here. With either, ``text`` may be blank.
+    ``knowledge_base_ids``: bases searched for this reply besides the channel's attached
+    ones (the caller's own, or the channel's), recorded on the turn as strings."""
     check_can_write(user, channel)
     # The seed image is an attachment too: it counts towards MAX_ATTACHMENTS_PER_MESSAGE.
     if image is not None:
@@ -118,6 +122,9 @@ def post_message(
     request = check_choices(
         channel=channel, user=user, params=params, thinking=thinking, instruction=instruction
     )
+    if knowledge_base_ids:
+        bases = knowledge.check_message_bases(user=user, channel=channel, ids=knowledge_base_ids)
+        request["knowledge_base_ids"] = [str(base.pk) for base in bases]
     # A model that does not read images is refused before any limit is counted.
     looked_at = [*sent, seed.as_upload(user)] if seed is not None else sent
     require_vision(channel=channel, user=user, request=request, uploads=looked_at)
@@ -236,7 +243,13 @@ def _require_vision_again(channel: Channel, user: User, request: dict[str, Any] 
 def _record_request(channel: Channel, session: Session, request: dict[str, Any]) -> None:
     """A regenerate's choices, on the turn the new reply answers; every screen sees it."""
     asked = _answered_turn(session)
-    if asked is None or asked.request == request:
+    if asked is None:
+        return
+    # The bases the message named are the message's own, not a choice a regenerate
+    # makes: they stay searched.
+    if "knowledge_base_ids" in asked.request:
+        request = {**request, "knowledge_base_ids": asked.request["knowledge_base_ids"]}
+    if asked.request == request:
         return
     asked.request = request
     asked.save(update_fields=["request"])

@@ -2,8 +2,11 @@
 
 - A document's text, an SVG's XML, a recording's transcript: put in the turn's text
   before what was typed, between lines naming the file, whole up to
-  ATTACHMENT_PROMPT_CHARS characters, else cut there with a note saying how much was
-  left out (the knowledge-base issue adds retrieval for the rest).
+  ATTACHMENT_PROMPT_CHARS characters. A longer file sent with the message being answered
+  gives its passages most relevant to that message instead (chat/knowledge/retrieval.py
+  LongFiles, numbered like knowledge-base passages and listed as the reply's sources);
+  a longer file of an earlier turn, or one whose passages cannot be ranked, is cut
+  there with a note saying how much was left out.
 - A raster image (PNG, JPEG, WebP, GIF): its stored, re-encoded bytes, as an image part
   of the turn (chat/generation/prompt.py PromptImage; each provider its own wire shape).
   Every image of the conversation that is still in the prompt's window is sent, newest
@@ -24,6 +27,7 @@ from django.conf import settings
 from django.db.models.functions import Length, Substr
 
 from chat.generation.prompt import PromptImage, PromptTurn
+from chat.knowledge.retrieval import LongFiles
 from chat.models import Turn, Upload
 
 log = logging.getLogger(__name__)
@@ -82,10 +86,13 @@ class TurnFiles:
         return PromptTurn(role, full, tuple(self.images))
 
 
-def files_of_turns(session_id: Any, turn_ids: Iterable[int]) -> dict[int, TurnFiles]:
+def files_of_turns(
+    session_id: Any, turn_ids: Iterable[int], long_files: LongFiles | None = None
+) -> dict[int, TurnFiles]:
     """What the ready files of these turns (of one session) add to them, by turn id:
     read in one query for the whole window whatever its number of turns (two when files
-    were sent), plus the bytes of the images that will be sent."""
+    were sent), plus the bytes of the images that will be sent. ``long_files``: which
+    files too long for a prompt give their best passages instead of their head."""
     wanted = set(turn_ids)
     if not wanted:
         return {}
@@ -112,7 +119,8 @@ def files_of_turns(session_id: Any, turn_ids: Iterable[int]) -> dict[int, TurnFi
             head: str = getattr(upload, "head", "") or ""
             length: int = getattr(upload, "length", 0) or 0
             cut = bool((upload.meta or {}).get("truncated"))
-            entry.blocks.append(file_block(upload.name, upload.kind, head, length, cut))
+            passages = long_files.block(upload, length) if long_files and long_files.wants(upload, length) else None
+            entry.blocks.append(passages or file_block(upload.name, upload.kind, head, length, cut))
         elif upload.pk in sent:
             entry.images.append(sent[upload.pk])
         elif upload.pk in unreadable:

@@ -154,8 +154,10 @@ function applyHistory(event) {
   earlier.reset(event.session, event.has_more);
   setRunning(null);
   if (event.generating) {
-    const { turn_id, text, reasoning } = event.generating;
-    transcript.set({ id: turn_id, role: "bot", author: null, finish_reason: null, text: text || "", reasoning: reasoning || "" });
+    const { turn_id, text, reasoning, sources } = event.generating;
+    const writing = { id: turn_id, role: "bot", author: null, finish_reason: null, text: text || "", reasoning: reasoning || "" };
+    if (Array.isArray(sources)) writing.sources = sources;
+    transcript.set(writing);
     setRunning(turn_id);
   }
   if (event.watchers !== undefined) showPresence({ watchers: event.watchers });
@@ -191,6 +193,10 @@ const handlers = {
   thinking(event) {
     transcript.set({ id: event.turn_id, role: "bot", author: null, finish_reason: null, label: event.label, text: "" });
     setRunning(event.turn_id);
+  },
+  sources(event) {
+    // After `thinking`, before the first token: the citations show as the reply starts.
+    transcript.set({ id: event.turn_id, role: "bot", sources: event.sources });
   },
   token(event) {
     transcript.append(event.turn_id, "text", event.data);

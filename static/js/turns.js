@@ -2,7 +2,7 @@
 // and a read-only archived session both use it. User and model text reach the page only
 // as text nodes or through the Markdown sanitizer (markdown.js).
 import { renderMarkdown, copyText } from "/static/js/markdown.js";
-import { attachmentList } from "/static/js/attachments.js";
+import { attachmentList, withQuery } from "/static/js/attachments.js";
 
 export function el(tag, className, text) {
   const node = document.createElement(tag);
@@ -170,6 +170,7 @@ export class Transcript {
     element.querySelector(".status").textContent = statusText(data, view);
     element.querySelector(".body").replaceChildren(view.text ? renderMarkdown(view.text) : "");
     this.paintAttachments(view);
+    this.paintSources(view);
     const reasoning = element.querySelector(".reasoning");
     reasoning.hidden = !view.reasoning;
     reasoning.querySelector(".reasoning-text").textContent = view.reasoning;
@@ -186,6 +187,18 @@ export class Transcript {
     view.attachmentsPainted = signature;
     view.element.querySelector(".attachments")?.remove();
     if (attachments.length) view.element.querySelector(".body").after(attachmentList(attachments, this.options.key || ""));
+  }
+
+  // A reply's numbered citations (its `sources`: from the `sources` event before the
+  // first token, then from the turn), repainted only when they change.
+  paintSources(view) {
+    // An empty list (no retrieval, or nothing relevant: the prompt said so) shows nothing.
+    const sources = view.data.role === "bot" && Array.isArray(view.data.sources) ? view.data.sources : [];
+    const signature = JSON.stringify(sources);
+    if (view.sourcesPainted === signature) return;
+    view.sourcesPainted = signature;
+    view.element.querySelector(".sources")?.remove();
+    if (sources.length) view.element.querySelector(".body").after(sourceList(sources, view.data.id, this.options.key || ""));
   }
 
   // Edit on your own last message, Regenerate on the last reply, once it is finished.
@@ -221,13 +234,14 @@ export class Transcript {
     }
     const usage = data.usage || {};
     const timings = data.timings || {};
+    const retrieval = timings.retrieval_ms !== undefined ? `, retrieval ${timings.retrieval_ms} ms` : "";
     const facts = [
       ["provider", [data.provider, data.model].filter(Boolean).join(" / ")],
       ["instruction", data.instruction || "none"],
       ["params", samplingSummary(data.params || {})],
       ["finish reason", data.finish_reason],
       ["usage", `${usage.prompt_tokens ?? "?"} prompt + ${usage.completion_tokens ?? "?"} completion tokens${usage.estimated ? " (estimated)" : ""}`],
-      ["timings", `first token ${timings.ttft_ms ?? "?"} ms, total ${timings.duration_ms ?? "?"} ms`],
+      ["timings", `first token ${timings.ttft_ms ?? "?"} ms, total ${timings.duration_ms ?? "?"} ms${retrieval}`],
     ];
     const list = el("dl");
     for (const [term, value] of facts) list.append(el("dt", null, term), el("dd", null, value ?? ""));
@@ -256,6 +270,42 @@ export class Transcript {
     view.detailAsked = false;
     if (view.data.role === "bot" && view.data.finish_reason) this.paintSubstrate(view);
   }
+}
+
+// "[1] handbook.pdf, page 3": a passage's citation, as the prompt numbered it.
+function citation(source) {
+  const document = (source.document && source.document.name) || "document";
+  return `[${source.n}] ${document}${source.page ? `, page ${source.page}` : ""}`;
+}
+
+// Where a citation leads: the passage (its base's chunk, readable by whoever may see
+// the turn: `turn`, and a watch page's `key`), or, for a passage of a file sent with
+// the message, that file.
+function sourceHref(source, turnId, key) {
+  if (source.kb && source.kb.id && source.chunk !== null && source.chunk !== undefined) {
+    const path = `/api/knowledge-bases/${encodeURIComponent(source.kb.id)}/chunks/${encodeURIComponent(source.chunk)}`;
+    return withQuery(path, { turn: String(turnId), key });
+  }
+  if (source.document && source.document.id) return withQuery(`/api/uploads/${encodeURIComponent(source.document.id)}/content`, { key });
+  return null;
+}
+
+// The citations under a reply. Names, snippets and base names are user text: text
+// nodes only.
+export function sourceList(sources, turnId, key) {
+  const box = el("div", "sources");
+  const list = el("ol", "source-list");
+  for (const source of sources) {
+    const item = el("li", "source");
+    item.dataset.n = String(source.n);
+    const href = sourceHref(source, turnId, key);
+    item.append(href ? link(href, citation(source)) : el("span", "cite", citation(source)));
+    if (source.kb && source.kb.name) item.append(el("span", "source-kb", ` — ${source.kb.name}`));
+    if (source.snippet) item.append(el("blockquote", "snippet", source.snippet));
+    list.append(item);
+  }
+  box.append(el("h4", null, "Sources"), list);
+  return box;
 }
 
 // What a reply was written with, in one line (thinking included: it may have been a
