@@ -102,7 +102,7 @@ def search_bases(bases: list[KnowledgeBase], query: str) -> Retrieved:
         result = search.search(bases, query, limit=settings.KB_TOP_K, threshold=settings.KB_SCORE_THRESHOLD)
     except Exception:  # a search's bug or a database error: the reply is still written
         log.exception("knowledge bases %s could not be searched", [str(base.pk) for base in bases])
-        block = f"[knowledge bases {names} could not be searched for this message: say so if it asks about them]"
+        block = f"[knowledge bases {names} could not be searched: say so if asked about them]"
         return Retrieved(block=block, searched=True, elapsed_ms=(time.monotonic() - started) * 1000)
     elapsed = (time.monotonic() - started) * 1000
     lines: list[str] = []

@@ -23,14 +23,11 @@ async def build_history(channel: Channel, *, mode: str, watchers: int = 0) -> di
     state = await db_call(selectors.history_state)(channel)
     if generating:
         sources = await db_call(selectors.sources_of_reply_being_written)(generating["turn_id"])
-        if sources is None:
-            # The database has it finished (its end was not announced: Redis failed under
-            # it), hidden or deleted: Redis's snapshot says otherwise, the database wins.
-            generating = None
-        else:
-            # Written with the bot turn, before its ``sources`` event: a screen that
-            # joins mid-reply shows the citations the others saw before the first token.
-            generating = {**generating, "sources": sources}
+        # None: the database has it finished (its end was not announced: Redis failed
+        # under it), hidden or deleted; Redis's snapshot says otherwise, the database
+        # wins. Else its sources, written with the bot turn before its ``sources`` event:
+        # a screen that joins mid-reply shows the citations the others saw first.
+        generating = None if sources is None else {**generating, "sources": sources}
     return bounded(
         history_event(
             channel=channel.name,

@@ -119,7 +119,8 @@ def files_of_turns(
             head: str = getattr(upload, "head", "") or ""
             length: int = getattr(upload, "length", 0) or 0
             cut = bool((upload.meta or {}).get("truncated"))
-            passages = long_files.block(upload, length) if long_files and long_files.wants(upload, length) else None
+            retrieve = long_files is not None and long_files.wants(upload, length)
+            passages = long_files.block(upload, length) if long_files is not None and retrieve else None
             entry.blocks.append(passages or file_block(upload.name, upload.kind, head, length, cut))
         elif upload.pk in sent:
             entry.images.append(sent[upload.pk])
