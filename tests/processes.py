@@ -149,6 +149,8 @@ def database_url() -> str:
     if db["ENGINE"].endswith("sqlite3"):
         return f"sqlite:///{db['NAME']}"
     user = db["USER"] or "postgres"
+    if (db["HOST"] or "").startswith("/"):  # a Unix socket's directory (a server with no TCP port)
+        return f"postgres://{user}@/{db['NAME']}?host={db['HOST']}"
     return f"postgres://{user}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
