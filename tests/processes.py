@@ -149,8 +149,11 @@ def database_url() -> str:
     if db["ENGINE"].endswith("sqlite3"):
         return f"sqlite:///{db['NAME']}"
     user = db["USER"] or "postgres"
-    if (db["HOST"] or "").startswith("/"):  # a Unix socket's directory (a server with no TCP port)
-        return f"postgres://{user}@/{db['NAME']}?host={db['HOST']}"
+    # A Unix socket's directory (a server with no TCP port): DATABASE_URL's ?host=/dir
+    # puts it in OPTIONS, with HOST empty.
+    socket_dir = db["HOST"] or db.get("OPTIONS", {}).get("host") or ""
+    if socket_dir.startswith("/"):
+        return f"postgres://{user}@/{db['NAME']}?host={socket_dir}"
     return f"postgres://{user}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
