@@ -5,6 +5,7 @@ finds them as it finds indexed ones without a worker in the way."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from django.db import transaction
@@ -53,7 +54,7 @@ def make_base(
 
 
 def add_document(
-    base: KnowledgeBase, name: str, pages: list[tuple[int | None, str]], *, vectors: Any = None
+    base: KnowledgeBase, name: str, pages: Sequence[tuple[int | None, str]], *, vectors: Any = None
 ) -> KnowledgeDocument:
     """A ready document of ``base``, one chunk a page; embedded by the base's embedder
     unless ``vectors`` are given (a base whose embedding service is down)."""
