@@ -201,7 +201,9 @@ class Channel(models.Model):
     locked = models.BooleanField(default=False)
     # The knowledge bases every reply of the channel searches (the channel's own bases,
     # and personal bases its owner or a moderator attached).
-    knowledge_bases = models.ManyToManyField("KnowledgeBase", blank=True, related_name="attached_to")
+    knowledge_bases: models.ManyToManyField[KnowledgeBase, Any] = models.ManyToManyField(
+        "KnowledgeBase", blank=True, related_name="attached_to"
+    )
     watch_key = models.CharField(max_length=64, default=new_watch_key)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -632,7 +634,11 @@ class KnowledgeBase(models.Model):
     name = models.CharField(max_length=100)
     description = models.TextField(max_length=2000, blank=True)
     owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="knowledge_bases"
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="knowledge_bases",
     )
     channel = models.ForeignKey(
         Channel, null=True, blank=True, on_delete=models.CASCADE, related_name="own_knowledge_bases"
@@ -658,7 +664,10 @@ class KnowledgeBase(models.Model):
         ordering = ["name", "created_at"]
         constraints = [
             models.CheckConstraint(
-                condition=(Q(owner__isnull=False, channel__isnull=True) | Q(owner__isnull=True, channel__isnull=False)),
+                condition=(
+                    Q(owner__isnull=False, channel__isnull=True)
+                    | Q(owner__isnull=True, channel__isnull=False)
+                ),
                 name="knowledge_base_one_owner",
             )
         ]

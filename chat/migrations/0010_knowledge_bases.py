@@ -10,109 +10,208 @@ from chat.knowledge import schema
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('chat', '0009_upload_goes_with_its_turn'),
+        ("chat", "0009_upload_goes_with_its_turn"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.RunPython(schema.create_extension, migrations.RunPython.noop),
         migrations.AddField(
-            model_name='turn',
-            name='sources',
+            model_name="turn",
+            name="sources",
             field=models.JSONField(blank=True, default=list),
         ),
         migrations.CreateModel(
-            name='KnowledgeBase',
+            name="KnowledgeBase",
             fields=[
-                ('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
-                ('name', models.CharField(max_length=100)),
-                ('description', models.TextField(blank=True, max_length=2000)),
-                ('embedder', models.CharField(max_length=300)),
-                ('dims', models.PositiveIntegerField()),
-                ('generation', models.PositiveIntegerField(default=1)),
-                ('next_embedder', models.CharField(blank=True, max_length=300)),
-                ('revision', models.PositiveBigIntegerField(default=0)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('channel', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='own_knowledge_bases', to='chat.channel')),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('owner', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='knowledge_bases', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False),
+                ),
+                ("name", models.CharField(max_length=100)),
+                ("description", models.TextField(blank=True, max_length=2000)),
+                ("embedder", models.CharField(max_length=300)),
+                ("dims", models.PositiveIntegerField()),
+                ("generation", models.PositiveIntegerField(default=1)),
+                ("next_embedder", models.CharField(blank=True, max_length=300)),
+                ("revision", models.PositiveBigIntegerField(default=0)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "channel",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="own_knowledge_bases",
+                        to="chat.channel",
+                    ),
+                ),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "owner",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="knowledge_bases",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['name', 'created_at'],
+                "ordering": ["name", "created_at"],
             },
         ),
         migrations.AddField(
-            model_name='channel',
-            name='knowledge_bases',
-            field=models.ManyToManyField(blank=True, related_name='attached_to', to='chat.knowledgebase'),
+            model_name="channel",
+            name="knowledge_bases",
+            field=models.ManyToManyField(blank=True, related_name="attached_to", to="chat.knowledgebase"),
         ),
         migrations.CreateModel(
-            name='KnowledgeDocument',
+            name="KnowledgeDocument",
             fields=[
-                ('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
-                ('name', models.CharField(max_length=255)),
-                ('text', models.TextField(blank=True)),
-                ('meta', models.JSONField(blank=True, default=dict)),
-                ('status', models.CharField(choices=[('waiting', 'Waiting'), ('indexing', 'Indexing'), ('ready', 'Ready'), ('failed', 'Failed')], default='indexing', max_length=10)),
-                ('progress', models.PositiveSmallIntegerField(default=0)),
-                ('error', models.CharField(blank=True, max_length=300)),
-                ('chunk_count', models.PositiveIntegerField(default=0)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('added_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('knowledge_base', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='documents', to='chat.knowledgebase')),
-                ('upload', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='knowledge_documents', to='chat.upload')),
+                (
+                    "id",
+                    models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False),
+                ),
+                ("name", models.CharField(max_length=255)),
+                ("text", models.TextField(blank=True)),
+                ("meta", models.JSONField(blank=True, default=dict)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("waiting", "Waiting"),
+                            ("indexing", "Indexing"),
+                            ("ready", "Ready"),
+                            ("failed", "Failed"),
+                        ],
+                        default="indexing",
+                        max_length=10,
+                    ),
+                ),
+                ("progress", models.PositiveSmallIntegerField(default=0)),
+                ("error", models.CharField(blank=True, max_length=300)),
+                ("chunk_count", models.PositiveIntegerField(default=0)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "added_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "knowledge_base",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="documents",
+                        to="chat.knowledgebase",
+                    ),
+                ),
+                (
+                    "upload",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="knowledge_documents",
+                        to="chat.upload",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['created_at'],
+                "ordering": ["created_at"],
             },
         ),
         migrations.CreateModel(
-            name='KnowledgeChunk',
+            name="KnowledgeChunk",
             fields=[
-                ('id', models.BigAutoField(primary_key=True, serialize=False)),
-                ('generation', models.PositiveIntegerField()),
-                ('ordinal', models.PositiveIntegerField()),
-                ('text', models.TextField()),
-                ('page', models.PositiveIntegerField(blank=True, null=True)),
-                ('section', models.CharField(blank=True, max_length=200)),
-                ('start', models.PositiveIntegerField(default=0)),
-                ('end', models.PositiveIntegerField(default=0)),
-                ('dims', models.PositiveIntegerField()),
-                ('embedding', chat.knowledge.fields.EmbeddingField(null=True)),
-                ('knowledge_base', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='chunks', to='chat.knowledgebase')),
-                ('document', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='chunks', to='chat.knowledgedocument')),
+                ("id", models.BigAutoField(primary_key=True, serialize=False)),
+                ("generation", models.PositiveIntegerField()),
+                ("ordinal", models.PositiveIntegerField()),
+                ("text", models.TextField()),
+                ("page", models.PositiveIntegerField(blank=True, null=True)),
+                ("section", models.CharField(blank=True, max_length=200)),
+                ("start", models.PositiveIntegerField(default=0)),
+                ("end", models.PositiveIntegerField(default=0)),
+                ("dims", models.PositiveIntegerField()),
+                ("embedding", chat.knowledge.fields.EmbeddingField(null=True)),
+                (
+                    "knowledge_base",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="chunks",
+                        to="chat.knowledgebase",
+                    ),
+                ),
+                (
+                    "document",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="chunks",
+                        to="chat.knowledgedocument",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['document', 'ordinal'],
+                "ordering": ["document", "ordinal"],
             },
         ),
         migrations.AddConstraint(
-            model_name='knowledgebase',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('channel__isnull', True), ('owner__isnull', False)), models.Q(('channel__isnull', False), ('owner__isnull', True)), _connector='OR'), name='knowledge_base_one_owner'),
+            model_name="knowledgebase",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    models.Q(("channel__isnull", True), ("owner__isnull", False)),
+                    models.Q(("channel__isnull", False), ("owner__isnull", True)),
+                    _connector="OR",
+                ),
+                name="knowledge_base_one_owner",
+            ),
         ),
         migrations.AddIndex(
-            model_name='knowledgedocument',
-            index=models.Index(fields=['knowledge_base', 'created_at'], name='chat_knowle_knowled_2eaa6d_idx'),
+            model_name="knowledgedocument",
+            index=models.Index(
+                fields=["knowledge_base", "created_at"], name="chat_knowle_knowled_2eaa6d_idx"
+            ),
         ),
         migrations.AddIndex(
-            model_name='knowledgedocument',
-            index=models.Index(fields=['status'], name='chat_knowle_status_a364a5_idx'),
+            model_name="knowledgedocument",
+            index=models.Index(fields=["status"], name="chat_knowle_status_a364a5_idx"),
         ),
         migrations.AddConstraint(
-            model_name='knowledgedocument',
-            constraint=models.CheckConstraint(condition=models.Q(('status__in', ['waiting', 'indexing', 'ready', 'failed'])), name='knowledge_document_status_valid'),
+            model_name="knowledgedocument",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("status__in", ["waiting", "indexing", "ready", "failed"])),
+                name="knowledge_document_status_valid",
+            ),
         ),
         migrations.AddIndex(
-            model_name='knowledgechunk',
-            index=models.Index(fields=['knowledge_base', 'generation'], name='chat_knowle_knowled_b252ac_idx'),
+            model_name="knowledgechunk",
+            index=models.Index(
+                fields=["knowledge_base", "generation"], name="chat_knowle_knowled_b252ac_idx"
+            ),
         ),
         migrations.AddIndex(
-            model_name='knowledgechunk',
-            index=models.Index(fields=['document', 'generation', 'ordinal'], name='chat_knowle_documen_2621e6_idx'),
+            model_name="knowledgechunk",
+            index=models.Index(
+                fields=["document", "generation", "ordinal"], name="chat_knowle_documen_2621e6_idx"
+            ),
         ),
         migrations.RunPython(schema.create_search_indexes, schema.drop_search_indexes),
     ]
