@@ -11,6 +11,7 @@ from django.conf import settings
 from django.contrib.auth import login
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.views import redirect_to_login
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
@@ -211,12 +212,15 @@ def knowledge(request: HttpRequest) -> HttpResponse:
     return response
 
 
-@login_required
 @require_http_methods(["GET", "HEAD"])
 def knowledge_base(request: HttpRequest, base_id: UUID) -> HttpResponse:
     """One knowledge base: its documents, their progress, search, a passage (?chunk=N).
     The frame is the same for any id; what the user may read (a private room's base is
-    a 404 to outsiders) is the API's answer, which the script shows."""
+    a 404 to outsiders) is the API's answer, which the script shows. A citation's link
+    (?chunk=N&turn=T, with the watch page's &key=) opens for anyone: the API shows the
+    passage to whoever may read the reply that cites it."""
+    if not request.user.is_authenticated and "chunk" not in request.GET:
+        return redirect_to_login(request.get_full_path())
     response = render(request, "chat/knowledge_base.html", {"base_id": base_id})
     response["Cache-Control"] = "no-store"
     return response

@@ -14,7 +14,7 @@ from playwright.sync_api import Dialog, FilePayload, Page, expect
 
 from chat.models import Channel, KnowledgeBase
 from tests import files
-from tests.browser import log_in, no_script_errors, screenshot
+from tests.browser import log_in, new_page, no_script_errors, screenshot
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -201,3 +201,42 @@ def test_deleting_a_document_and_the_base_asks_first(host, browser, worker, alic
     assert asked[-1] == 'Delete the knowledge base "Scratch" and its 1 document? This cannot be undone.'
     assert not KnowledgeBase.objects.filter(pk=base_id).exists()
     no_script_errors(page)
+
+
+def test_a_citation_link_shows_its_passage_to_a_reader_of_the_reply_and_nothing_else(
+    host, browser, worker, channel, alice
+):
+    """A reply's citation links to /knowledge/{base}/?chunk=N&turn=T: a watch page's
+    anonymous visitor, who cannot read alice's own base, sees that passage (the API lets
+    readers of the citing reply read it) and nothing more of the base."""
+    from chat import services
+
+    page = log_in(browser, host, "alice")
+    base_id = create_base(page, host, "Field guide")
+    paste_text(page, "owls.md", OWLS)
+    expect(document_row(page, "owls.md").locator(".doc-state")).to_have_text("ready", timeout=INDEXED)
+    chunk = KnowledgeBase.objects.get().chunks.order_by("ordinal").first()
+    assert chunk is not None
+    reply = services.inject(channel=channel, user=alice, role="bot", text="They nest underground [1].")
+    reply.sources = [
+        {
+            "n": 1,
+            "kb": {"id": base_id, "name": "Field guide"},
+            "document": {"id": str(chunk.document_id), "name": "owls.md"},
+            "chunk": chunk.pk,
+            "score": 0.8,
+            "snippet": chunk.text[:300],
+            "page": None,
+        }
+    ]
+    reply.save(update_fields=["sources"])
+
+    visitor = new_page(browser)
+    visitor.goto(f"http://{host}/knowledge/{base_id}/?chunk={chunk.pk}&turn={reply.pk}")
+    expect(visitor.locator("#passage .passage-text")).to_contain_text("burrowing owl")
+    expect(visitor.locator("#kb-title")).to_have_text("Field guide")
+    expect(visitor.locator("#kb-body")).to_be_hidden()
+    visitor.goto(f"http://{host}/knowledge/{base_id}/?chunk={chunk.pk}")
+    expect(visitor.locator("#kb-title")).to_have_text("No such knowledge base")
+    expect(visitor.locator("#passage")).to_be_hidden()
+    no_script_errors(page, visitor)

@@ -159,7 +159,9 @@ async function basePage() {
 
   async function load() {
     const answer = await api(baseUrl(id));
-    if (answer.status === 404) {
+    if (answer.status === 404 || answer.status === 401 || answer.status === 403) {
+      // A citation's link may still show its passage to a reader of the reply.
+      if (base === null && passageQuery().has("chunk") && (await showPassage({ alone: true }))) return;
       $("#kb-title").textContent = "No such knowledge base";
       $("#kb-body").hidden = true;
       notify("It does not exist, or it is not yours to read.", "error", 0);
@@ -402,6 +404,9 @@ async function basePage() {
     lastQuery = query;
     const results = answer.body.results || [];
     status.textContent = results.length ? `${results.length} passage${results.length === 1 ? "" : "s"}, best first.` : "Nothing in this base matches well enough.";
+    // The query's embedding failed: the base was searched by its words only.
+    const failed = Object.values(answer.body.failed || {});
+    if (failed.length) status.textContent += ` Searched by keywords only: ${failed.join("; ")}`;
     list.replaceChildren(...results.map((result) => resultItem(result, query)));
   });
 
@@ -425,15 +430,33 @@ async function basePage() {
   }
 
   // --- the passage a citation links to (?chunk=N) ---------------------------------------------
-  async function showPassage() {
+  // A reply's citation links with its turn (and a private room's watch key), so that the
+  // API shows the passage to whoever may read the reply, even without the base.
+  function passageQuery() {
+    return new URLSearchParams(location.search);
+  }
+
+  // Shows the passage of ?chunk=N; `alone`: the base itself is not readable (then the
+  // page is the passage only, or nothing). Whether a passage was shown.
+  async function showPassage({ alone = false } = {}) {
     const box = $("#passage");
-    const chunk = new URLSearchParams(location.search).get("chunk");
+    const query = passageQuery();
+    const chunk = query.get("chunk");
     for (const row of document.querySelectorAll("tr.document.cited")) row.classList.remove("cited");
     if (!chunk) {
       box.hidden = true;
-      return;
+      return false;
     }
-    const answer = await api(`${baseUrl(id)}/chunks/${encodeURIComponent(chunk)}`);
+    const ask = new URLSearchParams();
+    for (const name of ["turn", "key"]) if (query.get(name)) ask.set(name, query.get(name));
+    const suffix = ask.toString() ? `?${ask}` : "";
+    const answer = await api(`${baseUrl(id)}/chunks/${encodeURIComponent(chunk)}${suffix}`);
+    if (alone) {
+      if (!answer.ok) return false;
+      $("#kb-title").textContent = answer.body.knowledge_base?.name || "Knowledge base";
+      document.title = `${$("#kb-title").textContent} · Knowledge · Colloquy`;
+      $("#passage-close").hidden = true;
+    }
     box.hidden = false;
     const text = box.querySelector(".passage-text");
     if (!answer.ok) {
@@ -450,13 +473,14 @@ async function basePage() {
     }
     box.scrollIntoView({ block: "start" });
     box.focus({ preventScroll: true });
+    return answer.ok;
   }
   $("#passage-close").addEventListener("click", (event) => {
     event.preventDefault();
     history.pushState(null, "", location.pathname);
     showPassage();
   });
-  window.addEventListener("popstate", showPassage);
+  window.addEventListener("popstate", () => showPassage());
 
   await load();
   if (base) showPassage();
