@@ -192,7 +192,8 @@ async function basePage() {
     $("#kb-title").textContent = base.name;
     $("#kb-owner").textContent = base.channel ? `room ${base.channel}` : ownerLabel(base) === "you" ? "personal" : `${base.owner}'s`;
     $("#kb-description").textContent = base.description || "";
-    $("#kb-meta").textContent = `${(base.documents || []).length} documents · ${stateSummary(base.documents || [])} · searched with ${base.embedder || "?"}`;
+    const count = (base.documents || []).length;
+    $("#kb-meta").textContent = `${count} document${count === 1 ? "" : "s"} · ${stateSummary(base.documents || [])} · searched with ${base.embedder || "?"}`;
     $("#kb-body").hidden = false;
     $("#kb-manage").hidden = !base.can_manage;
     const edit = $("#kb-edit");
@@ -362,8 +363,9 @@ async function basePage() {
     const answer = await api(`${baseUrl(id)}/documents`, { method: "POST", body });
     submit.disabled = false;
     if (!answer.ok) return showErrors(textForm, answer);
-    textForm.reset();
-    notify(`"${body.name || "The text"}" added; it is being indexed.`);
+    // Cleared unless something else was typed while it was on its way.
+    if (textForm.elements.name.value.trim() === body.name && textForm.elements.text.value === body.text) textForm.reset();
+    notify(`"${body.name || "The text"}" added.`);
     load();
   });
 
