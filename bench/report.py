@@ -277,6 +277,84 @@ def growth_tables(got: dict[str, Any]) -> str:
     )
 
 
+# --- retrieval (issue 16) --------------------------------------------------------------------
+
+DATABASES = (("sqlite", "SQLite"), ("postgresql", "PostgreSQL + pgvector"))
+RANKING_NAMES = (("vector", "by meaning"), ("keyword", "by words"), ("fused", "fused (RRF)"))
+
+
+def quality_cell(where: dict[str, Any], name: str) -> str:
+    got = where[name]
+    cell = f"{got['recall@5']:.3f} / {got['mrr']:.3f}"
+    if got.get("asked", where["questions"]) < where["questions"]:
+        cell += f" (first {got['asked']} questions: time budget)"
+    return cell
+
+
+def retrieval_tables(got: dict[str, Any]) -> str:
+    """Quality on the FAQ alone and among distractors, index throughput, latency and
+    its growth, per database (Markdown)."""
+    present = [(key, label) for key, label in DATABASES if key in got]
+    quality_rows = []
+    for key, label in present:
+        found = got[key]
+        for where in [found["faq"], *found["sizes"]]:
+            quality_rows.append(
+                [label, f"{where['chunks']:,}", where["questions"]]
+                + [quality_cell(where, name) for name, _ in RANKING_NAMES]
+            )
+    quality = table(
+        ["database", "chunks", "questions", *(f"{title}: recall@5 / MRR" for _, title in RANKING_NAMES)],
+        quality_rows,
+    )
+    index_rows = []
+    for key, label in present:
+        found = got[key]
+        faq = found["faq"]["index"]
+        index_rows.append([label, f"FAQ: {faq['chunks']:,} chunks", faq["seconds"], faq["chunks_per_s"]])
+        for where in found["sizes"]:
+            grown = where["index"]
+            index_rows.append(
+                [
+                    label,
+                    f"+{grown['chunks_added']:,} → {where['chunks']:,}",
+                    grown["seconds"],
+                    grown["chunks_per_s"],
+                ]
+            )
+    index = table(["database", "indexed", "seconds", "chunks/s"], index_rows)
+    latency_rows = []
+    for key, label in present:
+        for where in got[key]["sizes"]:
+            for name, title in RANKING_NAMES:
+                ms = where[name]["ms"]
+                latency_rows.append(
+                    [label, f"{where['chunks']:,}", title, ms["p50"], ms["p99"], where[name]["first_ms"]]
+                )
+        growth = got[key].get("growth") or {}
+        if growth:
+            latency_rows.append(
+                [
+                    f"**{label}**",
+                    f"**{growth['chunks']}× the chunks**",
+                    "p50 grows",
+                    ", ".join(f"{title} {growth[name]}×" for name, title in RANKING_NAMES),
+                    "",
+                    "",
+                ]
+            )
+    latency = table(
+        ["database", "chunks", "ranking", "p50 (ms)", "p99 (ms)", "first query (ms)"], latency_rows
+    )
+    note = got.get("dataset", {})
+    return (
+        f"Questions: {note.get('questions', '')} ({note.get('package', '')}); distractors: "
+        f"{note.get('distractors', '')}.\n\n(a) Quality (recall@5 / MRR@10)\n\n{quality}\n\n"
+        f"(b) Indexing (the engine's task: chunking, embedding, writes)\n\n{index}\n\n"
+        f"(c) Query latency (warm; the first query apart)\n\n{latency}"
+    )
+
+
 # --- the goals -----------------------------------------------------------------------------
 
 
@@ -525,6 +603,8 @@ def sections(results: dict[str, Any]) -> list[tuple[str, str]]:
         found.append(("REST", rest_table(results["rest"])))
     if "growth" in results:
         found.append(("Growth with history", growth_tables(results["growth"])))
+    if "retrieval" in results:
+        found.append(("Knowledge-base retrieval", retrieval_tables(results["retrieval"])))
     if results.get("goals"):
         found.append(("Goals", goals_table(results["goals"])))
     return found

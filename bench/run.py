@@ -35,7 +35,7 @@ from asgiref.sync import sync_to_async
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench import files, growth  # noqa: E402
+from bench import files, growth, retrieval  # noqa: E402
 from bench.httpclient import Connection  # noqa: E402
 from bench.report import write_reports  # noqa: E402
 from bench.wsclient import WSClient, connect  # noqa: E402
@@ -60,6 +60,7 @@ SCENARIOS = (
     "rest",
     "growth",
     "files",
+    "retrieval",
 )
 # The long session of ttft-long: 250 user/bot pairs, in a channel whose provider's
 # window (LONG_CONTEXT tokens) holds only part of it, like the fresh channel beside it.
@@ -837,6 +838,13 @@ def sizes(smoke: bool) -> dict[str, Any]:
             "requests": 10 if smoke else 20,
             "replays": 1 if smoke else 3,
         },
+        # Knowledge-base retrieval (bench/retrieval.py): the FAQ's pairs indexed, then the
+        # base grown to each size in chunks; questions asked at each size.
+        "retrieval": {
+            "pairs": 100 if smoke else 503,
+            "sizes": [1000] if smoke else [10000, 100000],
+            "questions": 20 if smoke else 200,
+        },
         "files_runs": 3 if smoke else 20,
         "transcribe_runs": 2 if smoke else 10,
     }
@@ -1152,6 +1160,11 @@ async def main(smoke: bool, stack: Stack, only: set[str] | None = None) -> dict[
             results["growth"] = await history_growth(stack, size)
         if "files" in only:
             results["files"] = await file_pipeline(stack, size)
+        if "retrieval" in only:
+            var = Path(stack.env["COLLOQUY_VAR_DIR"])
+            results["retrieval"] = await asyncio.to_thread(
+                retrieval.measure, stack.env, size["retrieval"], var
+            )
     finally:
         stack.stop_all()
     return results

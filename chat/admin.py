@@ -24,10 +24,14 @@ from chat import permissions, selectors, services
 from chat.choices import validate_member_params
 from chat.errors import ServiceError
 from chat.framing import SettingsInvalidError, merge_framing, merge_params
+from chat.knowledge import services as knowledge
 from chat.models import (
     ApiToken,
     Channel,
     Instruction,
+    KnowledgeBase,
+    KnowledgeChunk,
+    KnowledgeDocument,
     Membership,
     ModerationAction,
     Provider,
@@ -172,7 +176,18 @@ class ChannelAdmin(ModerationMixin, admin.ModelAdmin[Channel]):
     search_fields = ["name", "title", "owner__username"]
     autocomplete_fields = ["owner"]
     list_select_related = ["owner"]
-    readonly_fields = ["locked", "watch_key", "sessions_link", "turns_link", "created_at", "updated_at"]
+    readonly_fields = [
+        "locked",
+        "watch_key",
+        "sessions_link",
+        "turns_link",
+        "knowledge_bases_link",
+        "created_at",
+        "updated_at",
+    ]
+    # Which bases its replies search changes through services.update_channel (the API's
+    # PATCH knowledge_base_ids), which checks whose they are and tells every screen.
+    exclude = ["knowledge_bases"]
     inlines = [MembershipInline]
     actions = ["lock", "unlock", "interrupt", "rotate_key"]
 
@@ -203,6 +218,10 @@ class ChannelAdmin(ModerationMixin, admin.ModelAdmin[Channel]):
     @admin.display(description="turns")
     def turns_link(self, channel: Channel) -> str:
         return changelist_link(Turn, "all turns", session__channel__id__exact=channel.pk)
+
+    @admin.display(description="knowledge bases")
+    def knowledge_bases_link(self, channel: Channel) -> str:
+        return changelist_link(KnowledgeBase, "bases it searches", attached_to__id__exact=channel.pk)
 
     # What the change form may change, and only through services.update_channel (which
     # validates, audits a lock, publishes channel_updated and rechecks access).
@@ -529,6 +548,90 @@ class ApiTokenAdmin(admin.ModelAdmin[ApiToken]):
     readonly_fields = ["user", "created_at", "last_used_at"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+
+class KnowledgeDeskMixin:
+    """Knowledge bases at the desk: read, and delete through the services (documents and
+    passages go with them, channels using a base are told, a moderator's deletion is
+    audited). Nothing is added or edited here: the API does that, with its checks."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(KnowledgeBase)
+class KnowledgeBaseAdmin(KnowledgeDeskMixin, ModerationMixin, admin.ModelAdmin[KnowledgeBase]):
+    list_display = ["name", "owner", "channel", "embedder", "dims", "document_count", "created_at"]
+    list_filter = ["embedder", "channel"]
+    search_fields = ["name", "description", "owner__username", "channel__name"]
+    list_select_related = ["owner", "channel"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[KnowledgeBase]:
+        return super().get_queryset(request).annotate(document_total=Count("documents"))
+
+    @admin.display(ordering="document_total", description="documents")
+    def document_count(self, base: KnowledgeBase) -> str:
+        return changelist_link(
+            KnowledgeDocument, str(getattr(base, "document_total", 0)), knowledge_base__id__exact=base.pk
+        )
+
+    def delete_model(self, request: HttpRequest, obj: KnowledgeBase) -> None:
+        self.delete_queryset(request, KnowledgeBase.objects.filter(pk=obj.pk))
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[KnowledgeBase]) -> None:
+        self.run_each(
+            request,
+            queryset.select_related("owner", "channel"),
+            "Deleted",
+            lambda base, _: knowledge.delete_base(user=desk_user(request), base=base),
+        )
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # A room's base: its owner or a moderator (the service decides per base); a
+        # person's: only admins, at the desk.
+        return permissions.is_moderator(request.user)
+
+
+@admin.register(KnowledgeDocument)
+class KnowledgeDocumentAdmin(KnowledgeDeskMixin, ModerationMixin, admin.ModelAdmin[KnowledgeDocument]):
+    list_display = ["name", "knowledge_base", "status", "progress", "chunk_count", "error", "created_at"]
+    list_filter = ["status"]
+    search_fields = ["name", "knowledge_base__name"]
+    list_select_related = ["knowledge_base"]
+    exclude = ["text"]  # up to KB_MAX_TEXT_CHARS: not for a form
+
+    def delete_model(self, request: HttpRequest, obj: KnowledgeDocument) -> None:
+        self.delete_queryset(request, KnowledgeDocument.objects.filter(pk=obj.pk))
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[KnowledgeDocument]) -> None:
+        self.run_each(
+            request,
+            queryset.select_related("knowledge_base__channel", "knowledge_base__owner"),
+            "Deleted",
+            lambda document, _: knowledge.delete_document(
+                user=desk_user(request), base=document.knowledge_base, document=document
+            ),
+        )
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return permissions.is_moderator(request.user)
+
+
+@admin.register(KnowledgeChunk)
+class KnowledgeChunkAdmin(KnowledgeDeskMixin, admin.ModelAdmin[KnowledgeChunk]):
+    """Passages, to see what a citation pointed at; they go with their document."""
+
+    list_display = ["id", "document", "knowledge_base", "generation", "ordinal", "page", "section"]
+    list_filter = ["generation"]
+    search_fields = ["text", "document__name"]
+    list_select_related = ["document", "knowledge_base"]
+    exclude = ["embedding"]
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
 

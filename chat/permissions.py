@@ -9,7 +9,9 @@ from chat.models import Channel, Membership
 
 MODERATORS_GROUP = "moderators"
 # What the moderation desk needs: to see channels, sessions, turns, memberships, users
-# and the audit log; to hide, delete and purge turns; to lock channels, mute and ban.
+# and the audit log; to hide, delete and purge turns; to lock channels, mute and ban; to
+# see knowledge bases and delete rooms' bases and documents. (setup_instance grants what
+# later issues added.)
 # Not to delete channels, nor to change users. (Migration 0004 grants the same.)
 MODERATOR_PERMISSIONS = [
     ("chat", "view_channel"),
@@ -25,6 +27,13 @@ MODERATOR_PERMISSIONS = [
     ("chat", "view_moderationaction"),
     ("chat", "ban_user"),
     ("auth", "view_user"),
+    # Knowledge bases: read at the desk; deleted through the services (which allow a
+    # moderator a room's base, and only admins a person's).
+    ("chat", "view_knowledgebase"),
+    ("chat", "delete_knowledgebase"),
+    ("chat", "view_knowledgedocument"),
+    ("chat", "delete_knowledgedocument"),
+    ("chat", "view_knowledgechunk"),
 ]
 
 

@@ -224,6 +224,11 @@ class ChannelUpdateSerializer(StrictSerializer):
     # What members may choose per message (chat/choices.py checks it whole).
     member_params = StrictObjectField(required=False)
     instruction = instruction_id_field()
+    # Ids of knowledge bases every reply searches (the channel's own, the caller's own, or
+    # ones attached already); whose, and how many, is the service's to check.
+    knowledge_base_ids = StrictListField(
+        child=StrictCharField(max_length=100), required=False, max_length=1000
+    )
 
 
 class InstructionCreateSerializer(StrictSerializer):
@@ -272,6 +277,51 @@ class PromptsSerializer(StrictSerializer):
 
 class BulkDeleteSerializer(StrictSerializer):
     ids = StrictListField(child=StrictUUIDField(), max_length=1000)
+
+
+class KnowledgeBaseCreateSerializer(StrictSerializer):
+    # Trimmed and measured (1–100, ≤ 2000) by the service, which names the field.
+    name = StrictCharField()
+    description = StrictCharField(required=False, allow_blank=True)
+    channel = StrictCharField(required=False, max_length=64, help_text="a channel's base: the channel's name")
+
+
+class KnowledgeBaseUpdateSerializer(StrictSerializer):
+    name = StrictCharField(required=False)
+    description = StrictCharField(required=False, allow_blank=True)
+
+
+class KnowledgeTextSerializer(StrictSerializer):
+    name = StrictCharField()
+    text = StrictCharField(allow_blank=True)
+
+
+class KnowledgeDocumentsSerializer(StrictSerializer):
+    """One of: ``uploads`` (ids of the caller's uploads), ``text`` with ``name`` (one
+    pasted text), ``texts`` (several). Lengths and ownership are the service's to check
+    (`too_large`, `invalid`, `unsupported_type`, naming the field)."""
+
+    uploads = StrictListField(child=StrictCharField(max_length=100), required=False, max_length=1000)
+    text = StrictCharField(required=False, allow_blank=True)
+    name = StrictCharField(required=False)
+    texts = StrictListField(child=KnowledgeTextSerializer(), required=False, max_length=1000)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if ("text" in attrs) != ("name" in attrs):
+            raise serializers.ValidationError(
+                {"name" if "text" in attrs else "text": ["Required with text."]}
+            )
+        forms = [key for key in ("uploads", "text", "texts") if key in attrs]
+        if len(forms) != 1:
+            text = "Send one of uploads, text (with name) or texts."
+            raise serializers.ValidationError({"non_field_errors": [text]})
+        return attrs
+
+
+class KnowledgeSearchSerializer(StrictSerializer):
+    query = StrictCharField(min_length=1, max_length=2000)
+    limit = StrictIntegerField(required=False, min_value=1, max_value=50)
+    threshold = StrictFloatField(required=False, min_value=0, max_value=1)
 
 
 # The WebSocket's client messages: `type` picks the schema, the other keys must fit it.

@@ -231,9 +231,17 @@ def history_state(channel: Channel, *, limit: int = HISTORY_TURNS) -> dict[str, 
         "params": effective_params(channel.params),
         "member_params": channel.member_params or {},
         "instruction": channel.instruction_id,
+        "knowledge_base_ids": attached_ids(channel),
         "turns": [t.to_dict() for t in turns],
         "has_more": has_more,
     }
+
+
+def attached_ids(channel: Channel) -> list[str]:
+    """The ids of the knowledge bases attached to a channel (the channel object's
+    ``knowledge_base_ids``), in a stable order."""
+    ids = channel.knowledge_bases.order_by("name", "created_at", "id").values_list("pk", flat=True)
+    return [str(pk) for pk in ids]
 
 
 def channel_turn(user: Any, channel_id: int, turn_id: int) -> Turn | None:

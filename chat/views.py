@@ -5,11 +5,13 @@ render the frame around it."""
 from __future__ import annotations
 
 from typing import Any
+from uuid import UUID
 
 from django.conf import settings
 from django.contrib.auth import login
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.views import redirect_to_login
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
@@ -194,6 +196,34 @@ def own_instruction(user: Any, raw_id: str) -> Instruction:
     if found is None:
         raise Http404("No such instruction of yours.")
     return found
+
+
+@login_required
+@require_http_methods(["GET", "HEAD"])
+def knowledge(request: HttpRequest) -> HttpResponse:
+    """The knowledge bases the user can read, and a form to make one. The lists and every
+    change go through the REST API (static/js/knowledge.js); the page only offers the
+    rooms a base may belong to: those the user may configure (services.create_base
+    checks it again)."""
+    user = request.user
+    rooms = [room for room in selectors.visible_channels(user) if permissions.can_configure(user, room)]
+    response = render(request, "chat/knowledge.html", {"rooms": rooms})
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@require_http_methods(["GET", "HEAD"])
+def knowledge_base(request: HttpRequest, base_id: UUID) -> HttpResponse:
+    """One knowledge base: its documents, their progress, search, a passage (?chunk=N).
+    The frame is the same for any id; what the user may read (a private room's base is
+    a 404 to outsiders) is the API's answer, which the script shows. A citation's link
+    (?chunk=N&turn=T, with the watch page's &key=) opens for anyone: the API shows the
+    passage to whoever may read the reply that cites it."""
+    if not request.user.is_authenticated and "chunk" not in request.GET:
+        return redirect_to_login(request.get_full_path())
+    response = render(request, "chat/knowledge_base.html", {"base_id": base_id})
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 @require_http_methods(["GET", "HEAD", "POST"])

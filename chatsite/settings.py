@@ -256,6 +256,7 @@ SPECTACULAR_SETTINGS = {
         "UploadStatusEnum": "chat.api.outputs.UPLOAD_STATUSES",
         "AttachmentStatusEnum": "chat.api.outputs.ATTACHMENT_STATUSES",
         "SessionStatusEnum": "chat.api.outputs.SESSION_STATUSES",
+        "KnowledgeDocumentStatusEnum": "chat.api.outputs.KNOWLEDGE_DOCUMENT_STATUSES",
     },
 }
 

@@ -149,11 +149,12 @@ def database_url() -> str:
     if db["ENGINE"].endswith("sqlite3"):
         return f"sqlite:///{db['NAME']}"
     user = db["USER"] or "postgres"
-    # A Unix socket's directory (a server with no TCP port): DATABASE_URL's ?host=/dir
-    # puts it in OPTIONS, with HOST empty.
-    socket_dir = db["HOST"] or db.get("OPTIONS", {}).get("host") or ""
+    # A unix socket's folder comes in OPTIONS ("postgres://u@/name?host=/dir"): handed on
+    # as such, or the servers would reach for 127.0.0.1:5432, another server.
+    socket_dir = db["HOST"] or db.get("OPTIONS", {}).get("host", "")
     if socket_dir.startswith("/"):
-        return f"postgres://{user}@/{db['NAME']}?host={socket_dir}"
+        port = f"&port={db['PORT']}" if db["PORT"] else ""
+        return f"postgres://{user}@/{db['NAME']}?host={socket_dir}{port}"
     return f"postgres://{user}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 

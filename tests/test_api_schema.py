@@ -409,6 +409,63 @@ def test_every_answer_fits_the_schema(
     walk.call("delete", f"{uploads}/{made['id']}", user=bob, status=404)
     walk.call("delete", f"{uploads}/{made['id']}", user=alice, status=204)
 
+    # Knowledge bases: a room's and a person's, documents, search, a passage
+    kb = "/api/knowledge-bases"
+    room = walk.call("post", kb, user=alice, data={"name": "Lobby FAQ", "channel": "lobby"}, status=201)
+    own = walk.call("post", kb, user=bob, data={"name": "Bob's", "description": "notes"}, status=201)
+    walk.call("post", kb, user=bob, data={"name": "x", "channel": "lobby"}, status=403)
+    walk.call("post", kb, user=alice, data={"name": ""}, status=400)
+    walk.call("get", kb, user=alice, status=200)
+    walk.call("get", f"{kb}?channel=lobby", user=carol, status=200)
+    walk.call("get", f"{kb}/available?channel=lobby", user=bob, status=200)
+    walk.call("get", f"{kb}/available", user=bob, status=400)
+    walk.call("get", f"{kb}/{room['id']}", user=bob, status=200)
+    walk.call("get", f"{kb}/{own['id']}", user=alice, status=404)
+    walk.call("patch", f"{kb}/{room['id']}", user=alice, data={"description": "hours"}, status=200)
+    walk.call("patch", f"{kb}/{room['id']}", user=bob, data={"name": "x"}, status=403)
+    added = walk.call(
+        "post",
+        f"{kb}/{room['id']}/documents",
+        user=alice,
+        data={"name": "Hours", "text": "9 to 5"},
+        status=201,
+    )
+    settings.KB_MAX_TEXT_CHARS = 3
+    walk.call(
+        "post", f"{kb}/{room['id']}/documents", user=alice, data={"name": "n", "text": "long"}, status=413
+    )
+    settings.KB_MAX_TEXT_CHARS = 2_000_000
+    walk.call("post", f"{kb}/{room['id']}/documents", user=alice, data={"uploads": ["x"]}, status=400)
+    walk.call(
+        "post",
+        f"{kb}/{own['id']}/search",
+        user=bob,
+        data={"query": "notes", "limit": 3, "threshold": 0},
+        status=200,
+    )
+    walk.call("post", f"{kb}/{own['id']}/search", user=bob, data={"query": ""}, status=400)
+    from chat.models import KnowledgeChunk, KnowledgeDocument
+
+    document = KnowledgeDocument.objects.get(pk=added["documents"][0]["id"])
+    chunk = KnowledgeChunk.objects.create(
+        knowledge_base=document.knowledge_base,
+        document=document,
+        generation=1,
+        ordinal=0,
+        text="9 to 5",
+        end=6,
+        dims=document.knowledge_base.dims,
+    )
+    walk.call("get", f"{kb}/{room['id']}/chunks/{chunk.pk}", status=200)
+    walk.call("get", f"{kb}/{own['id']}/chunks/{chunk.pk}", status=404)
+    walk.call("get", f"{kb}/{room['id']}/chunks/{chunk.pk}?turn=x", status=400)
+    walk.call("patch", lobby, user=alice, data={"knowledge_base_ids": [own["id"]]}, status=400)
+    walk.call("patch", lobby, user=alice, data={"knowledge_base_ids": [room["id"]]}, status=200)
+    walk.call("delete", f"{kb}/{room['id']}/documents/{document.pk}", user=bob, status=403)
+    walk.call("delete", f"{kb}/{room['id']}/documents/{document.pk}", user=alice, status=204)
+    walk.call("delete", f"{kb}/{own['id']}", user=alice, status=404)
+    walk.call("delete", f"{kb}/{own['id']}", user=bob, status=204)
+
     walk.call("post", "/api/me/token", status=201, HTTP_AUTHORIZATION=basic(bob))
     walk.call("post", "/api/me/token", status=401, HTTP_AUTHORIZATION="Basic Ym9iOndyb25n")
 

@@ -53,9 +53,15 @@ def test_citations_show_before_the_first_token_on_chat_and_watch_pages_and_link_
     turn = Turn.objects.filter(role="bot").latest("id")
     chunk = turn.sources[0]["chunk"]
     href = chat.locator(".sources .source a").first.get_attribute("href")
-    assert href == f"/api/knowledge-bases/{base.pk}/chunks/{chunk}?turn={turn.pk}"
+    assert href == f"/knowledge/{base.pk}/?chunk={chunk}&turn={turn.pk}"
     watch_href = watch.locator(".sources .source a").first.get_attribute("href")
-    assert watch_href == f"/api/knowledge-bases/{base.pk}/chunks/{chunk}?turn={turn.pk}&key={room.watch_key}"
+    assert watch_href == f"/knowledge/{base.pk}/?chunk={chunk}&turn={turn.pk}&key={room.watch_key}"
+    # The passage the link opens is served to whoever may read the citing reply.
+    passage = httpx.get(
+        f"http://{host}/api/knowledge-bases/{base.pk}/chunks/{chunk}?turn={turn.pk}&key={room.watch_key}",
+        timeout=10,
+    )
+    assert passage.status_code == 200 and passage.json()["text"].startswith("Refunds:")
     screenshot(chat, "reply-citations")
 
     # Stopped, the reply keeps its sources; a reload brings them from history.

@@ -338,6 +338,9 @@ class ChannelDetail(ChannelSummary):
     params = Params()
     member_params = MemberParams()
     instruction = serializers.IntegerField(allow_null=True, help_text="the channel's instruction")
+    knowledge_base_ids = serializers.ListField(
+        child=serializers.UUIDField(), help_text="the knowledge bases every reply here searches"
+    )
     session = serializers.UUIDField(allow_null=True, help_text="the active session")
 
 
@@ -464,6 +467,90 @@ class InstructionList(Output):
 
 class Token(Output):
     token = serializers.CharField(help_text="shown only in this answer")
+
+
+# --- Knowledge bases --------------------------------------------------------------------
+
+# (Named in settings.SPECTACULAR_SETTINGS ENUM_NAME_OVERRIDES: `status` names other enums too.)
+KNOWLEDGE_DOCUMENT_STATUSES = ["waiting", "indexing", "ready", "failed"]
+
+
+class KnowledgeDocument(Output):
+    """A document of a base: `waiting` (its upload is still being read) → `indexing`
+    (`progress` 0–100) → `ready` | `failed` (`error`: why)."""
+
+    id = serializers.UUIDField()
+    name = serializers.CharField()
+    status = serializers.ChoiceField(choices=KNOWLEDGE_DOCUMENT_STATUSES)
+    progress = serializers.IntegerField(min_value=0, max_value=100)
+    error = serializers.CharField(allow_null=True, help_text="why it failed")
+    chunks = serializers.IntegerField(help_text="passages indexed")
+    upload = serializers.UUIDField(allow_null=True, help_text="the upload it came from (null: pasted text)")
+    created_at = serializers.DateTimeField()
+
+
+class KnowledgeBase(Output):
+    """Documents to search: a person's own (`owner`) or a channel's (`channel`)."""
+
+    id = serializers.UUIDField()
+    name = serializers.CharField()
+    description = serializers.CharField(allow_blank=True)
+    owner = serializers.CharField(allow_null=True, help_text="a personal base's owner")
+    channel = serializers.CharField(allow_null=True, help_text="a channel base's channel")
+    embedder = serializers.CharField(help_text="the model that embeds its passages")
+    dims = serializers.IntegerField()
+    documents = KnowledgeDocument(many=True)
+    can_manage = serializers.BooleanField(help_text="the caller may change it and its documents")
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+
+
+class KnowledgeBaseList(Output):
+    knowledge_bases = KnowledgeBase(many=True)
+
+
+class KnowledgeDocumentList(Output):
+    documents = KnowledgeDocument(many=True)
+
+
+class NamedRef(Output):
+    id = serializers.UUIDField()
+    name = serializers.CharField()
+
+
+class SearchResult(Output):
+    chunk = serializers.IntegerField(help_text="the passage's id (GET …/chunks/{chunk})")
+    score = serializers.FloatField(min_value=0, max_value=1)
+    text = serializers.CharField()
+    document = NamedRef()
+    page = serializers.IntegerField(allow_null=True)
+
+
+@extend_schema_field(
+    {
+        "type": "object",
+        "additionalProperties": {"type": "string"},
+        "description": "bases whose query embedding failed (searched by keywords only): id → reason",
+    }
+)
+class FailedBases(serializers.DictField):
+    pass
+
+
+class SearchResults(Output):
+    results = SearchResult(many=True, help_text="best first")
+    failed = FailedBases()
+
+
+class KnowledgeChunk(Output):
+    """One passage, as a citation links to it."""
+
+    id = serializers.IntegerField()
+    text = serializers.CharField()
+    page = serializers.IntegerField(allow_null=True)
+    section = serializers.CharField(allow_blank=True)
+    document = NamedRef()
+    knowledge_base = NamedRef()
 
 
 # --- Errors -----------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView
 
-from chat.api import docs, transcribe, uploads, views
+from chat.api import docs, knowledge, transcribe, uploads, views
 
 urlpatterns = [
     path("channels", views.ChannelsView.as_view()),
@@ -32,6 +32,16 @@ urlpatterns = [
     path("uploads", uploads.UploadsView.as_view()),
     path("uploads/<str:upload_id>", uploads.UploadDetailView.as_view()),
     path("uploads/<str:upload_id>/content", uploads.UploadContentView.as_view()),
+    path("knowledge-bases", knowledge.KnowledgeBasesView.as_view()),
+    path("knowledge-bases/available", knowledge.AvailableBasesView.as_view()),
+    path("knowledge-bases/<str:base_id>", knowledge.KnowledgeBaseDetailView.as_view()),
+    path("knowledge-bases/<str:base_id>/documents", knowledge.KnowledgeDocumentsView.as_view()),
+    path(
+        "knowledge-bases/<str:base_id>/documents/<str:document_id>",
+        knowledge.KnowledgeDocumentDetailView.as_view(),
+    ),
+    path("knowledge-bases/<str:base_id>/search", knowledge.KnowledgeSearchView.as_view()),
+    path("knowledge-bases/<str:base_id>/chunks/<str:chunk_id>", knowledge.KnowledgeChunkView.as_view()),
     path("schema", SpectacularAPIView.as_view(), name="schema"),
     path("docs", docs.api_docs, name="api-docs"),
 ]

@@ -141,6 +141,7 @@ def channel_detail(request: Request, channel: Channel) -> dict[str, Any]:
         "params": effective_params(channel.params),
         "member_params": channel.member_params or {},
         "instruction": channel.instruction_id,
+        "knowledge_base_ids": selectors.attached_ids(channel),
         "session": str(session.pk) if session else None,
     }
 

@@ -40,12 +40,6 @@ class ThinkingEvent(TypedDict):
     turn_id: int
 
 
-class SourcesEvent(TypedDict):
-    type: Literal["sources"]
-    turn_id: int
-    sources: list[dict[str, Any]]
-
-
 class TextEvent(TypedDict):
     type: Literal["token", "reasoning"]
     data: str
@@ -98,6 +92,28 @@ class ChannelUpdatedEvent(TypedDict):
     instruction: int | None
     locked: bool
     visibility: str
+    knowledge_base_ids: list[str]
+
+
+class KnowledgeDocumentState(TypedDict):
+    id: str
+    name: str
+    status: str
+    progress: int
+    error: str | None
+    chunks: int
+
+
+class KnowledgeBaseUpdatedEvent(TypedDict):
+    type: Literal["knowledge_base_updated"]
+    knowledge_base: str
+    document: KnowledgeDocumentState | None
+
+
+class SourcesEvent(TypedDict):
+    type: Literal["sources"]
+    turn_id: int
+    sources: list[dict[str, Any]]
 
 
 class ErrorEvent(TypedDict, total=False):
@@ -128,13 +144,6 @@ def turn_event(turn: dict[str, Any]) -> dict[str, Any]:
 
 def thinking_event(turn_id: int, label: str) -> ThinkingEvent:
     return {"type": "thinking", "label": label, "turn_id": turn_id}
-
-
-def sources_event(turn_id: int, sources: list[dict[str, Any]]) -> SourcesEvent:
-    """The passages a reply's prompt was given (the protocol's Source objects), sent
-    after ``thinking`` and before its first token; an empty list: the knowledge bases
-    were searched and nothing passed."""
-    return {"type": "sources", "turn_id": turn_id, "sources": sources}
 
 
 def token_event(turn_id: int, data: str) -> TextEvent:
@@ -193,6 +202,7 @@ def channel_updated_event(
     instruction: int | None,
     locked: bool,
     visibility: str,
+    knowledge_base_ids: list[str],
 ) -> ChannelUpdatedEvent:
     return {
         "type": "channel_updated",
@@ -202,7 +212,32 @@ def channel_updated_event(
         "instruction": instruction,
         "locked": locked,
         "visibility": visibility,
+        "knowledge_base_ids": knowledge_base_ids,
     }
+
+
+def knowledge_base_updated_event(base: Any, document: Any = None) -> KnowledgeBaseUpdatedEvent:
+    """A channel's base changed: created, renamed, deleted, or one of its documents was
+    added, moved on while indexed (progress), or deleted (``document`` is a
+    chat.models.KnowledgeDocument, or None for a change of the base itself). Clients
+    read the base again (``GET /api/knowledge-bases/{id}``; a 404: it was deleted)."""
+    state: KnowledgeDocumentState | None = None
+    if document is not None:
+        state = {
+            "id": str(document.pk),
+            "name": document.name,
+            "status": document.status,
+            "progress": document.progress,
+            "error": document.error or None,
+            "chunks": document.chunk_count,
+        }
+    return {"type": "knowledge_base_updated", "knowledge_base": str(base.pk), "document": state}
+
+
+def sources_event(turn_id: int, sources: list[dict[str, Any]]) -> SourcesEvent:
+    """The passages a reply is given, before its first token (the bot turn's
+    ``sources``)."""
+    return {"type": "sources", "turn_id": turn_id, "sources": sources}
 
 
 def error_event(

@@ -8,7 +8,7 @@ from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
-from chat import permissions
+from chat import permissions, selectors
 from chat.choices import usable_instruction, validate_member_params
 from chat.errors import ServiceError
 from chat.framing import (
@@ -32,6 +32,7 @@ def channel_settings_event(channel: Channel) -> events.ChannelUpdatedEvent:
         instruction=channel.instruction_id,
         locked=channel.locked,
         visibility=channel.visibility,
+        knowledge_base_ids=selectors.attached_ids(channel),
     )
 
 
@@ -178,12 +179,14 @@ def check_channel_instruction(channel: Channel, instruction_id: Any) -> None:
 
 
 def update_channel(*, channel: Channel, user: User, changes: dict[str, Any], reason: str = "") -> Channel:
-    """Change title, visibility, mode, lock, framing, params, member_params or
-    instruction (owner or moderator), from the API and the admin alike. A lock change is
-    audited (change_lock)."""
+    """Change title, visibility, mode, lock, framing, params, member_params,
+    instruction or the knowledge bases its replies search (``knowledge_base_ids``:
+    chat.knowledge.services.check_channel_bases) (owner or moderator), from the API and
+    the admin alike, with one ``channel_updated``. A lock change is audited
+    (change_lock)."""
     if not permissions.can_configure(user, channel):
         raise ServiceError("forbidden", "Only the channel owner or a moderator can change it.")
-    unknown = sorted(set(changes) - {*CHANGEABLE, "locked", "framing", "params"})
+    unknown = sorted(set(changes) - {*CHANGEABLE, "locked", "framing", "params", "knowledge_base_ids"})
     if unknown:
         raise ServiceError("invalid", "Unknown fields.", fields={k: ["Unknown field."] for k in unknown})
     if "visibility" in changes and changes["visibility"] not in Channel.Visibility.values:
@@ -203,6 +206,12 @@ def update_channel(*, channel: Channel, user: User, changes: dict[str, Any], rea
     member_params = validate_member_params(changes["member_params"]) if "member_params" in changes else None
     if "instruction" in changes:
         check_channel_instruction(channel, changes["instruction"])
+    bases = None
+    if "knowledge_base_ids" in changes:
+        # late: the knowledge services build on this module (channel_settings_event)
+        from chat.knowledge.services import check_channel_bases
+
+        bases = check_channel_bases(user=user, channel=channel, ids=changes["knowledge_base_ids"])
     checked = check_channel_settings(
         channel=channel, user=user, framing=changes.get("framing"), params=changes.get("params")
     )
@@ -221,6 +230,8 @@ def update_channel(*, channel: Channel, user: User, changes: dict[str, Any], rea
             if name in changes:
                 setattr(channel, name, changes[name])
         channel.save(update_fields=["framing", "params", *CHANGEABLE, "updated_at"])
+        if bases is not None:
+            channel.knowledge_bases.set(bases)
         publish_on_commit(channel.pk, channel.name, channel_settings_event(channel))
         if visibility_changed:
             events.access_changed_on_commit(channel.pk)

@@ -23,6 +23,14 @@ MULTIPART_MARGIN = 64 * 1024
 
 _UPLOADS = re.compile(r"/api/(uploads|transcribe)/?")
 _MESSAGES = re.compile(r"/api/channels/[^/]+/messages/?")
+_KB_DOCUMENTS = re.compile(r"/api/knowledge-bases/[^/]+/documents/?")
+
+
+def kb_documents_body_limit() -> int:
+    """The longest body that adds pasted text to a knowledge base: KB_MAX_TEXT_CHARS
+    characters of up to four UTF-8 bytes, and room for names and JSON."""
+    chars = int(getattr(settings, "KB_MAX_TEXT_CHARS", 2_000_000))
+    return 4 * chars + 256 * 1024
 
 
 def message_body_limit() -> int:
@@ -41,6 +49,8 @@ def body_limit(method: str, path: str) -> int | None:
         return int(settings.MAX_UPLOAD_BYTES) + MULTIPART_MARGIN
     if method == "POST" and _MESSAGES.fullmatch(path):
         return message_body_limit()
+    if method == "POST" and _KB_DOCUMENTS.fullmatch(path):
+        return kb_documents_body_limit()
     other = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
     return None if other is None else int(other)
 
@@ -57,6 +67,9 @@ def _refusal(scope: Scope, limit: int) -> str:
     if scope.get("method") == "POST" and (_UPLOADS.fullmatch(path) or _MESSAGES.fullmatch(path)):
         limit = settings.MAX_UPLOAD_BYTES
         return f"The body is too long: a file may be at most MAX_UPLOAD_BYTES ({limit} bytes)."
+    if scope.get("method") == "POST" and _KB_DOCUMENTS.fullmatch(path):
+        chars = int(getattr(settings, "KB_MAX_TEXT_CHARS", 2_000_000))
+        return f"The body is too long: pasted text may be at most KB_MAX_TEXT_CHARS ({chars} characters)."
     return f"The body is too long: at most DATA_UPLOAD_MAX_MEMORY_SIZE ({limit} bytes) here."
 
 

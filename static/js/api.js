@@ -2,8 +2,14 @@
 // unsafe methods. Every answer comes back as {ok, status, body}; nothing throws.
 // `body` goes as JSON; `form` (a FormData: files) as multipart, its boundary set by the
 // browser; `signal` aborts the call (then status 0 and `aborted`).
-const root = document.getElementById("live");
+// The token comes from the page's root element (the chat page's #live, the knowledge
+// pages' #knowledge).
+const root = document.querySelector("[data-csrf]");
 const csrf = root ? root.dataset.csrf || "" : "";
+
+export function csrfToken() {
+  return csrf;
+}
 
 export async function api(path, { method = "GET", body, form, accept, signal } = {}) {
   const headers = { Accept: accept || "application/json" };

@@ -54,6 +54,8 @@ export function setUpComposer(options) {
     const attachments = tray.ids();
     const message = { type: "message", text: value, ...choices.read() };
     if (attachments.length) message.attachments = attachments;
+    const bases = choices.bases();
+    if (bases.length) message.knowledge_base_ids = bases;
     if (options.send(message)) {
       if (attachments.length) {
         tray.sending(attachments);
@@ -208,6 +210,8 @@ export function setUpComposer(options) {
     thinking: document.getElementById("thinking"),
     thinkingToggle: document.getElementById("thinking-toggle"),
     instruction: document.getElementById("choice-instruction"),
+    kbBox: document.getElementById("choice-kb"),
+    kbList: null, // the user's own knowledge bases (GET /api/knowledge-bases/available)
     policy: null,
     providers: null,
     instructions: null, // the shared ones and the caller's own (GET /api/instructions)
@@ -220,6 +224,7 @@ export function setUpComposer(options) {
         this.instructions = answer.ok ? answer.body.instructions || [] : [];
       }
       this.fillInstructions(channelInstruction ?? null);
+      await this.fillBases();
       let models = this.policy.models || [];
       let bounds = Object.fromEntries(Object.keys(OWNER_BOUNDS).filter((key) => key in this.policy).map((key) => [key, { ...OWNER_BOUNDS[key], ...this.policy[key] }]));
       let thinking = Boolean(this.policy.thinking);
@@ -259,7 +264,34 @@ export function setUpComposer(options) {
       }
       this.thinkingToggle.hidden = !thinking;
       if (!thinking) this.thinking.checked = false;
-      this.box.hidden = models.length === 0 && Object.keys(bounds).length === 0 && this.instruction.parentElement.hidden;
+      this.box.hidden = models.length === 0 && Object.keys(bounds).length === 0 && this.instruction.parentElement.hidden && this.kbBox.hidden;
+    },
+    // A box per personal knowledge base of the user's, to search for this message too
+    // (the room's own and attached bases are searched for every reply anyway). Asked
+    // once; hidden where there are none (or no knowledge bases on this server).
+    async fillBases() {
+      if (!this.kbBox || this.kbList !== null) return;
+      const answer = await api(`/api/knowledge-bases/available?channel=${encodeURIComponent(options.channel)}`);
+      const items = answer.ok ? (Array.isArray(answer.body) ? answer.body : answer.body.knowledge_bases || answer.body.results || []) : [];
+      this.kbList = items.filter((base) => !base.channel);
+      const boxes = this.kbBox.querySelector(".choice-kb-list");
+      boxes.replaceChildren(
+        ...this.kbList.map((base) => {
+          const box = el("input");
+          box.type = "checkbox";
+          box.value = String(base.id);
+          const label = el("label", "policy-model");
+          label.append(box, el("span", null, base.name));
+          return label;
+        }),
+      );
+      this.kbBox.hidden = this.kbList.length === 0;
+    },
+    // The ids of the bases ticked for this message (a message's field only, not a
+    // regenerate's).
+    bases() {
+      if (!this.kbBox || this.kbBox.hidden) return [];
+      return [...this.kbBox.querySelectorAll("input:checked")].map((box) => box.value);
     },
     // "channel's default" sends nothing (the channel's, else the user's default, applies);
     // "none" sends `instruction: null`. With no instruction anywhere there is no choice.

@@ -1,6 +1,7 @@
 // The channel settings editor of the chat page (owner and moderators): framing,
-// parameters, the channel's instruction and its member_params policy, saved with one
-// PATCH /api/channels/{name}; the server's errors are shown next to the fields they name.
+// parameters, the channel's instruction, its member_params policy and the knowledge bases
+// attached to it, saved with one PATCH /api/channels/{name}; the server's errors are
+// shown next to the fields they name.
 import { api } from "/static/js/api.js";
 import { el } from "/static/js/turns.js";
 
@@ -33,6 +34,7 @@ export function setUpSettings({ channel, notify }) {
   const modelsBox = document.getElementById("policy-models");
   let editing = false;
   let providers = null; // "provider/model" pairs from GET /api/providers
+  const bases = knowledgeChecklist(channel);
 
   function setValue(name, value) {
     const input = form.elements[name];
@@ -61,6 +63,7 @@ export function setUpSettings({ channel, notify }) {
 
   async function fill(event) {
     if (editing) return;
+    if (event.knowledge_base_ids !== undefined) bases.check(event.knowledge_base_ids);
     const { framing, params } = event;
     for (const name of FRAMING_FIELDS) {
       const value = framing?.[name];
@@ -116,7 +119,10 @@ export function setUpSettings({ channel, notify }) {
       params[name] = NUMBER_PARAMS.has(name) ? numberOrText(value) : value;
     }
     const instruction = form.elements.instruction.value;
-    return { framing, params, instruction: instruction === "" ? null : Number(instruction), member_params: readPolicy() };
+    const changes = { framing, params, instruction: instruction === "" ? null : Number(instruction), member_params: readPolicy() };
+    // Only once the checklist is there: saving before it loaded must not detach them all.
+    if (bases.loaded()) changes.knowledge_base_ids = bases.read();
+    return changes;
   }
 
   // Each message goes to the slot of the longest part of its path that has one
@@ -134,6 +140,10 @@ export function setUpSettings({ channel, notify }) {
   }
 
   form.addEventListener("focusin", () => (editing = true));
+  // The checklist is asked for when the editor is first unfolded.
+  form.closest("details")?.addEventListener("toggle", (event) => {
+    if (event.target.open) bases.load();
+  });
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     showErrors({});
@@ -147,4 +157,63 @@ export function setUpSettings({ channel, notify }) {
     }
   });
   return { fill, showErrors };
+}
+
+// The knowledge bases this room may use: a box per base the acting user may attach here
+// (GET /api/knowledge-bases/available?channel=: their own, the room's own and those
+// already attached), ticked for the attached ones (the channel's knowledge_base_ids).
+// Hidden where the server offers no knowledge bases.
+function knowledgeChecklist(channel) {
+  const fieldset = document.getElementById("kb-attach");
+  const list = document.getElementById("kb-checklist");
+  let state = null; // null: not asked; "loading"; "loaded"
+  let attached = null;
+
+  function check(ids) {
+    attached = (ids || []).map(String);
+    for (const box of list.querySelectorAll("input[type=checkbox]")) box.checked = attached.includes(box.value);
+  }
+
+  async function load() {
+    if (!fieldset || state) return;
+    state = "loading";
+    const name = encodeURIComponent(channel);
+    const [available, current] = await Promise.all([
+      api(`/api/knowledge-bases/available?channel=${name}`),
+      attached === null ? api(`/api/channels/${name}`) : Promise.resolve(null),
+    ]);
+    if (!available.ok) {
+      state = null;
+      return;
+    }
+    if (current && current.ok && attached === null) attached = (current.body.knowledge_base_ids || []).map(String);
+    const items = Array.isArray(available.body) ? available.body : available.body.knowledge_bases || available.body.results || [];
+    list.replaceChildren(
+      ...items.map((base) => {
+        const box = el("input");
+        box.type = "checkbox";
+        box.name = "knowledge_base_ids";
+        box.value = String(base.id);
+        box.checked = (attached || []).includes(String(base.id));
+        const label = el("label");
+        const whose = base.channel ? `this room's` : base.owner ? `${base.owner}'s` : "";
+        const count = (base.documents || []).length;
+        label.append(box, el("span", "kb-choice-name", base.name), el("span", "help", `${whose}${whose ? " · " : ""}${count} document${count === 1 ? "" : "s"}`));
+        const item = el("li");
+        item.dataset.base = String(base.id);
+        item.append(label);
+        return item;
+      }),
+    );
+    if (!items.length) list.append(el("li", "help", "No knowledge base to attach yet: make one on the knowledge page."));
+    fieldset.hidden = false;
+    state = "loaded";
+  }
+
+  return {
+    load,
+    check,
+    loaded: () => state === "loaded",
+    read: () => [...list.querySelectorAll("input[type=checkbox]:checked")].map((box) => box.value),
+  };
 }

@@ -278,13 +278,12 @@ function citation(source) {
   return `[${source.n}] ${document}${source.page ? `, page ${source.page}` : ""}`;
 }
 
-// Where a citation leads: the passage (its base's chunk, readable by whoever may see
-// the turn: `turn`, and a watch page's `key`), or, for a passage of a file sent with
-// the message, that file.
+// Where a citation leads: the passage on its base's page (docs/pages.md: shown to
+// whoever may read the citing reply — `turn`, and a watch page's `key`), or, for a
+// passage of a file sent with the message, that file.
 function sourceHref(source, turnId, key) {
   if (source.kb && source.kb.id && source.chunk !== null && source.chunk !== undefined) {
-    const path = `/api/knowledge-bases/${encodeURIComponent(source.kb.id)}/chunks/${encodeURIComponent(source.chunk)}`;
-    return withQuery(path, { turn: String(turnId), key });
+    return withQuery(`/knowledge/${encodeURIComponent(source.kb.id)}/`, { chunk: String(source.chunk), turn: String(turnId), key });
   }
   if (source.document && source.document.id) return withQuery(`/api/uploads/${encodeURIComponent(source.document.id)}/content`, { key });
   return null;
