@@ -214,8 +214,7 @@ async def test_a_message_naming_a_base_it_may_not_use_is_refused_naming_the_id(c
     ("ids", "said"),
     [
         (["not-a-uuid"], "not-a-uuid is not a knowledge base id"),
-        ([str(uuid.UUID(int=7))] * 2, "is listed twice"),
-        ([str(uuid.UUID(int=7))], f"{uuid.UUID(int=7)} does not exist or may not be used here"),
+        ([str(uuid.UUID(int=7))] * 2, f"{uuid.UUID(int=7)} does not exist or is not yours or this channel's"),
         ([str(uuid.uuid4()) for _ in range(21)], "Ensure this field has no more than 20 elements."),
         ("x", "Expected a list."),
         ([7], "Expected a string."),
