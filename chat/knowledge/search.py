@@ -243,14 +243,20 @@ def _tsquery(words: Sequence[str]) -> str:
     return " | ".join(f"'{word}'" for word in words)
 
 
-def rrf(rankings: Iterable[Sequence[Any]], k: int = RRF_K) -> list[Any]:
-    """Reciprocal rank fusion: items by the sum of 1 / (k + rank) over the rankings
-    (rank from 1), best first; ties keep first-seen order."""
+def rrf(rankings: Iterable[Sequence[Any]], k: int = RRF_K) -> dict[Any, float]:
+    """Reciprocal rank fusion: each item's sum of 1 / (k + rank) over the rankings (rank
+    from 1), in first-seen order."""
     scores: dict[Any, float] = defaultdict(float)
     for ranking in rankings:
         for rank, item in enumerate(ranking, 1):
             scores[item] += 1.0 / (k + rank)
-    return sorted(scores, key=lambda item: -scores[item])
+    return dict(scores)
+
+
+def fused_order(fused: dict[Any, float], scores: dict[Any, float]) -> list[Any]:
+    """Best first by fused rank; equal fused ranks (the top of one ranking against the
+    top of another) by score."""
+    return sorted(fused, key=lambda item: (-round(fused[item], 12), -scores.get(item, 0.0)))
 
 
 # --- the search ----------------------------------------------------------------------------------
@@ -330,19 +336,23 @@ def search(
         return result
     rows = {
         chunk.pk: chunk
-        for chunk in KnowledgeChunk.objects.filter(pk__in=fused).select_related("document", "knowledge_base")
+        for chunk in KnowledgeChunk.objects.filter(pk__in=list(fused)).select_related(
+            "document", "knowledge_base"
+        )
     }
-    for chunk_id in fused:
-        chunk = rows.get(chunk_id)
-        if chunk is None:  # deleted since
-            continue
+    scores: dict[int, float] = {}
+    for chunk_id, chunk in rows.items():
         cosine = cosines.get(chunk_id)
         if cosine is None and chunk.knowledge_base_id in query_vectors and chunk.embedding is not None:
             embedding = np.asarray(chunk.embedding, dtype=np.float32)
             if embedding.shape == query_vectors[chunk.knowledge_base_id].shape:
                 cosine = float(embedding @ query_vectors[chunk.knowledge_base_id])
-        score = max(cosine or 0.0, word_share(words, chunk.text))
-        score = min(1.0, max(0.0, score))
+        scores[chunk_id] = min(1.0, max(0.0, cosine or 0.0, word_share(words, chunk.text)))
+    for chunk_id in fused_order(fused, scores):
+        chunk = rows.get(chunk_id)
+        if chunk is None:  # deleted since
+            continue
+        score = scores[chunk_id]
         if score < threshold:
             continue
         result.hits.append(
@@ -392,23 +402,37 @@ def _pg_vector_candidates(
             cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
             cursor.execute(f"SET LOCAL hnsw.ef_search = {max(40, min(1000, 2 * wanted))}")
         for generation, ids in by_generation.items():
-            # The expression and the condition repeat the partial index's (schema.py): the
-            # planner uses the index only when both match. dims is an int of ours.
-            sql = (
-                f"SELECT id, 1 - (embedding::vector({dims}) <=> %s::vector({dims})) FROM chat_knowledgechunk "
-                f"WHERE dims = {dims} AND knowledge_base_id = ANY(%s) AND generation = %s"
-            )
-            params: list[Any] = [literal, ids, generation]
-            if documents is not None:
-                sql += " AND document_id = ANY(%s)"
-                params.append(documents)
-            sql += f" ORDER BY embedding::vector({dims}) <=> %s::vector({dims}) LIMIT %s"
-            params += [literal, wanted]
+            sql, params = pg_vector_query(dims, literal, ids, generation, documents, wanted)
             cursor.execute(sql, params)
             found.extend((int(chunk_id), float(similarity)) for chunk_id, similarity in cursor.fetchall())
     # relaxed_order may return rows slightly out of order: sorted here.
     found.sort(key=lambda pair: -pair[1])
     return found[:wanted]
+
+
+def pg_vector_query(
+    dims: int,
+    literal: str,
+    ids: list[uuid.UUID],
+    generation: int,
+    documents: list[uuid.UUID] | None,
+    wanted: int,
+) -> tuple[str, list[Any]]:
+    """The nearest chunks of bases ``ids`` (of one generation) on PostgreSQL. The
+    expression and the condition repeat the partial HNSW index's (schema.py): the
+    planner uses the index only when both match. ``dims`` is an int of ours."""
+    dims = int(dims)
+    sql = (
+        f"SELECT id, 1 - (embedding::vector({dims}) <=> %s::vector({dims})) FROM chat_knowledgechunk "
+        f"WHERE dims = {dims} AND knowledge_base_id = ANY(%s) AND generation = %s"
+    )
+    params: list[Any] = [literal, ids, generation]
+    if documents is not None:
+        sql += " AND document_id = ANY(%s)"
+        params.append(documents)
+    sql += f" ORDER BY embedding::vector({dims}) <=> %s::vector({dims}) LIMIT %s"
+    params += [literal, wanted]
+    return sql, params
 
 
 def _keyword_candidates(
@@ -550,11 +574,10 @@ def rank_passages(
     if words:
         scores = _bm25([chunk.text for chunk in chunks], words)
         rankings.append([i for i in np.argsort(-scores, kind="stable") if scores[i] > 0])
-    order = rrf(rankings) or list(range(len(chunks)))
-    ranked = [
-        (chunks[i], round(min(1.0, max(0.0, float(cosines[i]), word_share(words, chunks[i].text))), 4))
-        for i in order
-    ]
+    shares = [word_share(words, chunk.text) for chunk in chunks]
+    scores = {i: min(1.0, max(0.0, float(cosines[i]), shares[i])) for i in range(len(chunks))}
+    order = fused_order(rrf(rankings), scores) or list(range(len(chunks)))
+    ranked = [(chunks[i], round(scores[i], 4)) for i in order]
     return ranked[:limit]
 
 
