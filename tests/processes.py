@@ -149,6 +149,10 @@ def database_url() -> str:
     if db["ENGINE"].endswith("sqlite3"):
         return f"sqlite:///{db['NAME']}"
     user = db["USER"] or "postgres"
+    socket_dir = db["HOST"] or (db.get("OPTIONS") or {}).get("host") or ""
+    if socket_dir.startswith("/"):  # a Unix socket's directory (pgserver's: ?host=/path)
+        port = f"&port={db['PORT']}" if db["PORT"] else ""
+        return f"postgres://{user}@/{db['NAME']}?host={socket_dir}{port}"
     return f"postgres://{user}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
