@@ -339,6 +339,22 @@ STORAGES = {
 }
 
 
+# --- Knowledge (docs/configuration.md "Knowledge") --------------------------------------
+# The embedding model of new knowledge bases: "local" (wordllama, offline, in-process)
+# or "<provider name>:<model>" (an OpenAI-compatible /v1/embeddings of a Provider row).
+# Changing it leaves existing bases as they are; `manage.py reembed_knowledge --all`
+# moves them.
+EMBEDDINGS = env.str("EMBEDDINGS", default="local")
+# Passages a search returns, and the score (0..1) under which a passage is left out.
+KB_TOP_K = env.int("KB_TOP_K", default=10)
+KB_SCORE_THRESHOLD = env.float("KB_SCORE_THRESHOLD", default=0.1)
+# Documents one base may hold, and the characters of one pasted text.
+KB_MAX_DOCUMENTS_PER_BASE = env.int("KB_MAX_DOCUMENTS_PER_BASE", default=500)
+KB_MAX_TEXT_CHARS = env.int("KB_MAX_TEXT_CHARS", default=2_000_000)
+# Chunks embedded (and written, and made searchable) together while indexing.
+KB_EMBED_BATCH = env.int("KB_EMBED_BATCH", default=64)
+
+
 # The task queue (Celery) on the same Redis: extraction and transcription of uploads
 # run in worker processes (`make run` starts one; production runs `celery -A chatsite
 # worker`). Its keys share REDIS_PREFIX, so instances and test runs never mix.

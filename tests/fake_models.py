@@ -14,6 +14,7 @@ import json
 import socket
 import threading
 import time
+import zlib
 from dataclasses import dataclass, field
 from email.parser import BytesParser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -32,6 +33,7 @@ class Behaviour:
     honour_stop: bool = True
     finish_reason: str = "stop"
     transcript: str = "bonjour tout le monde"  # what /v1/audio/transcriptions answers
+    embedding_dims: int = 64  # /v1/embeddings: length of its (hashed bag-of-words) vectors
 
 
 class FakeModelServer:
@@ -81,6 +83,10 @@ class FakeModelServer:
                 server.paths.append(self.path)
                 server.headers.append({k.lower(): v for k, v in self.headers.items()})
                 behaviour = server.behaviour
+                if self.path.endswith("/embeddings") and behaviour.status is None:
+                    time.sleep(behaviour.delay)  # a slow embedding service
+                    server._embeddings(self, body)
+                    return
                 if behaviour.status is not None:
                     payload = json.dumps(
                         {"error": {"message": "failing on purpose", "type": "test"}}
@@ -134,6 +140,34 @@ class FakeModelServer:
             else {"error": {"message": "failing on purpose", "type": "test"}}
         ).encode()
         handler.send_response(status)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(payload)))
+        handler.end_headers()
+        handler.wfile.write(payload)
+
+    def _embeddings(self, handler: BaseHTTPRequestHandler, body: dict[str, Any]) -> None:
+        """/v1/embeddings: each input's words hashed into ``embedding_dims`` buckets (texts
+        sharing words are near), as the OpenAI wire format has it."""
+        inputs = body.get("input")
+        texts = [inputs] if isinstance(inputs, str) else list(inputs or [])
+        dims = self.behaviour.embedding_dims
+        data = []
+        for index, text in enumerate(texts):
+            vector = [0.0] * dims
+            for word in str(text).lower().split():
+                word = word.strip(".,;:!?\"'()")
+                if word:
+                    vector[zlib.crc32(word.encode()) % dims] += 1.0
+            data.append({"object": "embedding", "index": index, "embedding": vector})
+        payload = json.dumps(
+            {
+                "object": "list",
+                "data": data,
+                "model": body.get("model", ""),
+                "usage": {"prompt_tokens": 0, "total_tokens": 0},
+            }
+        ).encode()
+        handler.send_response(200)
         handler.send_header("Content-Type", "application/json")
         handler.send_header("Content-Length", str(len(payload)))
         handler.end_headers()

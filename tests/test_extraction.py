@@ -122,7 +122,12 @@ def test_pdf_text_page_by_page() -> None:
 
     for number in range(1, 6):
         assert files.page_line(number) in text
+    starts = meta.pop("page_starts")
     assert meta == {"pages": 5, "pages_read": 5, "chars": len(text), "truncated": False}
+    # Each page's start offset in the text (for knowledge-base passages' page numbers).
+    assert len(starts) == 5 and starts[0] == 0
+    for number, (start, end) in enumerate(zip(starts, [*starts[1:], len(text)], strict=True), 1):
+        assert files.page_line(number) in text[start:end]
 
 
 def test_pdf_page_cap(settings: Any) -> None:
@@ -179,6 +184,7 @@ def test_xlsx_sheet_by_sheet() -> None:
 
     assert text == "# One\nx\t1\ny\t2.5\n# Two\nonly\n\t\tfar\n"
     assert meta["sheets"] == 2
+    assert meta["sheet_starts"] == [["One", 0], ["Two", text.index("# Two")]]
 
 
 @pytest.mark.parametrize(

@@ -61,7 +61,11 @@ def ensure_vector_index(connection: Any, dims: int) -> bool:
     if connection.vendor != "postgresql" or not 0 < int(dims) <= HNSW_MAX_DIMS:
         return False
     with connection.cursor() as cursor:
-        cursor.execute(vector_index_sql(dims))
+        # Looked up first: CREATE INDEX, even IF NOT EXISTS, fails in a transaction that
+        # has pending deferred-constraint events (a chunk just written with its foreign keys).
+        cursor.execute("SELECT to_regclass(%s)", [vector_index_name(dims)])
+        if cursor.fetchone()[0] is None:
+            cursor.execute(vector_index_sql(dims))
     return True
 
 

@@ -100,18 +100,25 @@ def pdf_text(data: bytes, progress: Progress) -> tuple[str, dict[str, Any]]:
     readable = min(pages, settings.EXTRACT_MAX_PAGES)
     text = _Text()
     read = 0
+    # Where each page starts in the joined text (pages are joined by a blank line), so
+    # that a knowledge base's passages know their page.
+    page_starts: list[int] = []
     for number in range(readable):
         try:
-            page_text = reader.pages[number].extract_text() or ""
+            # NUL is not storable in PostgreSQL text (PDFs do yield it); taken out here,
+            # before the offsets are counted.
+            page_text = (reader.pages[number].extract_text() or "").replace("\x00", "")
         except (PdfReadError, ValueError, KeyError, TypeError, RecursionError):
             page_text = ""  # one broken page does not lose the others
         read += 1
         progress(read / readable)
+        page_starts.append(text.chars + 2 * len(text.parts))
         if not text.add(page_text):
             break
     truncated = read < pages
     result, meta = text.result("\n\n", pages=pages, pages_read=read)
     meta["truncated"] = meta["truncated"] or truncated
+    meta["page_starts"] = page_starts
     return result, meta
 
 
@@ -158,8 +165,11 @@ def xlsx_text(data: bytes, progress: Progress) -> tuple[str, dict[str, Any]]:
         raise ProcessingError("broken XLSX") from None
     text = _Text()
     sheets = book.worksheets
+    # [title, offset of its "# title" line] per sheet read, for knowledge-base passages.
+    sheet_starts: list[list[Any]] = []
     try:
         for index, sheet in enumerate(sheets):
+            sheet_starts.append([str(sheet.title), text.chars])
             if not text.add(f"# {sheet.title}\n"):
                 break
             if not all(text.add(line + "\n") for line in _rows(sheet)):
@@ -167,7 +177,7 @@ def xlsx_text(data: bytes, progress: Progress) -> tuple[str, dict[str, Any]]:
             progress((index + 1) / len(sheets))
     finally:
         book.close()
-    return text.result("", sheets=len(sheets))
+    return text.result("", sheets=len(sheets), sheet_starts=sheet_starts)
 
 
 def _rows(sheet: Any) -> Iterator[str]:

@@ -73,7 +73,7 @@ def _end_unqueued(upload: Upload) -> None:
     )
     if updated:
         upload.refresh_from_db()
-        _announce(upload)
+        _ended(upload)
 
 
 def _announce(upload: Upload) -> None:
@@ -87,6 +87,15 @@ def _announce(upload: Upload) -> None:
         name = upload.channel.name if upload.channel else ""
         upload._channel_name = name  # type: ignore[attr-defined]
     publish_on_commit(upload.channel_id, name, attachment_updated_event(upload))
+
+
+def _ended(upload: Upload) -> None:
+    """The upload ended ready or failed: announced, and handed to the knowledge-base
+    documents waiting on it (they are indexed, or fail with its reason)."""
+    _announce(upload)
+    from chat.knowledge.indexing import upload_finished
+
+    upload_finished(upload)
 
 
 class Progress:
@@ -161,7 +170,7 @@ def _claim(upload_id: str) -> Upload | None:
             upload.status = Upload.Status.FAILED
             upload.error = "processing stopped twice"
             upload.save(update_fields=["status", "error", "updated_at"])
-            _announce(upload)
+            _ended(upload)
             return None
         upload.status = Upload.Status.PROCESSING
         upload.attempts += 1
@@ -241,7 +250,7 @@ def _finish(
         return
     for field, value in changes.items():
         setattr(upload, field, value)
-    _announce(upload)
+    _ended(upload)
 
 
 @worker_init.connect
@@ -269,7 +278,7 @@ def sweep_stuck() -> int:
         if updated:
             ended += 1
             upload.status, upload.error = Upload.Status.FAILED, "processing stopped (worker lost)"
-            _announce(upload)
+            _ended(upload)
     return ended
 
 
