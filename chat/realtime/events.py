@@ -84,21 +84,6 @@ class AttachmentUpdatedEvent(TypedDict):
     error: str | None
 
 
-class KnowledgeDocumentState(TypedDict):
-    id: str
-    name: str
-    status: str
-    progress: int
-    error: str | None
-    chunks: int
-
-
-class KnowledgeBaseUpdatedEvent(TypedDict):
-    type: Literal["knowledge_base_updated"]
-    knowledge_base: str
-    document: KnowledgeDocumentState | None
-
-
 class ChannelUpdatedEvent(TypedDict):
     type: Literal["channel_updated"]
     framing: dict[str, Any]
@@ -207,23 +192,6 @@ def attachment_updated_event(upload: Any) -> AttachmentUpdatedEvent:
         "progress": upload.progress,
         "error": upload.error or None,
     }
-
-
-def knowledge_base_updated_event(base: Any, document: Any = None) -> KnowledgeBaseUpdatedEvent:
-    """A channel's knowledge base changed: one of its documents moved on (waiting ->
-    indexing -> ready | failed, progress), or the base itself (``document`` None).
-    ``base`` is a chat.models.KnowledgeBase, ``document`` a KnowledgeDocument."""
-    state: KnowledgeDocumentState | None = None
-    if document is not None:
-        state = {
-            "id": str(document.pk),
-            "name": document.name,
-            "status": document.status,
-            "progress": document.progress,
-            "error": document.error or None,
-            "chunks": document.chunk_count,
-        }
-    return {"type": "knowledge_base_updated", "knowledge_base": str(base.pk), "document": state}
 
 
 def channel_updated_event(
