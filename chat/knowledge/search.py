@@ -349,9 +349,10 @@ def search(
                 cosine = float(embedding @ query_vectors[chunk.knowledge_base_id])
         scores[chunk_id] = min(1.0, max(0.0, cosine or 0.0, word_share(words, chunk.text)))
     for chunk_id in fused_order(fused, scores):
-        chunk = rows.get(chunk_id)
-        if chunk is None:  # deleted since
+        found = rows.get(chunk_id)
+        if found is None:  # deleted since
             continue
+        chunk = found
         score = scores[chunk_id]
         if score < threshold:
             continue
@@ -572,8 +573,8 @@ def rank_passages(
     except EmbeddingError:
         pass  # words alone
     if words:
-        scores = _bm25([chunk.text for chunk in chunks], words)
-        rankings.append([i for i in np.argsort(-scores, kind="stable") if scores[i] > 0])
+        bm25 = _bm25([chunk.text for chunk in chunks], words)
+        rankings.append([int(i) for i in np.argsort(-bm25, kind="stable") if bm25[i] > 0])
     shares = [word_share(words, chunk.text) for chunk in chunks]
     scores = {i: min(1.0, max(0.0, float(cosines[i]), shares[i])) for i in range(len(chunks))}
     order = fused_order(rrf(rankings), scores) or list(range(len(chunks)))

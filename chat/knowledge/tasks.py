@@ -32,7 +32,7 @@ def reembed_base(base_id: str, key: str, after: str = "") -> None:
 
 
 @worker_init.connect
-def _apply_time_limits(**kwargs: Any) -> None:
+def _apply_knowledge_time_limits(**kwargs: Any) -> None:
     """The worker's own EXTRACT_TIME_LIMIT governs its runs (as chat/uploads/tasks.py)."""
     for task in (index_document, reembed_base):
         task.soft_time_limit = settings.EXTRACT_TIME_LIMIT
