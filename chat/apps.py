@@ -1,5 +1,5 @@
 from django.apps import AppConfig
-from django.db.models.signals import post_delete, post_migrate, pre_migrate
+from django.db.models.signals import post_delete, post_migrate, pre_delete, pre_migrate
 
 
 class ChatConfig(AppConfig):
@@ -18,3 +18,10 @@ class ChatConfig(AppConfig):
         # However an upload's row goes (its turn, session, channel or owner deleted by
         # cascade, or deleted itself), its file goes with it once that is committed.
         post_delete.connect(stored_files.delete_with_row, sender=Upload, dispatch_uid="upload-file")
+
+        from chat.knowledge.indexing import fail_waiting_on_deleted_upload
+
+        # A knowledge document waiting for an upload's text fails when the upload goes.
+        pre_delete.connect(
+            fail_waiting_on_deleted_upload, sender=Upload, dispatch_uid="upload-waiting-documents"
+        )

@@ -206,3 +206,23 @@ def test_reembed_command_arguments(worker: Any, alice: Any, embedding_server: Fa
     call_command("reembed_knowledge", "--all")
     base.refresh_from_db()
     assert (base.generation, base.next_embedder) == (1, "")
+
+
+def test_a_document_waiting_on_a_deleted_upload_fails(alice: Any, channel: Any) -> None:
+    """Its upload will never finish: the document must not wait for ever (by the owner's
+    delete, or by a cascade when the channel it was sent to goes)."""
+    from chat.services.channels import delete_channel
+    from chat.uploads.services import delete_upload
+
+    base = make_base(owner=alice)
+    first = create_upload(user=alice, data_or_file=files.pdf(2), name="first.pdf", channel=channel)
+    second = create_upload(user=alice, data_or_file=files.pdf(2), name="second.pdf", channel=channel)
+    by_owner = add_document(base, "first.pdf", "", upload=first, status="waiting")
+    by_cascade = add_document(base, "second.pdf", "", upload=second, status="waiting")
+
+    delete_upload(user=alice, upload=first)
+    delete_channel(channel=channel, user=alice)
+
+    for document in (by_owner, by_cascade):
+        document.refresh_from_db()
+        assert (document.status, document.error) == ("failed", "its file was deleted before it was read")
