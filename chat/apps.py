@@ -1,5 +1,5 @@
 from django.apps import AppConfig
-from django.db.models.signals import post_delete, post_migrate, pre_migrate
+from django.db.models.signals import post_delete, post_migrate, pre_delete, pre_migrate
 
 
 class ChatConfig(AppConfig):
@@ -18,3 +18,8 @@ class ChatConfig(AppConfig):
         # However an upload's row goes (its turn, session, channel or owner deleted by
         # cascade, or deleted itself), its file goes with it once that is committed.
         post_delete.connect(stored_files.delete_with_row, sender=Upload, dispatch_uid="upload-file")
+
+        from chat.knowledge import indexing
+
+        # However it goes, the knowledge-base documents still waiting on it end failed.
+        pre_delete.connect(indexing.upload_deleted, sender=Upload, dispatch_uid="upload-waiting-documents")

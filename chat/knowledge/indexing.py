@@ -312,6 +312,26 @@ def _upload_finished(upload: Upload) -> None:
                 queue_indexing(document)
 
 
+def upload_deleted(sender: Any, instance: Upload, **kwargs: Any) -> None:
+    """Before an upload's row goes (deleted by its owner, or by cascade with its turn,
+    session, channel or account): the documents still waiting on it end failed. The
+    deletion sets their upload to null, and no worker would ever hand them a text: they
+    would wait for ever."""
+    waiting = list(
+        KnowledgeDocument.objects.filter(
+            upload_id=instance.pk, status=KnowledgeDocument.Status.WAITING
+        ).select_related("knowledge_base", "knowledge_base__channel")
+    )
+    reason = "its file was deleted before it was read"
+    for document in waiting:
+        updated = KnowledgeDocument.objects.filter(
+            pk=document.pk, status=KnowledgeDocument.Status.WAITING
+        ).update(status=KnowledgeDocument.Status.FAILED, error=reason, updated_at=timezone.now())
+        if updated:
+            document.status, document.error = KnowledgeDocument.Status.FAILED, reason
+            announce(document.knowledge_base, document)
+
+
 # --- re-embedding a base ------------------------------------------------------------------------------
 
 
