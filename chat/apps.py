@@ -19,9 +19,7 @@ class ChatConfig(AppConfig):
         # cascade, or deleted itself), its file goes with it once that is committed.
         post_delete.connect(stored_files.delete_with_row, sender=Upload, dispatch_uid="upload-file")
 
-        from chat.knowledge.indexing import fail_waiting_on_deleted_upload
+        from chat.knowledge import indexing
 
-        # A knowledge document waiting for an upload's text fails when the upload goes.
-        pre_delete.connect(
-            fail_waiting_on_deleted_upload, sender=Upload, dispatch_uid="upload-waiting-documents"
-        )
+        # However it goes, the knowledge-base documents still waiting on it end failed.
+        pre_delete.connect(indexing.upload_deleted, sender=Upload, dispatch_uid="upload-waiting-documents")

@@ -268,24 +268,6 @@ def document_meta(upload_meta: dict[str, Any]) -> dict[str, Any]:
     return meta
 
 
-UPLOAD_DELETED = "its file was deleted before it was read"
-
-
-def fail_waiting_on_deleted_upload(sender: Any, instance: Upload, **kwargs: Any) -> None:
-    """pre_delete of an Upload, however it goes (its owner, a cascade from its channel or
-    owner): documents still waiting on it would wait for ever, so they end failed."""
-    waiting = KnowledgeDocument.objects.filter(
-        upload_id=instance.pk, status=KnowledgeDocument.Status.WAITING
-    ).select_related("knowledge_base", "knowledge_base__channel")
-    for document in waiting:
-        updated = KnowledgeDocument.objects.filter(
-            pk=document.pk, status=KnowledgeDocument.Status.WAITING
-        ).update(status=KnowledgeDocument.Status.FAILED, error=UPLOAD_DELETED, updated_at=timezone.now())
-        if updated:
-            document.status, document.error = KnowledgeDocument.Status.FAILED, UPLOAD_DELETED
-            announce(document.knowledge_base, document)
-
-
 def upload_finished(upload: Upload) -> None:
     """Called by the upload worker when ``upload`` ends ready or failed: the documents
     waiting on it take its text (and page or sheet starts) and are indexed, or end failed
@@ -328,6 +310,26 @@ def _upload_finished(upload: Upload) -> None:
             announce(document.knowledge_base, document)
             if document.status == KnowledgeDocument.Status.INDEXING:
                 queue_indexing(document)
+
+
+def upload_deleted(sender: Any, instance: Upload, **kwargs: Any) -> None:
+    """Before an upload's row goes (deleted by its owner, or by cascade with its turn,
+    session, channel or account): the documents still waiting on it end failed. The
+    deletion sets their upload to null, and no worker would ever hand them a text: they
+    would wait for ever."""
+    waiting = list(
+        KnowledgeDocument.objects.filter(
+            upload_id=instance.pk, status=KnowledgeDocument.Status.WAITING
+        ).select_related("knowledge_base", "knowledge_base__channel")
+    )
+    reason = "its file was deleted before it was read"
+    for document in waiting:
+        updated = KnowledgeDocument.objects.filter(
+            pk=document.pk, status=KnowledgeDocument.Status.WAITING
+        ).update(status=KnowledgeDocument.Status.FAILED, error=reason, updated_at=timezone.now())
+        if updated:
+            document.status, document.error = KnowledgeDocument.Status.FAILED, reason
+            announce(document.knowledge_base, document)
 
 
 # --- re-embedding a base ------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 
-from chat import permissions
+from chat import limits, permissions
 from chat.errors import ServiceError
 from chat.knowledge.selectors import can_manage
 from chat.models import Channel, KnowledgeBase, KnowledgeDocument, Upload
@@ -338,6 +338,22 @@ def add_documents(
     pasted = _checked_texts(texts)
     if not uploads and not pasted:
         raise _invalid("uploads", "Send upload ids or text to add.")
+    # Pasted text is stored and indexed as an uploaded file's is: it counts against the
+    # same daily limit (DAILY_UPLOAD_BYTES), else it would be a door around it.
+    pasted_bytes = sum(len(text.encode("utf-8", "surrogatepass")) for _, text in pasted)
+    if pasted_bytes:
+        limits.check_and_count_upload(user, pasted_bytes)
+    try:
+        return _add(user, base, uploads, pasted)
+    except BaseException:
+        if pasted_bytes:  # nothing was added: nothing counted
+            limits.refund_upload(user, pasted_bytes)
+        raise
+
+
+def _add(
+    user: Any, base: KnowledgeBase, uploads: list[Upload], pasted: list[tuple[str, str]]
+) -> list[KnowledgeDocument]:
     made: list[KnowledgeDocument] = []
     with transaction.atomic():
         # The base's row is the lock: parallel additions cannot pass the limit together.
