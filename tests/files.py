@@ -19,9 +19,10 @@ def page_line(number: int) -> str:
     return f"Page {number} says colloquy-{number:04d}"
 
 
-def pdf(pages: int = 3, *, extra: str = "", lines: int = 0) -> bytes:
+def pdf(pages: int = 3, *, extra: str = "", lines: int = 0, words_apart: bool = False) -> bytes:
     """A PDF of ``pages`` pages, each with page_line(n) (and ``extra``) on it, and
-    ``lines`` lines of filler (more text: slower extraction)."""
+    ``lines`` lines of filler (more text: slower extraction). ``words_apart``: each filler
+    word is a text object of its own, ~5 times slower to extract for the same text."""
     from reportlab.lib.pagesizes import A4
     from reportlab.pdfgen import canvas
 
@@ -32,7 +33,12 @@ def pdf(pages: int = 3, *, extra: str = "", lines: int = 0) -> bytes:
         if extra:
             drawing.drawString(72, 740, extra)
         for line in range(lines):
-            drawing.drawString(72, 720 - 12 * line, f"Filler line {line} of page {number}: a quick fox")
+            filler = f"Filler line {line} of page {number}: a quick fox"
+            if words_apart:
+                for place, word in enumerate(filler.split()):
+                    drawing.drawString(72 + 40 * place, 720 - 12 * line, word)
+            else:
+                drawing.drawString(72, 720 - 12 * line, filler)
         drawing.showPage()
     drawing.save()
     return out.getvalue()

@@ -362,7 +362,12 @@ def test_sweep_fails_only_rows_with_no_live_run(alice: Any, channel: Any, settin
 @pytest.mark.django_db(transaction=True)
 def test_time_limit_ends_a_long_extraction_failed(worker: Any, alice: Any, channel: Any) -> None:
     upload = create_upload(
-        user=alice, data_or_file=files.pdf(300, lines=55), name="long.pdf", channel=channel
+        # ~4.5 s of extraction on an idle core of this machine (0.9 s with the words
+        # together: too close to the 1 s limit to fail it for sure).
+        user=alice,
+        data_or_file=files.pdf(300, lines=55, words_apart=True),
+        name="long.pdf",
+        channel=channel,
     )
 
     def ended() -> Upload | None:
