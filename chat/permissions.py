@@ -10,9 +10,8 @@ from chat.models import Channel, Membership
 MODERATORS_GROUP = "moderators"
 # What the moderation desk needs: to see channels, sessions, turns, memberships, users
 # and the audit log; to hide, delete and purge turns; to lock channels, mute and ban; to
-# see knowledge bases and delete rooms' bases and documents. (setup_instance grants what
-# later issues added.)
-# Not to delete channels, nor to change users. (Migration 0004 grants the same.)
+# see knowledge bases and delete rooms' bases and documents. Not to delete channels, nor
+# to change users. (Migrations 0004 and 0011 grant the same.)
 MODERATOR_PERMISSIONS = [
     ("chat", "view_channel"),
     ("chat", "moderate_channel"),

@@ -324,8 +324,11 @@ def test_the_moderators_group_has_the_moderation_permissions_and_no_more():
 
 
 def test_the_migration_grants_the_same_permissions_as_the_code():
-    migration = importlib.import_module("chat.migrations.0004_moderators_permissions")
-    assert migration.MODERATOR_PERMISSIONS == MODERATOR_PERMISSIONS
+    granted = [
+        *importlib.import_module("chat.migrations.0004_moderators_permissions").MODERATOR_PERMISSIONS,
+        *importlib.import_module("chat.migrations.0011_moderators_see_knowledge_bases").MODERATOR_PERMISSIONS,
+    ]
+    assert granted == MODERATOR_PERMISSIONS
 
 
 def test_a_member_can_neither_moderate_nor_enter_the_desk(channel, bob):
