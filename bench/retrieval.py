@@ -197,6 +197,9 @@ class Bench:
 
     def rankers(self) -> dict[str, Callable[[str, int], list[int]]]:
         """Each ranking as (query, how many) → chunk ids, best first: the engine's."""
+        from django.db import connection
+        from django.test import override_settings
+
         from chat.knowledge import search as engine
 
         def state() -> Any:
@@ -215,10 +218,25 @@ class Bench:
         def fused(query: str, limit: int) -> list[int]:
             return [hit.chunk_id for hit in engine.search([self.base], query, limit=limit, threshold=0).hits]
 
-        return {"vector": vector, "keyword": keyword, "fused": fused}
+        rankers: dict[str, Callable[[str, int], list[int]]] = {
+            "vector": vector,
+            "keyword": keyword,
+            "fused": fused,
+        }
+        if connection.vendor == "postgresql":
+            # For comparison: the same ranking through the HNSW index, which the engine
+            # keeps for bases above KB_EXACT_SCAN_CHUNKS (searched exactly below it).
+            def vector_hnsw(query: str, limit: int) -> list[int]:
+                with override_settings(KB_EXACT_SCAN_CHUNKS=0):
+                    return vector(query, limit)
+
+            rankers["vector_hnsw"] = vector_hnsw
+        return rankers
 
     def measure(self, pairs: list[Pair]) -> dict[str, Any]:
         """Recall@5, MRR@10 and latency of every ranking over ``pairs``' questions."""
+        from django.db import connection
+
         found: dict[str, Any] = {"chunks": self.chunks, "documents": self.documents, "questions": len(pairs)}
         for name, rank in self.rankers().items():
             first_ms = None
@@ -247,6 +265,13 @@ class Bench:
                 "first_ms": first_ms,
                 "ms": latency(times),
             }
+        if connection.vendor == "sqlite":
+            # The numpy scan's memory: the base's matrix as this process keeps it.
+            from chat.knowledge import search as engine
+
+            loaded = engine._vectors.get(self.base.pk)
+            if loaded is not None:
+                found["vectors_mb"] = round((loaded.matrix.nbytes + loaded.ids.nbytes) / 2**20, 1)
         return found
 
 

@@ -353,6 +353,9 @@ KB_MAX_DOCUMENTS_PER_BASE = env.int("KB_MAX_DOCUMENTS_PER_BASE", default=500)
 KB_MAX_TEXT_CHARS = env.int("KB_MAX_TEXT_CHARS", default=2_000_000)
 # Chunks embedded (and written, and made searchable) together while indexing.
 KB_EMBED_BATCH = env.int("KB_EMBED_BATCH", default=64)
+# PostgreSQL: bases searched together holding at most this many chunks are searched by
+# meaning exactly (sorted by distance) instead of through the HNSW index (chat/knowledge/search.py).
+KB_EXACT_SCAN_CHUNKS = env.int("KB_EXACT_SCAN_CHUNKS", default=200_000)
 
 
 # The task queue (Celery) on the same Redis: extraction and transcription of uploads

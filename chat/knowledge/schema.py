@@ -1,7 +1,9 @@
 """What the knowledge tables need beyond Django's schema, by database.
 
-PostgreSQL: the pgvector extension (before the table whose column is ``vector``), a
-full-text GIN index over the chunks' English text, and one partial HNSW index (cosine)
+PostgreSQL: the pgvector extension (before the table whose column is ``vector``), the
+chunks' English ``tsvector`` stored in a generated column ``tsv`` with a GIN index over
+it (ranking reads it instead of parsing every matching chunk's text again; Django's
+model does not know the column, PostgreSQL fills it), and one partial HNSW index (cosine)
 per embedding dimension in use: ``embedding::vector(N)`` where ``dims = N`` (a column
 without a fixed dimension cannot be indexed whole; pgvector's documented way for mixed
 dimensions). HNSW indexes ``vector`` up to 2,000 dimensions; larger models are scanned.
@@ -36,10 +38,15 @@ SQLITE_FTS_DROP = [
     "DROP TRIGGER IF EXISTS chat_knowledgechunk_au",
     f"DROP TABLE IF EXISTS {FTS_TABLE}",
 ]
-POSTGRES_TEXT_INDEX = (
-    "CREATE INDEX IF NOT EXISTS chat_knowledgechunk_tsv ON chat_knowledgechunk "
-    "USING gin (to_tsvector('english', text))"
-)
+POSTGRES_TEXT = [
+    "ALTER TABLE chat_knowledgechunk ADD COLUMN IF NOT EXISTS tsv tsvector "
+    "GENERATED ALWAYS AS (to_tsvector('english', text)) STORED",
+    "CREATE INDEX IF NOT EXISTS chat_knowledgechunk_tsv ON chat_knowledgechunk USING gin (tsv)",
+]
+POSTGRES_TEXT_DROP = [
+    "DROP INDEX IF EXISTS chat_knowledgechunk_tsv",
+    "ALTER TABLE chat_knowledgechunk DROP COLUMN IF EXISTS tsv",
+]
 
 
 def vector_index_name(dims: int) -> str:
@@ -77,7 +84,8 @@ def create_extension(apps: Any, schema_editor: Any) -> None:
 def create_search_indexes(apps: Any, schema_editor: Any) -> None:
     vendor = schema_editor.connection.vendor
     if vendor == "postgresql":
-        schema_editor.execute(POSTGRES_TEXT_INDEX)
+        for statement in POSTGRES_TEXT:
+            schema_editor.execute(statement)
         schema_editor.execute(vector_index_sql(DEFAULT_DIMS))
     elif vendor == "sqlite":
         for statement in SQLITE_FTS:
@@ -87,7 +95,8 @@ def create_search_indexes(apps: Any, schema_editor: Any) -> None:
 def drop_search_indexes(apps: Any, schema_editor: Any) -> None:
     vendor = schema_editor.connection.vendor
     if vendor == "postgresql":
-        schema_editor.execute("DROP INDEX IF EXISTS chat_knowledgechunk_tsv")
+        for statement in POSTGRES_TEXT_DROP:
+            schema_editor.execute(statement)
         schema_editor.execute(f"DROP INDEX IF EXISTS {vector_index_name(DEFAULT_DIMS)}")
     elif vendor == "sqlite":
         for statement in SQLITE_FTS_DROP:

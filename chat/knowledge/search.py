@@ -2,14 +2,21 @@
 
 Two rankings of a base's current-generation chunks, each its top candidates:
 - by meaning: cosine similarity of the chunk's embedding to the query's (embedded once
-  per embedding model among the bases). PostgreSQL: pgvector's HNSW index of the
-  chunks' dimension (the query repeats the partial index's expression and condition so
-  the planner uses it; ``hnsw.iterative_scan`` keeps scanning when the filters on base
-  and generation drop candidates). SQLite: a numpy scan over the base's vectors, loaded
-  in one query and kept per process until the base's ``revision`` moves.
-- by words: PostgreSQL full-text (``to_tsvector('english')``, an OR of the query's
-  words, ``ts_rank_cd``); SQLite FTS5 (porter, ``bm25()``). Names, codes and rare words,
-  which embeddings blur, are found here.
+  per embedding model among the bases). PostgreSQL: bases holding at most
+  ``KB_EXACT_SCAN_CHUNKS`` chunks together are searched exactly (their rows by the
+  (base, generation) index, sorted by distance); larger ones through pgvector's HNSW
+  index of the chunks' dimension (the query repeats the partial index's expression and
+  condition so the planner uses it; ``hnsw.iterative_scan`` keeps scanning when the
+  filters on base and generation drop candidates). Why not HNSW always: measured on the
+  retrieval benchmark (bench/README.md), a base's passages that lie far from the bulk of
+  the table (a FAQ among manuals) are not reached by the graph walk at usable
+  ``ef_search`` (recall@5 0.17 against the exact 0.66 at 10,000 chunks), while the exact
+  scan costs milliseconds there. SQLite: a numpy scan over the base's vectors, loaded in
+  one query and kept per process until the base's ``revision`` moves.
+- by words: PostgreSQL full-text (the stored ``tsv`` column, schema.py; an OR of the
+  query's words, ``ts_rank`` normalised by length: measured better than ``ts_rank_cd``,
+  which favours long chunks); SQLite FTS5 (porter, ``bm25()``). Names, codes and rare
+  words, which embeddings blur, are found here.
 They are fused by reciprocal rank fusion (k = 60), best first. Each hit's ``score``
 (0..1) is the larger of its cosine similarity and the share of the query's distinct
 non-stopword words it contains; hits under ``threshold`` are left out.
@@ -46,6 +53,9 @@ CANDIDATE_FACTOR = 3
 MAX_CANDIDATES = 200
 # Query words used for the keyword search (a pasted page is not a query).
 MAX_QUERY_WORDS = 32
+# PostgreSQL's HNSW search of bases above settings.KB_EXACT_SCAN_CHUNKS (see the doc).
+HNSW_EF_SEARCH = 400
+HNSW_MAX_SCAN_TUPLES = 1_000_000
 # Bases whose vectors a process keeps (SQLite); 10k chunks of 256 dimensions are 10 MB.
 VECTOR_CACHE_BASES = 32
 
@@ -397,18 +407,44 @@ def _pg_vector_candidates(
         by_generation[base.generation].append(base.id)
     found: list[tuple[int, float]] = []
     with transaction.atomic(), connection.cursor() as cursor:
-        if dims <= HNSW_MAX_DIMS:
-            # Filters on base and generation are applied after the index's candidates:
-            # an iterative scan fetches more until ``wanted`` rows pass them.
-            cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
-            cursor.execute(f"SET LOCAL hnsw.ef_search = {max(40, min(1000, 2 * wanted))}")
         for generation, ids in by_generation.items():
-            sql, params = pg_vector_query(dims, literal, ids, generation, documents, wanted)
+            exact = dims > HNSW_MAX_DIMS or _few_chunks(cursor, ids, generation, documents)
+            if not exact:
+                # SET LOCAL: inside this transaction only (outside one it would do nothing).
+                # Filters on base and generation are applied after the index's candidates:
+                # an iterative scan fetches more until ``wanted`` rows pass them, further
+                # than pgvector's default 20,000 tuples when the bases are a small share of
+                # a big table. ef_search above the default 40: see the module's doc.
+                cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+                cursor.execute(f"SET LOCAL hnsw.ef_search = {HNSW_EF_SEARCH}")
+                cursor.execute(f"SET LOCAL hnsw.max_scan_tuples = {HNSW_MAX_SCAN_TUPLES}")
+            sql, params = pg_vector_query(dims, literal, ids, generation, documents, wanted, exact=exact)
             cursor.execute(sql, params)
             found.extend((int(chunk_id), float(similarity)) for chunk_id, similarity in cursor.fetchall())
     # relaxed_order may return rows slightly out of order: sorted here.
     found.sort(key=lambda pair: -pair[1])
     return found[:wanted]
+
+
+def _few_chunks(
+    cursor: Any, ids: list[uuid.UUID], generation: int, documents: list[uuid.UUID] | None
+) -> bool:
+    """Whether bases ``ids`` (of one generation, within ``documents``) hold at most
+    KB_EXACT_SCAN_CHUNKS chunks: counted on the (base, generation) index, the count cut
+    off past the bound so that it costs no more than the exact scan it decides on."""
+    bound = int(settings.KB_EXACT_SCAN_CHUNKS)
+    if bound <= 0:
+        return False
+    sql = (
+        "SELECT count(*) FROM (SELECT 1 FROM chat_knowledgechunk "
+        "WHERE knowledge_base_id = ANY(%s) AND generation = %s"
+    )
+    params: list[Any] = [ids, generation]
+    if documents is not None:
+        sql += " AND document_id = ANY(%s)"
+        params.append(documents)
+    cursor.execute(sql + " LIMIT %s) AS counted", [*params, bound + 1])
+    return int(cursor.fetchone()[0]) <= bound
 
 
 def pg_vector_query(
@@ -418,20 +454,26 @@ def pg_vector_query(
     generation: int,
     documents: list[uuid.UUID] | None,
     wanted: int,
+    *,
+    exact: bool = False,
 ) -> tuple[str, list[Any]]:
-    """The nearest chunks of bases ``ids`` (of one generation) on PostgreSQL. The
-    expression and the condition repeat the partial HNSW index's (schema.py): the
-    planner uses the index only when both match. ``dims`` is an int of ours."""
+    """The nearest chunks of bases ``ids`` (of one generation) on PostgreSQL. By the
+    HNSW index: the expression and the condition repeat the partial index's (schema.py),
+    as the planner uses the index only when both match. ``exact``: ordered by the
+    distance to the uncast column, which no index serves, so the base's rows are found
+    by the (base, generation) index and sorted — every one compared. ``dims`` is an int
+    of ours."""
     dims = int(dims)
+    distance = "embedding <=> %s::vector" if exact else f"embedding::vector({dims}) <=> %s::vector({dims})"
     sql = (
-        f"SELECT id, 1 - (embedding::vector({dims}) <=> %s::vector({dims})) FROM chat_knowledgechunk "
+        f"SELECT id, 1 - ({distance}) FROM chat_knowledgechunk "
         f"WHERE dims = {dims} AND knowledge_base_id = ANY(%s) AND generation = %s"
     )
     params: list[Any] = [literal, ids, generation]
     if documents is not None:
         sql += " AND document_id = ANY(%s)"
         params.append(documents)
-    sql += f" ORDER BY embedding::vector({dims}) <=> %s::vector({dims}) LIMIT %s"
+    sql += f" ORDER BY {distance} LIMIT %s"
     params += [literal, wanted]
     return sql, params
 
@@ -451,9 +493,11 @@ def _keyword_candidates(
         document_params = [doc if postgres else doc.hex for doc in documents]
     if postgres:
         sql = (
+            # tsv: the stored to_tsvector('english', text) (schema.py). ts_rank's
+            # normalisation 1 divides by 1 + log(length): long chunks do not win by size.
             "SELECT c.id FROM chat_knowledgechunk c, to_tsquery('english', %s) q "
-            f"WHERE to_tsvector('english', c.text) @@ q AND ({pairs}){document_sql} "
-            "ORDER BY ts_rank_cd(to_tsvector('english', c.text), q) DESC, c.id LIMIT %s"
+            f"WHERE c.tsv @@ q AND ({pairs}){document_sql} "
+            "ORDER BY ts_rank(c.tsv, q, 1) DESC, c.id LIMIT %s"
         )
         params = [_tsquery(words), *pair_params, *document_params, wanted]
     else:
