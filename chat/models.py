@@ -720,6 +720,18 @@ class KnowledgeDocument(models.Model):
     def __str__(self) -> str:
         return f"{self.name} ({self.status})"
 
+    def to_state(self) -> dict[str, Any]:
+        """How its indexing goes: the ``knowledge_base_updated`` event's document, and
+        the start of the protocol's Document object."""
+        return {
+            "id": str(self.pk),
+            "name": self.name,
+            "status": self.status,
+            "progress": self.progress,
+            "error": self.error or None,
+            "chunks": self.chunk_count,
+        }
+
 
 class KnowledgeChunk(models.Model):
     """A passage of a document: its text, where it is, and its embedding."""

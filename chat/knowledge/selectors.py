@@ -175,12 +175,7 @@ def chunk_for(
 def document_to_dict(document: KnowledgeDocument) -> dict[str, Any]:
     """The protocol's Document object."""
     return {
-        "id": str(document.pk),
-        "name": document.name,
-        "status": document.status,
-        "progress": document.progress,
-        "error": document.error or None,
-        "chunks": document.chunk_count,
+        **document.to_state(),
         "upload": str(document.upload_id) if document.upload_id else None,
         "created_at": iso(document.created_at),
     }

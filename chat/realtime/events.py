@@ -8,7 +8,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Mapping
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, TypedDict, cast
 
 import orjson
 from channels.layers import get_channel_layer
@@ -221,16 +221,7 @@ def knowledge_base_updated_event(base: Any, document: Any = None) -> KnowledgeBa
     added, moved on while indexed (progress), or deleted (``document`` is a
     chat.models.KnowledgeDocument, or None for a change of the base itself). Clients
     read the base again (``GET /api/knowledge-bases/{id}``; a 404: it was deleted)."""
-    state: KnowledgeDocumentState | None = None
-    if document is not None:
-        state = {
-            "id": str(document.pk),
-            "name": document.name,
-            "status": document.status,
-            "progress": document.progress,
-            "error": document.error or None,
-            "chunks": document.chunk_count,
-        }
+    state = cast(KnowledgeDocumentState, document.to_state()) if document is not None else None
     return {"type": "knowledge_base_updated", "knowledge_base": str(base.pk), "document": state}
 
 
