@@ -25,7 +25,11 @@ function roleLabel(data) {
 
 function statusText(data, view) {
   if (data.role !== "bot") return "";
-  if (!data.finish_reason) return view.text ? "writing…" : `${data.label || "thinking"}…`;
+  if (!data.finish_reason) {
+    if (view.text) return "writing…";
+    const label = data.label || "thinking";
+    return label.endsWith("…") ? label : `${label}…`; // the server's labels end with one
+  }
   const notes = [];
   if (data.finish_reason !== "stop") notes.push(data.finish_reason);
   if (data.truncated) notes.push("cut");
