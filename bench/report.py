@@ -355,6 +355,65 @@ def retrieval_tables(got: dict[str, Any]) -> str:
     )
 
 
+# --- the tool loop (issue 17) ---------------------------------------------------------------
+
+
+def tool_rounds_table(got: dict[str, Any]) -> str:
+    """Per row: a reply of k tool rounds beside its k + 1 requests made straight to the
+    stub; the overhead and what one round adds (bench/tool_rounds.py)."""
+
+    def pair(figures: dict[str, float]) -> str:
+        return f"{figures['p50']} / {figures['p99']}"
+
+    def ratio(figures: dict[str, float] | None) -> str:
+        return f"{figures['p50']}× / {figures['p99']}×" if figures else "—"
+
+    rows = []
+    for row in got["rows"]:
+        per_round = row.get("per_round_ms")
+        events = row.get("events_per_round") or {}
+        rows.append(
+            [
+                row["rounds"],
+                pair(row["reply_ms"]),
+                pair(row["direct_ms"]),
+                pair(row["tool_ms"]),
+                pair(row["overhead_ms"]),
+                pair(per_round) if per_round else "—",
+                pair(row["between_requests_ms"]) if per_round else "—",
+                ratio(row.get("per_round_to_plain")),
+                ", ".join(f"{kind} {count:g}" for kind, count in events.items()) or "—",
+            ]
+        )
+    main = table(
+        [
+            "tool rounds",
+            "reply p50 / p99 (ms)",
+            "its requests, direct",
+            "tool time",
+            "overhead",
+            "per round",
+            "answer → next request",
+            "per round ÷ plain reply's overhead",
+            "events per round",
+        ],
+        rows,
+    )
+    writes, requests, none = got["writes"], got["requests"], got["no_tools"]
+    return (
+        f"{got['runs']} rounds; tool `{got['tool']}`, model `{got['model']}`. Overhead = reply − "
+        "direct − tool time; per round = (overhead(k) − overhead(0)) / k, paired in each round. "
+        "Answer → next request: the stub's clock, from a call's last byte to the next "
+        "request's, per round (the loop's own time, tool included).\n\n"
+        f"{main}\n\nA channel without tools: reply {pair(none['reply_ms'])} ms, overhead "
+        f"{pair(none['overhead_ms'])} ms.\n\nAlone in the benchmark's process, p50 / p99 (ms): one "
+        f"UPDATE of the turn's steps {pair(writes['save_steps_ms'])} ({writes['saves_per_round']} a "
+        f"round with one call); one event's publish {pair(writes['publish_ms'])}; one model request "
+        f"through the provider's client {pair(requests['provider_ms'])} against "
+        f"{pair(requests['bare_socket_ms'])} over a bare socket."
+    )
+
+
 # --- the goals -----------------------------------------------------------------------------
 
 
@@ -442,6 +501,16 @@ def ttft_goals(results: dict[str, Any]) -> list[Goal]:
                 f"{sse['p50']} − {socket['p50']} = {sse['minus_websocket_p50']} ms",
                 "≤ 1 ms",
                 sse["minus_websocket_p50"] <= 1,
+            )
+        )
+    if "ttft_credits" in results:
+        got = results["ttft_credits"]
+        goals.append(
+            (
+                "time to first token, credits on − off (the hold), p50 / p99",
+                f"{got['difference_p50_ms']} / {got['difference_p99_ms']} ms",
+                "p50 < 1 ms",
+                got["difference_p50_ms"] < 1,
             )
         )
     if "ttft_long_session" in results:
@@ -605,6 +674,8 @@ def sections(results: dict[str, Any]) -> list[tuple[str, str]]:
         found.append(("Growth with history", growth_tables(results["growth"])))
     if "retrieval" in results:
         found.append(("Knowledge-base retrieval", retrieval_tables(results["retrieval"])))
+    if "tool_rounds" in results:
+        found.append(("Tool loop", tool_rounds_table(results["tool_rounds"])))
     if results.get("goals"):
         found.append(("Goals", goals_table(results["goals"])))
     return found

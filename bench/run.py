@@ -35,7 +35,7 @@ from asgiref.sync import sync_to_async
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench import files, growth, retrieval  # noqa: E402
+from bench import files, growth, retrieval, tool_rounds  # noqa: E402
 from bench.httpclient import Connection  # noqa: E402
 from bench.report import write_reports  # noqa: E402
 from bench.wsclient import WSClient, connect  # noqa: E402
@@ -54,6 +54,7 @@ SCENARIOS = (
     "ttft",
     "ttft-long",
     "ttft-sse",
+    "ttft-credits",
     "fanout",
     "concurrent",
     "throughput",
@@ -61,6 +62,7 @@ SCENARIOS = (
     "growth",
     "files",
     "retrieval",
+    "tool-rounds",
 )
 # The long session of ttft-long: 250 user/bot pairs, in a channel whose provider's
 # window (LONG_CONTEXT tokens) holds only part of it, like the fresh channel beside it.
@@ -743,6 +745,8 @@ def prepare_stack(var: Path, stub_port: int, channels: int) -> Stack:
         create_channel(name=f"bench{i}", owner=user, params={"provider": "stub", "max_tokens": 4000})
     create_channel(name="ttft", owner=user, params={"provider": "stub", "model": "stub-1000-2"})
     create_channel(name="files", owner=user, params={"provider": "stub"})
+    # ttft-credits: the ttft channel's twin, answered by the process with credits on.
+    create_channel(name="ttft-credits", owner=user, params={"provider": "stub", "model": "stub-1000-2"})
     stack = Stack(env=env, stub_port=stub_port, tokens=[ApiToken.issue(user)])
     # ttft-long: a fresh and a long session on the same small window, so that the long
     # one's prompt holds only its last turns and the two are comparable.
@@ -844,6 +848,13 @@ def sizes(smoke: bool) -> dict[str, Any]:
             "pairs": 100 if smoke else 503,
             "sizes": [1000] if smoke else [10000, 100000],
             "questions": 20 if smoke else 200,
+        },
+        # The tool loop (bench/tool_rounds.py): replies of each number of rounds, each
+        # beside its requests made straight to the stub; the writes timed alone.
+        "tool_rounds": {
+            "rounds": [1, 4, 8],
+            "runs": 3 if smoke else 40,
+            "write_reps": 20 if smoke else 200,
         },
         "files_runs": 3 if smoke else 20,
         "transcribe_runs": 2 if smoke else 10,
@@ -972,6 +983,75 @@ async def first_token_overhead(stack: Stack, size: dict[str, Any], only: set[str
     for name, got in figures.items():
         print(f"  time to first token, {name}: overhead p50 {got['p50']} ms, p99 {got['p99']} ms", flush=True)
     return results
+
+
+def time_hold_alone(reps: int) -> dict[str, float]:
+    """Microseconds the hold's own work takes in this process, on the stack's database:
+    the estimate, the conditional update and the hold's two rows (each rolled back)."""
+    from django.contrib.auth import get_user_model
+    from django.db import transaction
+
+    from chat.credits import holds
+    from chat.credits.balances import ensure_balance
+    from chat.models import Channel
+
+    user = get_user_model().objects.get(username="bench")
+    channel = Channel.objects.get(name="ttft-credits")
+    ensure_balance(user)
+    took = []
+    for _ in range(reps + 1):
+        with transaction.atomic():
+            started = time.perf_counter_ns()
+            basis = holds.estimate(channel, {}, "go")
+            holds.reserve(user, basis.amount)
+            holds.record_hold(user=user, channel=channel, basis=basis, turn=None)
+            took.append((time.perf_counter_ns() - started) / 1000)
+            transaction.set_rollback(True)
+    took = took[1:]
+    return {"p50_us": round(percentile(took, 50), 1), "p99_us": round(percentile(took, 99), 1)}
+
+
+async def credits_first_token(stack: Stack, size: dict[str, Any]) -> dict[str, Any]:
+    """ttft-credits: what the credit hold (issue 18) adds to the time to first token. Two
+    processes side by side, one with CREDITS_ENABLED, the same message to each in every
+    round (which goes first alternates); the figures are the per-round differences
+    (on − off), and the hold's own work timed alone in this process."""
+    off = defaults(stack, 1)
+    on = defaults(stack, 1, {"CREDITS_ENABLED": "1", "CREDITS_INITIAL": "1000000"})
+    token = stack.tokens[0]
+    probes: dict[str, Probe] = {
+        "off": lambda: stack_first_token(off.ports[0], "ttft", token),
+        "on": lambda: stack_first_token(on.ports[0], "ttft-credits", token),
+    }
+    times: dict[str, list[float]] = {"off": [], "on": []}
+    # Three times the other first-token scenarios' rounds: a difference of two noisy
+    # figures needs them for a p50 stable to a fraction of a millisecond.
+    runs = size["ttft_runs"] * 3
+    for run in range(runs + 1):
+        order = ["off", "on"] if run % 2 else ["on", "off"]
+        got = {name: await probes[name]() for name in order}
+        if run == 0:
+            continue  # warms up both
+        for name, value in got.items():
+            times[name].append(value)
+    stop_target(stack, on)
+    stop_target(stack, off)
+    differences = [a - b for a, b in zip(times["on"], times["off"], strict=True)]
+    alone = await asyncio.to_thread(time_hold_alone, size["ttft_runs"] * 5)
+    figures = {
+        "runs": runs,
+        "off_p50_ms": round(percentile(times["off"], 50), 2),
+        "on_p50_ms": round(percentile(times["on"], 50), 2),
+        "difference_p50_ms": round(percentile(differences, 50), 2),
+        "difference_p99_ms": round(percentile(differences, 99), 2),
+        "hold_alone": alone,
+    }
+    print(
+        f"  time to first token, credits on − off: p50 {figures['difference_p50_ms']} ms, "
+        f"p99 {figures['difference_p99_ms']} ms (the hold alone: p50 {alone['p50_us']} µs)",
+        flush=True,
+    )
+    return {"ttft_credits": figures}
 
 
 async def fanout_beside_reference(target: Target, reference: Target, size: dict[str, Any]) -> dict[str, Any]:
@@ -1133,6 +1213,17 @@ async def file_pipeline(stack: Stack, size: dict[str, Any]) -> dict[str, Any]:
         stop_target(stack, target)
 
 
+async def tool_loop(stack: Stack, size: dict[str, Any]) -> dict[str, Any]:
+    """The tool loop's cost per round (bench/tool_rounds.py), on one process."""
+    target = defaults(stack, 1)
+    try:
+        return await tool_rounds.measure(
+            target.ports[0], stack.tokens[0], stack.stub_port, size["tool_rounds"], percentile
+        )
+    finally:
+        stop_target(stack, target)
+
+
 async def main(smoke: bool, stack: Stack, only: set[str] | None = None) -> dict[str, Any]:
     """The scenarios in ``only`` (all by default), in SCENARIOS order; stops the
     stack's processes at the end."""
@@ -1152,6 +1243,8 @@ async def main(smoke: bool, stack: Stack, only: set[str] | None = None) -> dict[
             results.update(await server_and_layer(stack, size))
         if only & {"ttft", "ttft-long", "ttft-sse"}:
             results.update(await first_token_overhead(stack, size, only))
+        if "ttft-credits" in only:
+            results.update(await credits_first_token(stack, size))
         if only & {"fanout", "concurrent", "throughput"}:
             results.update(await broadcasts(stack, size, only))
         if "rest" in only:
@@ -1165,6 +1258,8 @@ async def main(smoke: bool, stack: Stack, only: set[str] | None = None) -> dict[
             results["retrieval"] = await asyncio.to_thread(
                 retrieval.measure, stack.env, size["retrieval"], var
             )
+        if "tool-rounds" in only:
+            results["tool_rounds"] = await tool_loop(stack, size)
     finally:
         stack.stop_all()
     return results

@@ -10,9 +10,10 @@ from channels.middleware import BaseMiddleware
 from django.contrib.auth.models import AnonymousUser
 
 from chat import logins
-from chat.logins import bearer_from_header, user_for_token
+from chat.logins import bearer_from_header, token_for
 from chat.models import hash_token
 from chat.realtime.async_db import db_call
+from chat.scopes import ALL_SCOPES, without_moderation
 
 
 class BearerTokenMiddleware(BaseMiddleware):  # type: ignore[misc]  # an untyped base class (no stubs)
@@ -23,13 +24,23 @@ class BearerTokenMiddleware(BaseMiddleware):  # type: ignore[misc]  # an untyped
         header = headers.get(b"authorization", b"").decode("latin-1")
         if header:
             raw = bearer_from_header(header)
-            user = await db_call(user_for_token)(raw) if raw else None
+            token = await db_call(token_for)(raw) if raw else None
             scope = {
                 **scope,
-                "user": user or AnonymousUser(),
+                "user": without_moderation(token.user, token.scopes) if token else AnonymousUser(),
                 "auth_token_hash": hash_token(raw) if raw else None,
+                # What the socket may do (chat/scopes.py); a refused token holds nothing
+                # and the consumer closes with 4001, as REST answers 401.
+                "auth_scopes": tuple(token.scopes) if token else (),
+                "auth_failed": token is None,
             }
         return await super().__call__(scope, receive, send)
+
+
+def held_scopes(scope: dict[str, Any]) -> frozenset[str]:
+    """The socket's scopes: its token's, or every one for a session or no login."""
+    held = scope.get("auth_scopes")
+    return ALL_SCOPES if held is None else frozenset(held)
 
 
 def SessionOrTokenAuthMiddleware(inner: Any) -> Any:  # noqa: N802 (a middleware factory)

@@ -6,22 +6,28 @@ always shown escaped (Django's default; links are built with format_html)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ActionForm
 from django.contrib.auth.admin import UserAdmin
 from django.contrib.auth.models import User
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, Q, QuerySet, URLField
 from django.forms import CharField
 from django.http import HttpRequest
 from django.shortcuts import redirect
 from django.urls import reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
 from chat import permissions, selectors, services
+from chat.admin_site import ReadOnlyAdmin
+from chat.agents import agent_admin as agent_admin  # registers the Agent admin
+from chat.agents.policy import AGENT_FIELDS, check_channel_agent_settings
 from chat.choices import validate_member_params
+from chat.credits import admin as credits_admin  # noqa: F401 (registers the credits admin)
 from chat.errors import ServiceError
 from chat.framing import SettingsInvalidError, merge_framing, merge_params
 from chat.knowledge import services as knowledge
@@ -32,13 +38,16 @@ from chat.models import (
     KnowledgeBase,
     KnowledgeChunk,
     KnowledgeDocument,
+    McpServer,
     Membership,
+    Memory,
     ModerationAction,
     Provider,
     Session,
     SiteSettings,
     Turn,
 )
+from chat.services.audit import record
 from chat.services.channels import check_channel_instruction
 
 
@@ -225,7 +234,28 @@ class ChannelAdmin(ModerationMixin, admin.ModelAdmin[Channel]):
 
     # What the change form may change, and only through services.update_channel (which
     # validates, audits a lock, publishes channel_updated and rechecks access).
-    SERVICE_FIELDS = ("title", "visibility", "mode", "framing", "params", "member_params", "instruction")
+    SERVICE_FIELDS = (
+        "title",
+        "visibility",
+        "mode",
+        "framing",
+        "params",
+        "member_params",
+        "instruction",
+        *AGENT_FIELDS,
+    )
+
+    @staticmethod
+    def agent_changes(cleaned: dict[str, Any], changed: list[str]) -> dict[str, Any]:
+        """The tool and agent fields changed in the form, as the service takes them (the
+        agent by name, an emptied list as [])."""
+        changes = {name: cleaned[name] for name in AGENT_FIELDS if name in changed and name in cleaned}
+        if "agent" in changes:
+            changes["agent"] = changes["agent"].name if changes["agent"] else None
+        for name in ("tools", "tools_requiring_approval"):
+            if name in changes and changes[name] is None:
+                changes[name] = []
+        return changes
 
     def get_readonly_fields(self, request: HttpRequest, obj: Channel | None = None) -> list[str]:
         fixed = list(self.readonly_fields)
@@ -255,6 +285,10 @@ class ChannelAdmin(ModerationMixin, admin.ModelAdmin[Channel]):
                         validate_member_params(cleaned["member_params"] or {})
                     if cleaned.get("instruction") is not None:
                         check_channel_instruction(editing, cleaned["instruction"].pk)
+                    agent_changes = ChannelAdmin.agent_changes(cleaned, self.changed_data)
+                    if agent_changes:
+                        mode = {"mode": cleaned["mode"]} if "mode" in cleaned else {}
+                        check_channel_agent_settings(channel=editing, changes={**agent_changes, **mode})
                 except ServiceError as exc:
                     for name, errors in (exc.fields or {}).items():
                         self.add_error(name if name in self.fields else None, str(errors))
@@ -270,6 +304,7 @@ class ChannelAdmin(ModerationMixin, admin.ModelAdmin[Channel]):
             changes["instruction"] = changes["instruction"].pk if changes["instruction"] else None
         if "member_params" in changes:
             changes["member_params"] = changes["member_params"] or {}
+        changes.update(self.agent_changes(form.cleaned_data, form.changed_data))
         others = [name for name in form.changed_data if name not in self.SERVICE_FIELDS]
         current = Channel.objects.get(pk=obj.pk)
         if changes:
@@ -522,7 +557,7 @@ class MembershipAdmin(ModerationMixin, admin.ModelAdmin[Membership]):
 
 
 @admin.register(ModerationAction)
-class ModerationActionAdmin(admin.ModelAdmin[ModerationAction]):
+class ModerationActionAdmin(ReadOnlyAdmin, admin.ModelAdmin[ModerationAction]):
     """The audit log: read-only."""
 
     list_display = ["created_at", "actor", "action", "target_type", "target_id", "channel", "reason"]
@@ -530,24 +565,27 @@ class ModerationActionAdmin(admin.ModelAdmin[ModerationAction]):
     search_fields = ["reason", "target_id", "actor__username"]
     list_select_related = ["actor", "channel"]
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
 
 @admin.register(ApiToken)
 class ApiTokenAdmin(admin.ModelAdmin[ApiToken]):
-    list_display = ["user", "created_at", "last_used_at"]
-    search_fields = ["user__username"]
-    fields = ["user", "created_at", "last_used_at"]
-    readonly_fields = ["user", "created_at", "last_used_at"]
+    """Users' API tokens: seen (never their secrets, of which only a hash is kept) and
+    revoked by deleting; made only by their users (the account page, /api/me/tokens)."""
+
+    list_display = ["name", "user", "scope_list", "created_at", "last_used_at", "expires_at"]
+    list_filter = ["created_at", "last_used_at", "expires_at"]
+    list_select_related = ["user"]
+    search_fields = ["user__username", "name"]
+    fields = ["name", "user", "scope_list", "created_at", "last_used_at", "expires_at"]
+    readonly_fields = ["name", "user", "scope_list", "created_at", "last_used_at", "expires_at"]
+
+    @admin.display(description="scopes")
+    def scope_list(self, obj: ApiToken) -> str:
+        return ", ".join(obj.scopes)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
 
@@ -635,6 +673,50 @@ class KnowledgeChunkAdmin(KnowledgeDeskMixin, admin.ModelAdmin[KnowledgeChunk]):
         return False
 
 
+@admin.register(Memory)
+class MemoryAdmin(admin.ModelAdmin[Memory]):
+    """Users' memories are their personal data and belong to no room: moderators, who
+    look after rooms, neither see nor delete them; admins may read them and delete one
+    (a person's request, unlawful content), audited without its text. Nothing is added
+    or edited here: the owner does that on the account page."""
+
+    list_display = ["user", "text", "origin", "created_at", "expires_at"]
+    list_filter = ["origin"]
+    search_fields = ["user__username"]
+    list_select_related = ["user"]
+    readonly_fields = ["user", "text", "origin", "source_turn", "created_at", "updated_at", "expires_at"]
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return bool(request.user.is_staff)
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return bool(request.user.is_staff)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return bool(request.user.is_staff)
+
+    def delete_model(self, request: HttpRequest, obj: Memory) -> None:
+        self.delete_queryset(request, Memory.objects.filter(pk=obj.pk))
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Memory]) -> None:
+        for found in queryset.select_related("user"):
+            record(
+                actor=desk_user(request),
+                action="delete_memory",
+                target=found,
+                channel=None,
+                user=found.user.get_username(),
+                origin=found.origin,
+            )
+            found.delete()
+
+
 admin.site.unregister(User)
 
 
@@ -657,3 +739,120 @@ class ColloquyUserAdmin(ModerationMixin, UserAdmin[Any]):
         "Unbanned",
         lambda actor, u, why: services.unban_user(actor=actor, user=u, reason=why),
     )
+
+
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def mcp_server_errors(
+    cleaned: dict[str, Any], original: McpServer | None, superuser: bool
+) -> list[tuple[str, str]]:
+    """(field, error) of an MCP server's admin form (``original``: the row as it was, None
+    when adding); ``cleaned`` is normalised in place."""
+    errors: list[tuple[str, str]] = []
+    transport = cleaned.get("transport")
+    if transport == McpServer.Transport.STDIO:
+        if not superuser:
+            errors.append(
+                ("transport", "Only a superuser may configure a stdio server: it runs a command here.")
+            )
+        command = cleaned.get("command")
+        if not (isinstance(command, list) and command and all(isinstance(p, str) and p for p in command)):
+            errors.append(
+                ("command", 'A stdio server needs its command: a JSON list of strings, e.g. ["npx", "x"].')
+            )
+    elif transport == McpServer.Transport.HTTP:
+        url = cleaned.get("url") or ""
+        if not url:
+            errors.append(("url", "An HTTP server needs its URL."))
+        elif urlsplit(url).scheme not in ("http", "https"):
+            errors.append(("url", "Only http and https URLs."))
+    if cleaned.get("env_names") in (None, ""):
+        cleaned["env_names"] = []
+    env_names = cleaned["env_names"]
+    if not (isinstance(env_names, list) and all(isinstance(n, str) and ENV_NAME.match(n) for n in env_names)):
+        errors.append(("env_names", 'A JSON list of environment variable names, e.g. ["GITHUB_TOKEN"].'))
+    token_env = cleaned.get("token_env") or ""
+    if token_env and not ENV_NAME.match(token_env):
+        errors.append(("token_env", "The name of an environment variable, e.g. MCP_TOKEN."))
+    # Secrets follow the URL and the command: only a superuser may name them, or point a
+    # server that has them somewhere else.
+    before = original or McpServer()
+    secrets_changed = (token_env, env_names) != (before.token_env, before.env_names)
+    moved = (cleaned.get("url"), cleaned.get("command")) != (before.url, before.command)
+    if not superuser and (secrets_changed or (moved and (token_env or env_names))):
+        errors.append(
+            (
+                "token_env",
+                "Only a superuser may name environment variables (secrets) for an MCP server, "
+                "or change where a server that has them connects.",
+            )
+        )
+    timeout = cleaned.get("timeout")
+    if timeout is not None and not 0 < timeout <= 600:
+        errors.append(("timeout", "Between 0 and 600 seconds."))
+    return errors
+
+
+@admin.register(McpServer)
+class McpServerAdmin(admin.ModelAdmin[McpServer]):
+    """MCP servers whose tools replies may call (chat/agents/mcp.py). A stdio server runs a
+    command on this machine, so only a superuser may add or change one; and secrets are
+    the process's environment variables, so only a superuser may name them (anyone
+    else could send one to a URL of theirs)."""
+
+    list_display = ["name", "transport", "url", "enabled", "timeout", "created_by"]
+    list_filter = ["transport", "enabled"]
+    search_fields = ["name", "url"]
+    readonly_fields = ["created_by", "created_at", "tools"]
+    formfield_overrides = {URLField: {"assume_scheme": "https"}}
+    EDITABLE = ["name", "transport", "url", "command", "token_env", "env_names", "enabled", "timeout"]
+
+    def get_fields(self, request: HttpRequest, obj: McpServer | None = None) -> Any:
+        return [*self.EDITABLE, "created_by", "created_at", "tools"] if obj is not None else self.EDITABLE
+
+    def has_change_permission(self, request: HttpRequest, obj: McpServer | None = None) -> bool:
+        if obj is not None and obj.transport == McpServer.Transport.STDIO and not request.user.is_superuser:
+            return False
+        return super().has_change_permission(request, obj)
+
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
+        form_class = super().get_form(request, obj, change=change, **kwargs)
+        superuser = bool(request.user.is_superuser)
+
+        class McpServerForm(form_class):  # type: ignore[misc, valid-type]
+            def clean(self) -> dict[str, Any]:
+                cleaned: dict[str, Any] = super().clean()
+                original = McpServer.objects.filter(pk=obj.pk).first() if obj is not None else None
+                for name, error in mcp_server_errors(cleaned, original, superuser):
+                    self.add_error(name, error)
+                return cleaned
+
+        return McpServerForm
+
+    def save_model(self, request: HttpRequest, obj: McpServer, form: Any, change: bool) -> None:
+        if not change:
+            obj.created_by = desk_user(request)
+        super().save_model(request, obj, form, change)
+
+    @admin.display(description="Tools (a fresh connection test)")
+    def tools(self, obj: McpServer) -> str:
+        # Imported here: the SDK is large, and the desk loads with every process.
+        from chat.agents.mcp import LIST_TIMEOUT, McpConfig, McpUnavailableError, list_tools
+        from chat.realtime import background
+
+        if obj.pk is None:
+            return "—"
+        config = McpConfig.of(obj)  # here, not on the loop: the ORM is synchronous
+        try:
+            specs = background.run(list_tools(config, fresh=True), timeout=LIST_TIMEOUT + 5)
+        except McpUnavailableError as exc:
+            return format_html("<strong>{}</strong>", str(exc))
+        except TimeoutError:
+            return format_html("<strong>{}</strong>", f"unavailable: no answer within {LIST_TIMEOUT:g} s")
+        if not specs:
+            return "Connected; the server offers no tools."
+        return format_html(
+            "<ul>{}</ul>",
+            format_html_join("", "<li><code>{}</code> — {}</li>", ((s.name, s.description) for s in specs)),
+        )

@@ -33,3 +33,17 @@ class ColloquyAdminSite(admin.AdminSite):
 
 class ColloquyAdminConfig(AdminConfig):
     default_site = "chat.admin_site.ColloquyAdminSite"
+
+
+class ReadOnlyAdmin:
+    """For the desk's records nobody edits by hand (the audit log, balances, the
+    ledger): they change only through their services."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

@@ -1,5 +1,5 @@
 from django.apps import AppConfig
-from django.db.models.signals import post_delete, post_migrate, pre_delete, pre_migrate
+from django.db.models.signals import post_delete, post_migrate, post_save, pre_delete, pre_migrate
 
 
 class ChatConfig(AppConfig):
@@ -23,3 +23,11 @@ class ChatConfig(AppConfig):
 
         # However it goes, the knowledge-base documents still waiting on it end failed.
         pre_delete.connect(indexing.upload_deleted, sender=Upload, dispatch_uid="upload-waiting-documents")
+
+        from django.contrib.auth import get_user_model
+
+        from chat.credits import balances
+
+        # Every new user gets CREDITS_INITIAL, however the account is made (sign-up,
+        # admin, createsuperuser, a script): peers' users made through an API started at 0.
+        post_save.connect(balances.user_created, sender=get_user_model(), dispatch_uid="initial-credits")

@@ -28,6 +28,7 @@ HTTP_STATUS = {
     "not_found": 404,
     "unavailable": 503,
     "language_unavailable": 400,
+    "insufficient_credits": 402,
 }
 
 # Redis or the database cannot be reached: the request was fine, the service is not.

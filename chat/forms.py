@@ -10,7 +10,8 @@ from django.contrib.auth.forms import AuthenticationForm, UserCreationForm
 from django.core.exceptions import ValidationError
 
 from chat.errors import ServiceError
-from chat.models import Channel
+from chat.models import SCOPES, Channel
+from chat.scopes import MODERATE, SCOPE_LABELS
 
 
 class ServiceForm(forms.Form):
@@ -62,6 +63,24 @@ class InstructionForm(ServiceForm):
 
     name = forms.CharField(max_length=100)
     text = forms.CharField(max_length=20000, strip=False, widget=forms.Textarea(attrs={"rows": 4}))
+
+
+class TokenForm(ServiceForm):
+    """A new named API token (chat/services/tokens.py checks the rest)."""
+
+    name = forms.CharField(max_length=100, widget=forms.TextInput(attrs={"autocomplete": "off"}))
+    scopes = forms.MultipleChoiceField(widget=forms.CheckboxSelectMultiple)
+    expires_at = forms.DateTimeField(
+        required=False,
+        label="Expires (UTC, optional)",
+        input_formats=["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M"],
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
+    )
+
+    def __init__(self, *args: Any, moderator: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        offered = [s for s in SCOPES if moderator or s != MODERATE]
+        self.fields["scopes"].choices = [(s, f"{s} — {SCOPE_LABELS[s]}") for s in offered]  # type: ignore[attr-defined]
 
 
 class SignupForm(UserCreationForm[Any]):

@@ -11,6 +11,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY, get_user_model
+from django.db.models import Q
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare
 
@@ -18,10 +19,14 @@ from chat.models import ApiToken, hash_token
 
 
 def login_still_valid(user_id: int, *, token_hash: str | None, session_key: str | None) -> bool:
-    """False after logout, session expiry, a password change, a rotated or deleted API
-    token, or deactivation."""
+    """False after logout, session expiry, a password change, a rotated, revoked or
+    expired API token, or deactivation."""
     if token_hash:
-        return ApiToken.objects.filter(user_id=user_id, user__is_active=True, key_hash=token_hash).exists()
+        return (
+            ApiToken.objects.filter(user_id=user_id, user__is_active=True, key_hash=token_hash)
+            .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=timezone.now()))
+            .exists()
+        )
     if not session_key:
         return False
     user = get_user_model().objects.filter(pk=user_id, is_active=True).first()
@@ -40,19 +45,27 @@ def login_still_valid(user_id: int, *, token_hash: str | None, session_key: str 
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
-def user_for_token(raw: str) -> Any | None:
-    """The active user holding this API token, or None: one query, and a write at most
-    once a LAST_USED_RESOLUTION."""
+def token_for(raw: str) -> ApiToken | None:
+    """The API token, with its active user, or None when unknown, revoked, expired or
+    its user deactivated (all the same 401): one query, and a write at most once a
+    LAST_USED_RESOLUTION."""
     try:
         token = ApiToken.objects.select_related("user").get(key_hash=hash_token(raw))
     except ApiToken.DoesNotExist:
         return None
-    if not token.user.is_active:
-        return None
     now = timezone.now()
+    if not token.user.is_active or token.expired(now):
+        return None
     if token.last_used_at is None or now - token.last_used_at >= LAST_USED_RESOLUTION:
         ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
-    return token.user
+        token.last_used_at = now
+    return token
+
+
+def user_for_token(raw: str) -> Any | None:
+    """The active user holding this (unexpired) API token, or None."""
+    token = token_for(raw)
+    return token.user if token is not None else None
 
 
 def bearer_from_header(value: str) -> str | None:

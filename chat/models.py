@@ -15,6 +15,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from chat.agents.steps import public_steps
 from chat.knowledge.fields import EmbeddingField
 from chat.realtime import frames
 
@@ -199,6 +200,22 @@ class Channel(models.Model):
         Instruction, null=True, blank=True, on_delete=models.SET_NULL, related_name="channels"
     )
     locked = models.BooleanField(default=False)
+    # Agents (issue 17): the tools its replies may call (chat/agents/registry.py names
+    # them: "calculator", "mcp:<server>/<tool>", …), those that wait for a person's
+    # approval, the agent it is bound to, and whether members may name another agent.
+    tools = models.JSONField(default=list, blank=True)
+    tools_requiring_approval = models.JSONField(default=list, blank=True)
+    agent = models.ForeignKey(
+        "Agent", null=True, blank=True, on_delete=models.SET_NULL, related_name="channels"
+    )
+    agent_choice = models.CharField(
+        max_length=10,
+        choices=[("fixed", "only the channel's agent"), ("members", "members may name any agent")],
+        default="fixed",
+    )
+    # Shared rooms: replies may use the memories of members who consented to it
+    # (UserPreference.memory_in_shared_rooms). Off until the owner turns it on.
+    memory = models.BooleanField(default=False)
     # The knowledge bases every reply of the channel searches (the channel's own bases,
     # and personal bases its owner or a moderator attached).
     knowledge_bases: models.ManyToManyField[KnowledgeBase, Any] = models.ManyToManyField(
@@ -357,6 +374,10 @@ class Turn(models.Model):
     attachments = models.JSONField(default=list, blank=True)
     # A bot turn: the passages its prompt was given (the ``sources`` event's list).
     sources = models.JSONField(default=list, blank=True)
+    # Bot turns (issue 17): the tool calls of the reply in order, each a Step object
+    # of the protocol (chat/agents/steps.py), written as they happen.
+    steps = models.JSONField(default=list, blank=True)
+    agent = models.CharField(max_length=64, blank=True, help_text="The agent that wrote it, if any.")
 
     class Meta:
         ordering = ["id"]
@@ -415,6 +436,8 @@ class Turn(models.Model):
                 timings=self.timings,
                 dropped_turns=self.dropped_turns,
                 sources=self.sources,
+                steps=public_steps(self.steps),
+                agent=self.agent or None,
             )
             if not substrate:
                 for name in SUBSTRATE_FIELDS:
@@ -471,23 +494,171 @@ def hash_token(raw: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
-class ApiToken(models.Model):
-    """A user's API token. Only its SHA-256 is stored; the token is shown once."""
+# What an API token may do (issue 18). A scope never grants what its user may not do
+# anyway: it only narrows. A browser session has every scope.
+SCOPES = ("chats:read", "chats:write", "chats:delete", "files:write", "admin:moderate")
 
-    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_token")
+
+class ApiToken(models.Model):
+    """One of a user's named API tokens. Only its SHA-256 is stored; the token is shown
+    once. ``scopes``: what it may do (SCOPES); the token of ``POST /api/me/token`` (named
+    LEGACY_NAME) has them all."""
+
+    LEGACY_NAME = "API token"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=100, default=LEGACY_NAME)
+    scopes = models.JSONField(default=list)
     key_hash = models.CharField(max_length=64, unique=True)
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    # The token that made this one (None: a browser session or a password did). Revoking
+    # a token deletes what it made, all the way down: a leaked token cannot leave tokens
+    # behind that outlive its revocation.
+    made_by = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE, related_name="made")
+
+    class Meta:
+        ordering = ["created_at"]
+        constraints = [models.UniqueConstraint(fields=["user", "name"], name="one_token_name_per_user")]
 
     def __str__(self) -> str:
-        return f"token of {self.user}"
+        return f"token {self.name!r} of {self.user}"
+
+    def expired(self, now: datetime | None = None) -> bool:
+        return self.expires_at is not None and self.expires_at <= (now or timezone.now())
 
     @classmethod
-    def issue(cls, user: Any) -> str:
-        """Create or rotate the user's token and return it in the clear, once."""
+    def issue(cls, user: Any, made_by: ApiToken | None = None) -> str:
+        """Create or rotate the user's full-scope token (LEGACY_NAME) and return it in the
+        clear, once. ``made_by``: the token asking, if one is (rotating itself, it keeps
+        whatever made it). What the old secret made is the service's to revoke
+        (chat.services.tokens.rotate_full_token)."""
         raw = secrets.token_urlsafe(32)
-        cls.objects.update_or_create(user=user, defaults={"key_hash": hash_token(raw)})
+        defaults: dict[str, Any] = {"key_hash": hash_token(raw), "scopes": list(SCOPES), "expires_at": None}
+        if made_by is None or made_by.name != cls.LEGACY_NAME:
+            defaults["made_by"] = made_by
+        cls.objects.update_or_create(user=user, name=cls.LEGACY_NAME, defaults=defaults)
         return raw
+
+
+# --- credits (issue 18) -----------------------------------------------------------------
+# Amounts are integers of micro-credits (1 credit = CREDIT_UNITS): exact sums on SQLite
+# and PostgreSQL alike, which decimals in F() arithmetic on SQLite are not.
+CREDIT_UNITS = 1_000_000
+
+
+class ModelPrice(models.Model):
+    """Credits per 1,000 tokens of a provider's model. A model without a price costs
+    CREDITS_DEFAULT_PRICE (the offline demo included)."""
+
+    provider = models.ForeignKey(Provider, on_delete=models.CASCADE, related_name="prices")
+    model = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="Empty: every model of this provider without a price of its own.",
+    )
+    input_per_1k = models.DecimalField(
+        max_digits=12, decimal_places=6, help_text="Credits per 1,000 prompt tokens (0 or more)."
+    )
+    output_per_1k = models.DecimalField(
+        max_digits=12, decimal_places=6, help_text="Credits per 1,000 completion tokens (0 or more)."
+    )
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["provider", "model"], name="one_price_per_model"),
+            models.CheckConstraint(
+                condition=Q(input_per_1k__gte=0) & Q(output_per_1k__gte=0), name="prices_not_negative"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.provider.name}/{self.model or '*'}"
+
+
+class Balance(models.Model):
+    """A user's credits, in micro-credits: ``available`` to spend, ``held`` by replies
+    under way. Changed only by chat.credits.services, in conditional updates."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, primary_key=True, related_name="credit_balance"
+    )
+    available = models.BigIntegerField(default=0)
+    held = models.BigIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.CheckConstraint(condition=Q(held__gte=0), name="held_not_negative")]
+
+    def __str__(self) -> str:
+        return f"balance of {self.user}"
+
+
+class CreditHold(models.Model):
+    """Credits set aside for one reply: taken when it is asked for, claimed by the reply
+    that answers it, settled once (a debit of what was used, a release of the rest)."""
+
+    class Status(models.TextChoices):
+        OPEN = "open"
+        SETTLED = "settled"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="credit_holds")
+    channel = models.ForeignKey("Channel", null=True, on_delete=models.SET_NULL, related_name="+")
+    amount = models.BigIntegerField()
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.OPEN)
+    reply = models.ForeignKey("Turn", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    provider = models.CharField(max_length=64, blank=True)
+    model = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    settled_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["channel", "status"]), models.Index(fields=["status", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"hold {self.pk} of {self.user}"
+
+
+class LedgerEntry(models.Model):
+    """One movement of a user's credits; rows are only ever added. Invariant per user:
+    sum(grant) - sum(debit) + sum(refund) == available + held."""
+
+    class Kind(models.TextChoices):
+        GRANT = "grant"  # a negative grant is a revocation
+        HOLD = "hold"
+        DEBIT = "debit"
+        RELEASE = "release"
+        REFUND = "refund"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="ledger")
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    amount = models.BigIntegerField(help_text="Micro-credits.")
+    hold = models.ForeignKey(
+        CreditHold, null=True, blank=True, on_delete=models.SET_NULL, related_name="entries"
+    )
+    turn = models.ForeignKey("Turn", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    provider = models.CharField(max_length=64, blank=True)
+    model = models.CharField(max_length=200, blank=True)
+    input_tokens = models.PositiveBigIntegerField(default=0)
+    output_tokens = models.PositiveBigIntegerField(default=0)
+    estimated = models.BooleanField(
+        default=False, help_text="Token counts estimated: the provider gave none."
+    )
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    note = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-id"]
+        verbose_name_plural = "ledger entries"
+        indexes = [models.Index(fields=["user", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.amount} for {self.user}"
 
 
 class UserPreference(models.Model):
@@ -499,6 +670,10 @@ class UserPreference(models.Model):
     instruction = models.ForeignKey(
         Instruction, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    # Memory (issue 17): whether replies use this user's memories at all, and in rooms
+    # others read (when the room's owner allows memory there).
+    memory_enabled = models.BooleanField(default=True)
+    memory_in_shared_rooms = models.BooleanField(default=False)
 
     def __str__(self) -> str:
         return f"preferences of {self.user}"
@@ -758,3 +933,119 @@ class KnowledgeChunk(models.Model):
 
     def __str__(self) -> str:
         return f"chunk {self.pk} of {self.document_id}"
+
+
+# --- agents (issue 17) -----------------------------------------------------------------
+
+
+class Agent(models.Model):
+    """A named bot: its model, instructions, tools, knowledge bases and default
+    parameters. A channel may be bound to one; a message may name one."""
+
+    name = models.SlugField(max_length=64, unique=True)
+    description = models.CharField(max_length=300, blank=True)
+    provider = models.ForeignKey(Provider, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    model = models.CharField(max_length=200, blank=True, help_text="Empty: the provider's default.")
+    instructions = models.TextField(max_length=20000, blank=True)
+    tools = models.JSONField(default=list, blank=True)
+    tools_requiring_approval = models.JSONField(default=list, blank=True)
+    knowledge_bases: models.ManyToManyField[KnowledgeBase, Any] = models.ManyToManyField(
+        "KnowledgeBase", blank=True, related_name="agents"
+    )
+    params = models.JSONField(default=dict, blank=True, help_text="Default parameters (max_tokens, …).")
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class McpServer(models.Model):
+    """A Model Context Protocol server whose tools replies may call. Streamable HTTP by
+    URL; stdio (a command run on this machine) only when an admin configured it."""
+
+    class Transport(models.TextChoices):
+        HTTP = "http", "streamable HTTP"
+        STDIO = "stdio", "stdio (a local command; admins only)"
+
+    name = models.SlugField(max_length=64, unique=True)
+    transport = models.CharField(max_length=8, choices=Transport.choices, default="http")
+    url = models.URLField(blank=True, max_length=500)
+    # stdio: the program and its arguments, a JSON list of strings.
+    command = models.JSONField(default=list, blank=True)
+    # Names of environment variables whose values are sent (HTTP: as the bearer token)
+    # or passed (stdio): secrets stay out of the database.
+    token_env = models.CharField(max_length=100, blank=True)
+    env_names = models.JSONField(default=list, blank=True)
+    enabled = models.BooleanField(default=True)
+    timeout = models.FloatField(default=30.0, help_text="Seconds a tool call may take.")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = "MCP server"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Memory(models.Model):
+    """A fact a user's replies remember: written by the ``memory`` tool, extracted after
+    a session, or by the user on the account page."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memories")
+    text = models.CharField(max_length=1000)
+    source_turn = models.ForeignKey(Turn, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    origin = models.CharField(
+        max_length=10,
+        choices=[("tool", "the memory tool"), ("extracted", "extracted"), ("user", "written by the user")],
+        default="user",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["created_at"]
+        indexes = [models.Index(fields=["user", "created_at"])]
+
+    def __str__(self) -> str:
+        return self.text[:60]
+
+
+class Checkpoint(models.Model):
+    """A summary of a session's older turns, written when its prompt outgrew
+    COMPACT_AT of the context window: later prompts use it and the turns after
+    ``through_turn_id``."""
+
+    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="checkpoints")
+    through_turn_id = models.BigIntegerField(help_text="The newest turn it summarises.")
+    summary = models.TextField()
+    turns = models.PositiveIntegerField(default=0, help_text="How many turns it summarises.")
+    provider = models.CharField(max_length=64, blank=True)
+    model = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["through_turn_id"]
+
+    def __str__(self) -> str:
+        return f"checkpoint of {self.session_id} through {self.through_turn_id}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.pk,
+            "session": str(self.session_id),
+            "through_turn_id": self.through_turn_id,
+            "turns": self.turns,
+            "summary": self.summary,
+            "created_at": iso(self.created_at),
+        }

@@ -45,9 +45,24 @@ def ensure_moderators_group() -> None:
         group.permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
 
 
+def is_admin(user: Any) -> bool:
+    """Staff acting with their admin powers: not through an API token without
+    admin:moderate (chat/scopes.py), which acts as the plain user."""
+    return bool(
+        user
+        and user.is_authenticated
+        and user.is_active
+        and user.is_staff
+        and not getattr(user, "_colloquy_without_moderation", False)
+    )
+
+
 def is_moderator(user: Any) -> bool:
     """Staff, or a member of the moderators group."""
     if not (user and user.is_authenticated and user.is_active):
+        return False
+    if getattr(user, "_colloquy_without_moderation", False):
+        # Acting through an API token without admin:moderate (chat/scopes.py).
         return False
     if user.is_staff:
         return True

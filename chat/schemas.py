@@ -94,6 +94,15 @@ class StrictUUIDField(serializers.UUIDField):
         return super().to_internal_value(data)
 
 
+class StrictDateTimeField(serializers.DateTimeField):
+    """An ISO 8601 moment as a JSON string (one without an offset is read in UTC)."""
+
+    def to_internal_value(self, value: Any) -> Any:
+        if not isinstance(value, str):
+            self.fail("invalid", format="ISO 8601")
+        return super().to_internal_value(value)
+
+
 THINKING_LEVELS = ("low", "medium", "high")
 
 
@@ -151,6 +160,12 @@ class RegenerateSerializer(StrictSerializer):
     params = StrictObjectField(required=False)
     thinking = ThinkingField(required=False)
     instruction = instruction_id_field()
+    # An agent's name (GET /api/agents) to answer this reply: the channel's, any where
+    # members may choose (agent_choice "members"), any for the owner; the service checks.
+    agent = StrictCharField(required=False, max_length=64)
+    # Web search for this reply: true adds the web_search tool (400 where the instance
+    # has no search endpoint), false leaves it out; the service checks.
+    web_search = StrictBooleanField(required=False)
 
 
 class SocketMessageSerializer(RegenerateSerializer):
@@ -193,6 +208,19 @@ class InterruptSerializer(StrictSerializer):
     """No fields."""
 
 
+class ToolDecisionSerializer(StrictSerializer):
+    """approve_tool / deny_tool: the call waiting for approval (its Step's call_id)."""
+
+    call_id = StrictCharField(max_length=64)
+
+
+class ToolApprovalSerializer(StrictSerializer):
+    """POST /api/channels/{name}/tool-approvals."""
+
+    call_id = StrictCharField(max_length=64)
+    approve = StrictBooleanField()
+
+
 class PingSerializer(StrictSerializer):
     """No fields."""
 
@@ -229,6 +257,15 @@ class ChannelUpdateSerializer(StrictSerializer):
     knowledge_base_ids = StrictListField(
         child=StrictCharField(max_length=100), required=False, max_length=1000
     )
+    # Issue 17 (chat/agents/policy.py checks them: which names exist, at most 64, the
+    # approvals among the tools, chat mode only).
+    tools = StrictListField(child=StrictCharField(max_length=200), required=False, max_length=1000)
+    tools_requiring_approval = StrictListField(
+        child=StrictCharField(max_length=200), required=False, max_length=1000
+    )
+    agent = StrictCharField(required=False, allow_null=True, max_length=64)
+    agent_choice = StrictChoiceField(choices=["fixed", "members"], required=False)
+    memory = StrictBooleanField(required=False)
 
 
 class InstructionCreateSerializer(StrictSerializer):
@@ -242,11 +279,26 @@ class InstructionUpdateSerializer(StrictSerializer):
 
 
 class PreferencesSerializer(StrictSerializer):
-    """PATCH /api/me: the caller's defaults ("" clears provider and model)."""
+    """PATCH /api/me: the caller's defaults ("" clears provider and model) and whether
+    replies use their memories (chat/agents/memory.py)."""
 
     provider = StrictCharField(max_length=64, required=False, allow_blank=True)
     model = StrictCharField(max_length=200, required=False, allow_blank=True)
     instruction = instruction_id_field()
+    memory_enabled = StrictBooleanField(required=False)
+    memory_in_shared_rooms = StrictBooleanField(required=False)
+
+
+class MemoryCreateSerializer(StrictSerializer):
+    """POST /api/me/memories. Blank and over-long text are the service's to refuse."""
+
+    text = StrictCharField()
+    expires_at = StrictDateTimeField(required=False, allow_null=True)
+
+
+class MemoryUpdateSerializer(StrictSerializer):
+    text = StrictCharField(required=False)
+    expires_at = StrictDateTimeField(required=False, allow_null=True)
 
 
 class MemberSerializer(StrictSerializer):
@@ -331,6 +383,8 @@ SOCKET_MESSAGES: dict[str, type[StrictSerializer]] = {
     "inject": InjectSerializer,
     "reset": ResetSerializer,
     "interrupt": InterruptSerializer,
+    "approve_tool": ToolDecisionSerializer,
+    "deny_tool": ToolDecisionSerializer,
     "get_history": GetHistorySerializer,
     "get_turn": GetTurnSerializer,
     "ping": PingSerializer,

@@ -17,9 +17,10 @@ from django.db.models import Exists, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 
 from chat import limits, permissions
+from chat.agents import checkpoints
+from chat.agents.steps import public_steps
 from chat.framing import effective_framing, effective_params
 from chat.models import (
-    ApiToken,
     Channel,
     Instruction,
     Membership,
@@ -66,14 +67,17 @@ def is_reply_being_written(turn_id: int) -> bool:
     ).exists()
 
 
-def sources_of_reply_being_written(turn_id: int) -> list[dict[str, Any]] | None:
-    """The sources of a reply still being written (visible); None when it is not."""
-    sources = (
+def reply_being_written(turn_id: int) -> dict[str, Any] | None:
+    """The sources and (public) tool steps of a reply still being written (visible);
+    None when it is not."""
+    row = (
         Turn.objects.filter(pk=turn_id, role=Turn.Role.BOT, finish_reason__isnull=True, hidden=False)
-        .values_list("sources", flat=True)
+        .values_list("sources", "steps")
         .first()
     )
-    return None if sources is None else list(sources or [])
+    if row is None:
+        return None
+    return {"sources": list(row[0] or []), "steps": public_steps(row[1])}
 
 
 def reply_to(turn: Turn) -> Turn | None:
@@ -174,10 +178,6 @@ def enabled_providers() -> QuerySet[Provider]:
     return Provider.objects.filter(enabled=True).order_by("priority", "name")
 
 
-def has_api_token(user: Any) -> bool:
-    return ApiToken.objects.filter(user=user).exists()
-
-
 def visible_channels(user: Any) -> QuerySet[Channel]:
     """Public channels, the ones the user belongs to; all of them for moderators. Each
     with ``turn_count``: the visible turns of its active session, as kept beside the
@@ -215,6 +215,7 @@ def history_state(channel: Channel, *, limit: int = HISTORY_TURNS) -> dict[str, 
     session = channel.active_session
     turns: list[Turn] = []
     has_more = False
+    folded: list[dict[str, Any]] = []  # the session's checkpoints among those turns
     if session is not None:
         rows = list(
             # A reply being written is sent as ``generating``, from Redis, not as a turn.
@@ -225,6 +226,8 @@ def history_state(channel: Channel, *, limit: int = HISTORY_TURNS) -> dict[str, 
         )
         has_more = len(rows) > limit
         turns = list(reversed(rows[:limit]))
+        # Those placed among the turns sent; older ones come with older pages (TurnsView).
+        folded = checkpoints.for_transcript(session.pk, from_turn_id=turns[0].pk if has_more else None)
     return {
         "session": str(session.pk) if session else None,
         "framing": effective_framing(channel.framing),
@@ -232,8 +235,25 @@ def history_state(channel: Channel, *, limit: int = HISTORY_TURNS) -> dict[str, 
         "member_params": channel.member_params or {},
         "instruction": channel.instruction_id,
         "knowledge_base_ids": attached_ids(channel),
+        **agent_settings(channel),
         "turns": [t.to_dict() for t in turns],
         "has_more": has_more,
+        "checkpoints": folded,
+    }
+
+
+def agent_settings(channel: Channel) -> dict[str, Any]:
+    """The channel object's tool and agent fields (issue 17), as the API, ``history`` and
+    ``channel_updated`` show them. ``tools_apply`` is false in completion mode: the tools
+    stay configured but are not offered to the model."""
+    agent = channel.agent if channel.agent_id else None
+    return {
+        "tools": list(channel.tools or []),
+        "tools_requiring_approval": list(channel.tools_requiring_approval or []),
+        "tools_apply": channel.mode == Channel.Mode.CHAT,
+        "agent": agent.name if agent is not None else None,
+        "agent_choice": channel.agent_choice,
+        "memory": channel.memory,
     }
 
 
@@ -323,6 +343,15 @@ def turns_page(session: Session, *, limit: int, before: int | None, include_hidd
     return list(reversed(rows[:limit]))
 
 
+def checkpoints_of_page(
+    session: Session, turns: list[Turn], *, limit: int, before: int | None
+) -> list[dict[str, Any]]:
+    """The session's checkpoints placed among a page of ``turns_page``: a full page may
+    have older turns (and their checkpoints) before it, a short one is the first."""
+    first = turns[0].pk if turns and len(turns) >= limit else None
+    return checkpoints.for_transcript(session.pk, from_turn_id=first, before_turn_id=before)
+
+
 def session_to_dict(session: Session) -> dict[str, Any]:
     """The protocol's Session object. Reads no row beyond the session (with its channel
     and starter selected): the turn count is kept beside it (Session.visible_turns)."""
@@ -398,8 +427,20 @@ def preferences(user: Any) -> dict[str, Any]:
     """The user's defaults (empty ones when they set none)."""
     found = UserPreference.objects.filter(user=user).first()
     if found is None:
-        return {"provider": "", "model": "", "instruction": None}
-    return {"provider": found.provider, "model": found.model, "instruction": found.instruction_id}
+        return {
+            "provider": "",
+            "model": "",
+            "instruction": None,
+            "memory_enabled": True,
+            "memory_in_shared_rooms": False,
+        }
+    return {
+        "provider": found.provider,
+        "model": found.model,
+        "instruction": found.instruction_id,
+        "memory_enabled": found.memory_enabled,
+        "memory_in_shared_rooms": found.memory_in_shared_rooms,
+    }
 
 
 def account_state(user: Any) -> dict[str, Any]:

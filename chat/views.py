@@ -4,6 +4,7 @@ render the frame around it."""
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 from uuid import UUID
 
@@ -17,9 +18,11 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
 from chat import permissions, selectors, services
+from chat.agents.registry import builtin_names
 from chat.errors import ServiceError
-from chat.forms import ChannelForm, InstructionForm, LoginForm, PreferencesForm, SignupForm
+from chat.forms import ChannelForm, InstructionForm, LoginForm, PreferencesForm, SignupForm, TokenForm
 from chat.models import ApiToken, Channel, Instruction
+from chat.services import tokens as token_services
 
 FRAMING_FIELDS = [
     ("name", "name"),
@@ -73,6 +76,9 @@ def channel_page(request: HttpRequest, name: str) -> HttpResponse:
     # A channel takes a shared instruction or its owner's own (services.update_channel).
     context["channel_instructions"] = selectors.instructions_for(channel.owner)
     context["policy_ranges"] = ["temperature", "top_p", "top_k", "repeat_penalty", "max_tokens"]
+    # The owner's (or a moderator's) message may ask for web search where the instance
+    # has a search endpoint (members get the channel's tools: policy.check_web_search).
+    context["web_search_offered"] = "web_search" in builtin_names()
     return render(request, "chat/channel.html", context)
 
 
@@ -105,6 +111,8 @@ def page_context(
 def account(request: HttpRequest) -> HttpResponse:
     user: Any = request.user
     token = None
+    new_token: dict[str, str] | None = None
+    token_form = TokenForm(moderator=permissions.is_moderator(user), auto_id="id_token_%s")
     choices: dict[str, Any] = {
         "models": [f"{p.name}/{m}" for p in selectors.enabled_providers() for m in p.served_models],
         "instructions": [(i.pk, i.name) for i in selectors.instructions_for(user)],
@@ -131,15 +139,26 @@ def account(request: HttpRequest) -> HttpResponse:
         if failed is None:
             return redirect("account")
         status = 400
+    elif request.method == "POST" and request.POST.get("form", "").startswith("token-"):
+        token_form, new_token, failed_token = change_token(request, user)
+        if failed_token:
+            status = 400
+        elif new_token is None:
+            return redirect("account")
     elif request.method == "POST":
-        # Shown in this answer only; the database keeps its hash.
-        token = ApiToken.issue(user)
+        # The full-scope token (as POST /api/me/token): shown in this answer only; the
+        # database keeps its hash.
+        token = token_services.rotate_full_token(user=user)
     own = selectors.instructions_for(user).filter(owner=user)
+    tokens = list(ApiToken.objects.filter(user=user).order_by("created_at", "pk"))
     retry = dict([failed]) if failed else {}  # the form that failed, shown with its errors
     context = {
         "state": selectors.account_state(user),
         "token": token,
-        "has_token": selectors.has_api_token(user),
+        "has_token": any(t.name == ApiToken.LEGACY_NAME for t in tokens),
+        "tokens": tokens,
+        "new_token": new_token,
+        "token_form": token_form,
         "preferences": preferences,
         "shared_instructions": selectors.instructions_for(user).filter(owner=None),
         "instructions": [(item, retry.get(item.pk, instruction_form(item))) for item in own],
@@ -148,6 +167,32 @@ def account(request: HttpRequest) -> HttpResponse:
     response = render(request, "chat/account.html", context, status=status)
     response["Cache-Control"] = "no-store"
     return response
+
+
+def change_token(request: HttpRequest, user: Any) -> tuple[TokenForm, dict[str, str] | None, bool]:
+    """Make or revoke one of the user's named tokens from the account page: (the form
+    to show, the new token to show once, whether the form failed)."""
+    moderator = permissions.is_moderator(user)
+    blank = TokenForm(moderator=moderator, auto_id="id_token_%s")
+    if request.POST["form"] == "token-revoke":
+        # Already gone (another tab), or not the user's: nothing to do.
+        with contextlib.suppress(ServiceError):
+            token_services.revoke_token(user=user, token_id=request.POST.get("id", ""))
+        return blank, None, False
+    form = TokenForm(request.POST, moderator=moderator, auto_id="id_token_%s")
+    if not form.is_valid():
+        return form, None, True
+    try:
+        made, raw = token_services.create_token(
+            user=user,
+            name=form.cleaned_data["name"],
+            scopes=form.cleaned_data["scopes"],
+            expires_at=form.cleaned_data["expires_at"],
+        )
+    except ServiceError as error:
+        form.add_service_error(error)
+        return form, None, True
+    return blank, {"name": made.name, "token": raw}, False
 
 
 def instruction_form(instruction: Instruction, data: Any = None) -> InstructionForm:

@@ -1,5 +1,5 @@
-"""The task queue: `celery -A chatsite worker` runs what chat/uploads/tasks.py and
-chat/knowledge/tasks.py define.
+"""The task queue: `celery -A chatsite worker` runs what chat/uploads/tasks.py,
+chat/knowledge/tasks.py and chat/agents/memory_extraction.py define.
 
 Settings come from Django's (CELERY_*), so a worker uses the same database, Redis and
 REDIS_PREFIX as the server processes it serves."""
@@ -15,3 +15,4 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
 app = Celery("chatsite")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks(["chat.uploads", "chat.knowledge"])
+app.autodiscover_tasks(["chat.agents"], related_name="memory_extraction")

@@ -233,7 +233,10 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     # Logged in, unless a view says otherwise (the few public reads do).
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PERMISSION_CLASSES": [
+        "rest_framework.permissions.IsAuthenticated",
+        "chat.api.scopes.TokenScopes",
+    ],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": [
         "chat.api.parsers.JSONParser",
@@ -242,7 +245,7 @@ REST_FRAMEWORK = {
     ],
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
     "EXCEPTION_HANDLER": "chat.api.errors.exception_handler",
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "chat.api.schema_scopes.ScopedAutoSchema",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Colloquy API",
@@ -257,6 +260,7 @@ SPECTACULAR_SETTINGS = {
         "AttachmentStatusEnum": "chat.api.outputs.ATTACHMENT_STATUSES",
         "SessionStatusEnum": "chat.api.outputs.SESSION_STATUSES",
         "KnowledgeDocumentStatusEnum": "chat.api.outputs.KNOWLEDGE_DOCUMENT_STATUSES",
+        "MemoryOriginEnum": "chat.api.outputs.MEMORY_ORIGINS",
     },
 }
 
@@ -267,6 +271,12 @@ MESSAGES_PER_MINUTE = env.int("MESSAGES_PER_MINUTE", default=20)
 DAILY_MESSAGES = env.int("DAILY_MESSAGES", default=0)
 DAILY_TOKENS = env.int("DAILY_TOKENS", default=0)
 MAX_TOKENS_LIMIT = env.int("MAX_TOKENS_LIMIT", default=4096)
+# Credits (issue 18; docs/credits.md): off unless CREDITS_ENABLED. New users get
+# CREDITS_INITIAL credits; a model without a price in the admin costs CREDITS_DEFAULT_PRICE
+# credits per 1,000 tokens, prompt and completion alike (never free by omission).
+CREDITS_ENABLED = env.bool("CREDITS_ENABLED", default=False)
+CREDITS_INITIAL = env.str("CREDITS_INITIAL", default="100")
+CREDITS_DEFAULT_PRICE = env.str("CREDITS_DEFAULT_PRICE", default="1")
 # Frames a socket may have waiting to be sent; a client that falls further behind is
 # given a fresh history instead of holding up anyone (bench/README.md).
 SEND_QUEUE_FRAMES = env.int("SEND_QUEUE_FRAMES", default=2000)
@@ -356,6 +366,29 @@ KB_EMBED_BATCH = env.int("KB_EMBED_BATCH", default=64)
 # PostgreSQL: bases searched together holding at most this many chunks are searched by
 # meaning exactly (sorted by distance) instead of through the HNSW index (chat/knowledge/search.py).
 KB_EXACT_SCAN_CHUNKS = env.int("KB_EXACT_SCAN_CHUNKS", default=200_000)
+
+# Agents (issue 17): the tool loop, built-in tools, memory and compaction
+# (docs/configuration.md).
+MAX_TOOL_ROUNDS = env.int("MAX_TOOL_ROUNDS", default=8)
+MAX_TOOL_CALLS_PER_ROUND = env.int("MAX_TOOL_CALLS_PER_ROUND", default=16)  # the rest are dropped
+TOOL_TIMEOUT = env.float("TOOL_TIMEOUT", default=30.0)  # seconds, per call unless the tool says less
+TOOL_OUTPUT_CHARS = env.int(
+    "TOOL_OUTPUT_CHARS", default=16_000
+)  # what the model and the room get of a result
+TOOL_APPROVAL_TIMEOUT = env.float("TOOL_APPROVAL_TIMEOUT", default=600.0)  # then the call is denied
+WEB_FETCH_MAX_BYTES = env.int("WEB_FETCH_MAX_BYTES", default=2_000_000)
+WEB_FETCH_TIMEOUT = env.float("WEB_FETCH_TIMEOUT", default=15.0)
+WEB_FETCH_ALLOWED_HOSTS = env.list("WEB_FETCH_ALLOWED_HOSTS", default=[])  # empty: any public host
+# "ip:port" pairs ("127.0.0.1:8000", "[::1]:8000") web_fetch may reach although they are
+# private: for tests and local development only, never in production. Exactly those
+# pairs; every other private, loopback or metadata address stays refused (chat/agents/ssrf.py).
+WEB_FETCH_PRIVATE_EXEMPT = env.list("WEB_FETCH_PRIVATE_EXEMPT", default=[])
+WEB_SEARCH_URL = env.str("WEB_SEARCH_URL", default="")  # a SearXNG-style JSON search endpoint
+COMPACT_AT = env.float("COMPACT_AT", default=0.7)  # share of the context window; 0: off
+MEMORY_MAX_PER_USER = env.int("MEMORY_MAX_PER_USER", default=200)  # memories one user keeps
+MEMORY_PROMPT_CHARS = env.int("MEMORY_PROMPT_CHARS", default=2000)  # of them in a prompt (newest kept)
+# Facts extracted by the task model after a session ends (chat/agents/memory_extraction.py).
+MEMORY_EXTRACTION = env.bool("MEMORY_EXTRACTION", default=True)
 
 
 # The task queue (Celery) on the same Redis: extraction and transcription of uploads

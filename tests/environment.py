@@ -15,6 +15,9 @@ os.environ.setdefault("MESSAGES_PER_MINUTE", "0")
 # an extra request to a test's model server and an extra event after `done`. The tests
 # of titles turn them on (tests/test_titles.py).
 os.environ["SESSION_TITLES"] = "0"
+# Likewise compaction (chat/agents/compaction.py) after a reply whose prompt was long:
+# on in tests/test_compaction.py.
+os.environ["COMPACT_AT"] = "0"
 # Uploaded files go to a folder of this run's own (server processes and workers started
 # by the tests get it through live_env()), never into var/uploads.
 os.environ.setdefault("UPLOADS_DIR", tempfile.mkdtemp(prefix="colloquy-uploads-"))

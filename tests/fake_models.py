@@ -4,7 +4,8 @@ testing providers and the engine without mocking any SDK.
 Each server runs in a thread on a free port. Switches (attributes of ``Behaviour``):
 delay between chunks, a stall, an error status before the first token, a dropped
 connection mid-stream, reasoning deltas, usage or none, and whether stop sequences are
-honoured. Every request body is recorded, and so is a client that hung up mid-stream.
+honoured; scripted tool calls (``tool_calls``, below). Every request body is recorded,
+and so is a client that hung up mid-stream.
 """
 
 from __future__ import annotations
@@ -34,6 +35,14 @@ class Behaviour:
     finish_reason: str = "stop"
     transcript: str = "bonjour tout le monde"  # what /v1/audio/transcriptions answers
     embedding_dims: int = 64  # /v1/embeddings: length of its (hashed bag-of-words) vectors
+    # Scripted tool calls, per streamed chat request in the order received: the calls
+    # ({"id", "name", "arguments": a JSON string}) that request is answered with instead
+    # of ``tokens`` (finish "tool_calls" / stop_reason "tool_use"); an empty list, or a
+    # request beyond the script, is answered with ``tokens`` as usual.
+    tool_calls: list[list[dict[str, str]]] = field(default_factory=list)
+    tool_text: list[str] = field(default_factory=list)  # tokens streamed before the calls
+    tool_fragment: int | None = None  # send each call's arguments in pieces this long
+    tool_interleave: bool = False  # alternate the pieces of the calls (index 0, 1, 0, 1…)
 
 
 class FakeModelServer:
@@ -44,6 +53,8 @@ class FakeModelServer:
         self.paths: list[str] = []
         self.headers: list[dict[str, str]] = []
         self.disconnected = threading.Event()
+        self.streamed = 0  # chat and completion requests answered so far (tool_calls' index)
+        self.lock = threading.Lock()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
@@ -102,9 +113,18 @@ class FakeModelServer:
                 self.send_header("Cache-Control", "no-cache")
                 self.send_header("Connection", "close")
                 self.end_headers()
+                with server.lock:
+                    script, number = behaviour.tool_calls, server.streamed
+                    server.streamed += 1
+                calls = script[number] if number < len(script) else []
                 try:
                     if server.flavour == "anthropic":
-                        server._stream_anthropic(self, body)
+                        if calls:
+                            server._tools_anthropic(self, body, calls)
+                        else:
+                            server._stream_anthropic(self, body)
+                    elif calls and "messages" in body:
+                        server._tools_openai(self, body, calls)
                     else:
                         server._stream_openai(self, body)
                 except (BrokenPipeError, ConnectionResetError):
@@ -328,3 +348,116 @@ class FakeModelServer:
             "message_delta",
         )
         self._send(handler, json.dumps({"type": "message_stop"}), "message_stop")
+
+    # --- scripted tool calls ---------------------------------------------------------------
+
+    def _tool_pieces(self, calls: list[dict[str, str]]) -> tuple[list[tuple[int, int]], list[list[str]]]:
+        """The pieces to send, as (call position, fragment number or -1 for the call's
+        first piece, with its id and name) in sending order, interleaved or one call after
+        the other; and each call's arguments cut ``tool_fragment`` long."""
+        size = self.behaviour.tool_fragment
+        fragments = [
+            [a[i : i + size] for i in range(0, len(a), size)] if size and a else [a]
+            for a in (call["arguments"] for call in calls)
+        ]
+        queues = [[(n, -1)] + [(n, f) for f in range(len(frags))] for n, frags in enumerate(fragments)]
+        if not self.behaviour.tool_interleave:
+            return [piece for queue in queues for piece in queue], fragments
+        order = []
+        while any(queues):
+            for queue in queues:
+                if queue:
+                    order.append(queue.pop(0))
+        return order, fragments
+
+    def _tools_openai(
+        self, handler: BaseHTTPRequestHandler, body: dict[str, Any], calls: list[dict[str, str]]
+    ) -> None:
+        base = {
+            "id": "cmpl-1",
+            "created": 0,
+            "model": body.get("model", "m"),
+            "object": "chat.completion.chunk",
+        }
+
+        def send(delta: dict[str, Any], finish: str | None = None) -> None:
+            choice = {"index": 0, "delta": delta, "finish_reason": finish}
+            self._send(handler, json.dumps({**base, "choices": [choice]}))
+
+        sent = 0
+        for token in self.behaviour.tool_text:
+            self._pace(handler, sent)
+            send({"content": token})
+            sent += 1
+        pieces, fragments = self._tool_pieces(calls)
+        for n, f in pieces:
+            self._pace(handler, sent)
+            sent += 1
+            if f < 0:  # the call's first piece: id, type, name and no arguments yet
+                piece = {
+                    "id": calls[n]["id"],
+                    "type": "function",
+                    "function": {"name": calls[n]["name"], "arguments": ""},
+                }
+                send({"tool_calls": [{"index": n, **piece}]})
+            else:
+                send({"tool_calls": [{"index": n, "function": {"arguments": fragments[n][f]}}]})
+        send({}, "tool_calls")
+        if self.behaviour.usage and (body.get("stream_options") or {}).get("include_usage"):
+            usage = {"prompt_tokens": 11, "completion_tokens": sent, "total_tokens": 11 + sent}
+            self._send(handler, json.dumps({**base, "choices": [], "usage": usage}))
+        self._send(handler, "[DONE]")
+
+    def _tools_anthropic(
+        self, handler: BaseHTTPRequestHandler, body: dict[str, Any], calls: list[dict[str, str]]
+    ) -> None:
+        def send(event: dict[str, Any]) -> None:
+            self._send(handler, json.dumps(event), event["type"])
+
+        message = {
+            "id": "msg_1",
+            "type": "message",
+            "role": "assistant",
+            "content": [],
+            "model": body["model"],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": 13, "output_tokens": 1},
+        }
+        send({"type": "message_start", "message": message})
+        sent = first = 0
+        if self.behaviour.tool_text:
+            send({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})
+            for token in self.behaviour.tool_text:
+                self._pace(handler, sent)
+                sent += 1
+                send(
+                    {
+                        "type": "content_block_delta",
+                        "index": 0,
+                        "delta": {"type": "text_delta", "text": token},
+                    }
+                )
+            send({"type": "content_block_stop", "index": 0})
+            first = 1
+        pieces, fragments = self._tool_pieces(calls)
+        for position, (n, f) in enumerate(pieces):
+            self._pace(handler, sent)
+            sent += 1
+            index = first + n
+            if f < 0:
+                block = {"type": "tool_use", "id": calls[n]["id"], "name": calls[n]["name"], "input": {}}
+                send({"type": "content_block_start", "index": index, "content_block": block})
+            elif fragments[n][f]:
+                delta = {"type": "input_json_delta", "partial_json": fragments[n][f]}
+                send({"type": "content_block_delta", "index": index, "delta": delta})
+            if not any(m == n for m, _ in pieces[position + 1 :]):
+                send({"type": "content_block_stop", "index": index})
+        send(
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "tool_use", "stop_sequence": None},
+                "usage": {"output_tokens": sent},
+            }
+        )
+        send({"type": "message_stop"})

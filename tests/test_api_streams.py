@@ -148,3 +148,46 @@ def test_leaving_a_stream_does_not_stop_the_generation(server, channel, alice, o
                 break  # hang up mid-reply
     bot = wait_for(lambda: Turn.objects.filter(role="bot").exclude(finish_reason=None).first(), timeout=10)
     assert bot.finish_reason == "stop" and bot.text == " w" * 60
+
+
+def test_a_watch_key_stream_of_a_private_channel_carries_the_tool_steps_in_order(
+    server, private_channel, alice, openai_server
+):
+    """Issue 17's steps over SSE, to an anonymous holder of a private channel's watch key:
+    the call as it streams, its result, then the answer — as stored on the turn."""
+    from chat.models import Provider
+
+    Provider.objects.create(name="tooly", kind="openai_compat", base_url=openai_server.base_url)
+    private_channel.params = {**private_channel.params, "provider": "tooly"}
+    private_channel.tools = ["calculator"]
+    private_channel.save(update_fields=["params", "tools"])
+    openai_server.behaviour.tool_calls = [
+        [{"id": "c1", "name": "calculator", "arguments": json.dumps({"expression": "6*7"})}]
+    ]
+    openai_server.behaviour.tool_fragment = 4
+    openai_server.behaviour.tokens = ["It is", " 42."]
+    key = private_channel.watch_key
+    with (
+        httpx.Client(base_url=server, timeout=20) as client,
+        connect_sse(client, "GET", f"/api/channels/backroom/events?key={key}") as source,
+    ):
+        events = without_presence(source)
+        assert next(events).event == "history"
+        sent = client.post("/api/channels/backroom/messages", json={"text": "6*7?"}, headers=auth(alice))
+        assert sent.status_code in (200, 202), sent.content
+        seen = []
+        for event in events:
+            seen.append((event.event, json.loads(event.data)))
+            if event.event == "done":
+                break
+    kinds = [kind for kind, _ in seen]
+    assert kinds.index("tool_call") < kinds.index("tool_result") < kinds.index("token")
+    deltas = [
+        data["arguments_delta"] for kind, data in seen if kind == "tool_call" and "arguments_delta" in data
+    ]
+    assert json.loads("".join(deltas)) == {"expression": "6*7"}
+    [result] = [data for kind, data in seen if kind == "tool_result"]
+    assert result["call_id"] == "c1" and result["ok"] is True and result["content"].strip() == "42"
+    bot = Turn.objects.get(role="bot")
+    assert bot.text == "It is 42." and bot.steps[0]["content"] == result["content"]
+    assert "".join(data["data"] for kind, data in seen if kind == "token") == "It is 42."

@@ -14,6 +14,7 @@ import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
+from chat.models import Upload
 from chat.services.channels import change_lock
 from tests import files
 from tests.browser import (
@@ -23,7 +24,7 @@ from tests.browser import (
     open_live,
     screenshot,
 )
-from tests.conftest import add_provider, use_provider, wait_until_no_generation
+from tests.conftest import add_provider, use_provider, wait_for, wait_until_no_generation
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -199,6 +200,10 @@ def test_refused_and_failed_files_name_themselves_and_block_sending_until_remove
     expect(chat.locator("#send")).to_be_enabled()
     expect(chat.locator("#send-blocked")).to_be_hidden()
     no_script_errors(chat)
+    # The page does not wait for the server's delete; the test does, so that the server's
+    # transaction is not still running when the database is emptied for the next test
+    # (PostgreSQL found a deadlock between the two in CI).
+    wait_for(lambda: not Upload.objects.exists())
 
 
 def test_a_refused_message_gives_its_files_and_text_back_to_send_again(

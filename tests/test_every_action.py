@@ -327,5 +327,9 @@ async def test_the_action_list_covers_every_service_that_changes_a_transcript():
         # Instructions' names and texts and a user's defaults are shown on no channel's
         # screen; they apply to replies written afterwards.
         "create_instruction", "update_instruction", "set_preferences",
+        # Publishes nothing itself: the reply it lets go on does (its steps and events;
+        # tests/test_tool_servers.py checks a screen joining mid-run against one that
+        # saw every event).
+        "decide_tool_call",
     }  # fmt: skip
     assert set(services.__all__) - covered - not_live == set(), "a new service needs a verify_action case"

@@ -36,12 +36,7 @@ def test_the_instruction_picked_in_the_composer_reaches_the_model(host, browser,
     expect(chat.locator("#choices")).to_be_visible()
     chat.click("#choices summary")
     picker = chat.locator("#choice-instruction")
-    assert picker.locator("option").all_text_contents() == [
-        "channel's default",
-        "none",
-        "Concise",
-        "Pirate (mine)",
-    ]
+    expect(picker.locator("option")).to_have_text(["channel's default", "none", "Concise", "Pirate (mine)"])
 
     chat.select_option("#choice-instruction", label="Pirate (mine)")
     send(chat, "Hello")
@@ -113,10 +108,7 @@ def test_the_owners_policy_edit_limits_what_a_members_picker_shows(
     assert channel.instruction_id == concise.pk
     # The member's open page follows live (channel_updated).
     member.click("#choices summary")
-    assert member.locator("#choice-model option").all_text_contents() == [
-        "channel's model",
-        "slow/test-model",
-    ]
+    expect(member.locator("#choice-model option")).to_have_text(["channel's model", "slow/test-model"])
     temperature = member.locator('#choice-params input[name="temperature"]')
     expect(temperature).to_have_attribute("min", "0.2")
     expect(temperature).to_have_attribute("max", "0.8")

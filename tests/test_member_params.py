@@ -309,6 +309,7 @@ def test_the_admin_edits_the_policy_and_instruction_through_update_channel(chann
         "params": "{}",
         "member_params": '{"temperature": {"min": 2, "max": 1}}',
         "instruction": "",
+        "agent_choice": "fixed",  # issue 17: a field the form always sends
         "memberships-TOTAL_FORMS": "0",
         "memberships-INITIAL_FORMS": "0",
     }

@@ -24,6 +24,8 @@ def test_a_new_user_has_empty_defaults(alice):
         "provider": "",
         "model": "",
         "instruction": None,
+        "memory_enabled": True,  # memory (issue 17): on, in rooms others read only by consent
+        "memory_in_shared_rooms": False,
     }
 
 
@@ -32,10 +34,22 @@ def test_a_user_sets_and_clears_their_defaults(alice, openai_server):
     common = Instruction.objects.create(name="Concise", text="Be brief.")
     response = patch_me(alice, {"provider": "other", "model": "big", "instruction": common.pk})
     assert response.status_code == 200
-    assert response.json()["preferences"] == {"provider": "other", "model": "big", "instruction": common.pk}
+    assert response.json()["preferences"] == {
+        "provider": "other",
+        "model": "big",
+        "instruction": common.pk,
+        "memory_enabled": True,
+        "memory_in_shared_rooms": False,
+    }
     assert response.json()["username"] == "alice"  # the whole account, as GET gives it
     cleared = patch_me(alice, {"provider": "", "instruction": None}).json()["preferences"]
-    assert cleared == {"provider": "", "model": "", "instruction": None}
+    assert cleared == {
+        "provider": "",
+        "model": "",
+        "instruction": None,
+        "memory_enabled": True,
+        "memory_in_shared_rooms": False,
+    }
 
 
 @pytest.mark.parametrize(

@@ -157,3 +157,18 @@ def test_errors_come_as_json_even_when_a_stream_is_asked_for(server, alice):
 def test_a_private_channel_of_ones_own_may_be_named(alice):
     create_channel(name="mine", owner=alice, visibility="private")
     assert ask(alice, {"text": "", "channel": "mine"}).status_code == 200
+
+
+def test_with_credits_on_someone_with_nothing_left_gets_no_suggestions(alice, settings):
+    """Suggestions are not billed (docs/credits.md), but they are model output: a person
+    whose credits are spent gets 402 like a message, and nothing is counted."""
+    from tests.credits_helpers import assert_ledger_balances, set_available
+
+    settings.CREDITS_ENABLED = True
+    set_available(alice, 0)
+    response = ask(alice, {"text": "gardening"})
+    assert response.status_code == 402 and response.json()["code"] == "insufficient_credits"
+    assert usage_today(alice)["messages"] == 0
+    set_available(alice, 1)  # any credit left: served, and still not billed
+    assert ask(alice, {"text": "gardening"}).status_code == 200
+    assert assert_ledger_balances(alice).available == 1

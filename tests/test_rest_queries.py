@@ -231,9 +231,10 @@ def page_of_turns(client: Any, session: Session, limit: int, measure: Any) -> tu
 
 @pytest.mark.parametrize(
     ("caller", "queries"),
-    # the token, the session with its channel, the turns with their authors; whether a
-    # member of this private channel; whether a moderator
-    [("owner", 3), ("member", 4), ("moderator", 5)],
+    # the token, the session with its channel, the turns with their authors, the
+    # checkpoints among them (issue 17); whether a member of this private channel;
+    # whether a moderator
+    [("owner", 4), ("member", 5), ("moderator", 6)],
 )
 def test_a_page_of_5_turns_or_50_costs_the_same(
     caller, queries, private_channel, alice, bob, carol, mona, measure

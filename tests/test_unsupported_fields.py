@@ -12,7 +12,7 @@ from tests.test_strict_input import rest_invalid, ws_answer, ws_invalid
 UNSUPPORTED = [
     ("image", "data:image/png;base64,AAAA"),
     ("mood", "friendly"),
-    ("web_search", True),
+    ("web_searching", True),  # web_search itself is a message field since December 2026
     ("files", ["a.txt"]),
 ]
 

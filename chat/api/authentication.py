@@ -7,21 +7,26 @@ from typing import Any
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 
-from chat.logins import bearer_from_header, user_for_token
+from chat.logins import bearer_from_header, token_for
+from chat.models import ApiToken
+from chat.scopes import without_moderation
 
 
 class BearerTokenAuthentication(authentication.BaseAuthentication):
-    def authenticate(self, request: Any) -> tuple[Any, None] | None:
+    """(user, token): ``request.auth`` is the ApiToken, whose scopes chat/api/scopes.py
+    checks."""
+
+    def authenticate(self, request: Any) -> tuple[Any, ApiToken] | None:
         header = request.META.get("HTTP_AUTHORIZATION", "")
         if not header:
             return None
         raw = bearer_from_header(header)
         if raw is None:
             return None
-        user = user_for_token(raw)
-        if user is None:
-            raise exceptions.AuthenticationFailed("Invalid or revoked API token.")
-        return user, None
+        token = token_for(raw)
+        if token is None:
+            raise exceptions.AuthenticationFailed("Invalid, expired or revoked API token.")
+        return without_moderation(token.user, token.scopes), token
 
     def authenticate_header(self, request: Any) -> str:
         return "Bearer"

@@ -7,6 +7,9 @@ from typing import Any
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from drf_spectacular.generators import SchemaGenerator
+from drf_spectacular.views import SpectacularAPIView
+
+from chat.api.scopes import TokenScopes
 
 METHODS = ("get", "post", "patch", "put", "delete")
 
@@ -27,3 +30,10 @@ def api_docs(request: HttpRequest) -> HttpResponse:
                     }
                 )
     return render(request, "chat/api_docs.html", {"operations": operations, "info": schema.get("info", {})})
+
+
+class SchemaView(SpectacularAPIView):
+    """The OpenAPI document: public, and any token may read it."""
+
+    permission_classes = [*SpectacularAPIView.permission_classes, TokenScopes]
+    required_scopes = {"GET": None}

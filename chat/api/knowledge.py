@@ -19,6 +19,7 @@ from rest_framework.views import APIView
 from chat import selectors
 from chat.api import outputs
 from chat.api.outputs import errors
+from chat.api.scopes import TokenScopes
 from chat.api.uploads import refuse_unknown_query
 from chat.api.views import ASCII_DIGITS, parse, require_login
 from chat.errors import ServiceError
@@ -58,6 +59,8 @@ def channel_param(request: Request, *, required: bool) -> Channel | None:
 
 
 class KnowledgeBasesView(APIView):
+    required_scopes = {"GET": "chats:read", "POST": "files:write"}
+
     @extend_schema(
         operation_id="knowledge_bases_list",
         parameters=[OpenApiParameter("channel", str, required=False, description="that channel's bases")],
@@ -92,6 +95,8 @@ class KnowledgeBasesView(APIView):
 
 
 class AvailableBasesView(APIView):
+    required_scopes = {"GET": "chats:read"}
+
     @extend_schema(
         operation_id="knowledge_bases_available",
         parameters=[OpenApiParameter("channel", str, required=True, description="a channel's name")],
@@ -109,6 +114,8 @@ class AvailableBasesView(APIView):
 
 
 class KnowledgeBaseDetailView(APIView):
+    required_scopes = {"GET": "chats:read", "PATCH": "files:write", "DELETE": "files:write"}
+
     @extend_schema(responses={200: outputs.KnowledgeBase, **errors(404)})
     def get(self, request: Request, base_id: str) -> Response:
         require_login(request)
@@ -143,6 +150,8 @@ def _single_text_fields(exc: ServiceError) -> ServiceError:
 
 
 class KnowledgeDocumentsView(APIView):
+    required_scopes = {"POST": "files:write"}
+
     @extend_schema(
         request=KnowledgeDocumentsSerializer,
         responses={201: outputs.KnowledgeDocumentList, **errors(400, 403, 404, 409, 413, 415)},
@@ -174,6 +183,8 @@ class KnowledgeDocumentsView(APIView):
 
 
 class KnowledgeDocumentDetailView(APIView):
+    required_scopes = {"DELETE": "files:write"}
+
     @extend_schema(responses={204: None, **errors(403, 404)})
     def delete(self, request: Request, base_id: str, document_id: str) -> Response:
         """Delete a document and its passages (who may manage the base)."""
@@ -187,6 +198,8 @@ class KnowledgeDocumentDetailView(APIView):
 
 
 class KnowledgeSearchView(APIView):
+    required_scopes = {"POST": "chats:read"}
+
     @extend_schema(
         request=KnowledgeSearchSerializer, responses={200: outputs.SearchResults, **errors(400, 403, 404)}
     )
@@ -226,7 +239,8 @@ class KnowledgeSearchView(APIView):
 
 
 class KnowledgeChunkView(APIView):
-    permission_classes = [AllowAny]  # checked below: the base's readers, or the citing turn's
+    required_scopes = {"GET": "chats:read"}
+    permission_classes = [AllowAny, TokenScopes]  # checked below: the base's readers, or the citing turn's
 
     @extend_schema(
         parameters=[

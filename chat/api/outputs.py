@@ -128,6 +128,7 @@ class TurnRequest(Output):
         required=False,
         help_text="knowledge bases searched for its reply besides the channel's attached ones",
     )
+    agent = serializers.CharField(required=False, help_text="the agent the message named")
 
 
 class TurnUsage(Output):
@@ -232,6 +233,55 @@ class Source(Output):
     page = serializers.IntegerField(allow_null=True)
 
 
+@extend_schema_field(
+    {
+        "type": "object",
+        "additionalProperties": {"description": "any JSON value"},
+        "description": "the arguments object the model sent, as it sent it",
+    }
+)
+class ToolArguments(serializers.Field):  # type: ignore[type-arg]
+    pass
+
+
+class Redaction(Output):
+    owner = serializers.CharField(help_text="whose data the result is; only they can read it")
+
+
+class Step(Output):
+    """A tool call of a reply (docs/protocol.md, "Agents")."""
+
+    call_id = serializers.CharField()
+    round = serializers.IntegerField()
+    name = serializers.CharField()
+    arguments = ToolArguments()
+    status = serializers.ChoiceField(
+        choices=["running", "awaiting_approval", "ok", "error", "denied", "interrupted"]
+    )
+    ok = serializers.BooleanField(allow_null=True)
+    content = serializers.CharField(
+        allow_blank=True, help_text="capped at TOOL_OUTPUT_CHARS; empty when redacted"
+    )
+    truncated = serializers.BooleanField()
+    duration_ms = serializers.IntegerField(allow_null=True)
+    text_offset = serializers.IntegerField(help_text="how much of the turn's text came before the call")
+    redacted = Redaction(allow_null=True, help_text="set when the result is one person's data")
+    approved_by = serializers.CharField(allow_null=True)
+
+
+class ToolDecision(Output):
+    call_id = serializers.CharField()
+    turn_id = serializers.IntegerField()
+    approved = serializers.BooleanField()
+
+
+class StepContent(Output):
+    """The whole result of a redacted step, for the person whose data it is."""
+
+    call_id = serializers.CharField()
+    content = serializers.CharField(allow_blank=True)
+
+
 class Turn(Output):
     """The protocol's Turn object, with the substrate (`prompt`, `raw_completion`,
     `framing`) as every REST answer gives it. The fields from `truncated` on are a bot
@@ -272,10 +322,26 @@ class Turn(Output):
         required=False, help_text="oldest turns left out so the prompt fit the context window"
     )
     sources = Source(many=True, required=False, help_text="bot turns: the passages its prompt was given")
+    steps = Step(many=True, required=False, help_text="bot turns: its tool calls, in order")
+    agent = serializers.CharField(
+        required=False, allow_null=True, help_text="bot turns: the agent that wrote it"
+    )
+
+
+class Checkpoint(Output):
+    """A summary of a session's turns up to `through_turn_id` (issue 17, compaction)."""
+
+    id = serializers.IntegerField()
+    session = serializers.UUIDField()
+    through_turn_id = serializers.IntegerField()
+    turns = serializers.IntegerField(help_text="how many turns it summarises")
+    summary = serializers.CharField()
+    created_at = serializers.DateTimeField()
 
 
 class TurnList(Output):
     turns = Turn(many=True)
+    checkpoints = Checkpoint(many=True)
 
 
 class Exchange(Output):
@@ -341,7 +407,50 @@ class ChannelDetail(ChannelSummary):
     knowledge_base_ids = serializers.ListField(
         child=serializers.UUIDField(), help_text="the knowledge bases every reply here searches"
     )
+    tools = serializers.ListField(
+        child=serializers.CharField(),
+        help_text='tools its replies may call ("calculator", "mcp:<server>/<tool>")',
+    )
+    tools_requiring_approval = serializers.ListField(
+        child=serializers.CharField(), help_text="those of its tools that wait for a person's approval"
+    )
+    tools_apply = serializers.BooleanField(help_text="false in completion mode: the tools are kept, not used")
+    agent = serializers.CharField(allow_null=True, help_text="the agent its replies are written by")
+    agent_choice = serializers.ChoiceField(
+        choices=["fixed", "members"],
+        help_text="fixed: messages may name only the channel's agent; members: any enabled agent",
+    )
+    memory = serializers.BooleanField(help_text="replies may use the memories of members who consented")
     session = serializers.UUIDField(allow_null=True, help_text="the active session")
+
+
+class Agent(Output):
+    """An enabled agent: what a message may name (`agent`) and a channel be bound to."""
+
+    name = serializers.CharField()
+    description = serializers.CharField(allow_blank=True)
+    provider = serializers.CharField(allow_null=True, help_text="null: the channel's provider")
+    model = serializers.CharField(allow_blank=True, help_text="empty: the provider's default")
+    tools = serializers.ListField(child=serializers.CharField())
+    knowledge_base_ids = serializers.ListField(
+        child=serializers.UUIDField(), help_text="the agent's knowledge bases the caller may read"
+    )
+    params = TurnParams(help_text="its default parameters")
+
+
+class AgentList(Output):
+    agents = Agent(many=True)
+
+
+class Tool(Output):
+    name = serializers.CharField(help_text='"calculator", "mcp:<server>/<tool>"')
+    description = serializers.CharField(allow_blank=True)
+    builtin = serializers.BooleanField()
+    available = serializers.BooleanField(help_text="offered to models now")
+
+
+class ToolList(Output):
+    tools = Tool(many=True)
 
 
 class WatchUrl(Output):
@@ -442,6 +551,10 @@ class Preferences(Output):
     provider = serializers.CharField(allow_blank=True)
     model = serializers.CharField(allow_blank=True)
     instruction = serializers.IntegerField(allow_null=True)
+    memory_enabled = serializers.BooleanField(help_text="replies may use the caller's memories")
+    memory_in_shared_rooms = serializers.BooleanField(
+        help_text="also in rooms others read, where the owner turned memory on"
+    )
 
 
 class Account(Output):
@@ -463,6 +576,29 @@ class Instruction(Output):
 
 class InstructionList(Output):
     instructions = Instruction(many=True)
+
+
+# (Named in settings.SPECTACULAR_SETTINGS ENUM_NAME_OVERRIDES, as `MemoryOriginEnum`.)
+MEMORY_ORIGINS = ["user", "tool", "extracted"]
+
+
+class Memory(Output):
+    """A fact replies remember about the caller (chat/agents/memory.py)."""
+
+    id = serializers.UUIDField()
+    text = serializers.CharField()
+    origin = serializers.ChoiceField(
+        choices=MEMORY_ORIGINS,
+        help_text="user: written by the caller; tool: saved by the bot; extracted: after a session",
+    )
+    source_turn = serializers.IntegerField(allow_null=True, help_text="the turn it came from")
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+    expires_at = serializers.DateTimeField(allow_null=True, help_text="null: never expires")
+
+
+class MemoryList(Output):
+    memories = Memory(many=True)
 
 
 class Token(Output):
@@ -587,7 +723,8 @@ ERROR_MEANINGS = {
     400: "bad input: bad_json, unknown_type or invalid (with `fields`); no_vision: an image for a model "
     "that reads none; language_unavailable: no transcription engine for that language",
     401: "not logged in (auth_required), or a bad or revoked token",
-    403: "not allowed: forbidden, read_only or muted (or a session caller without the CSRF token)",
+    403: "not allowed: forbidden (also a token without the scope the operation names), read_only or "
+    "muted (or a session caller without the CSRF token)",
     404: "not found, or private and not the caller's to see",
     409: "locked: the channel is locked; not_ready: an attachment is not processed yet",
     413: "too_long: over MAX_MESSAGE_CHARS; too_large: over MAX_UPLOAD_BYTES or MAX_ATTACHMENTS_PER_MESSAGE",
@@ -600,8 +737,8 @@ ERROR_MEANINGS = {
 
 def errors(*statuses: int) -> dict[Any, Any]:
     """The error answers an endpoint can give, for ``extend_schema(responses=...)``;
-    every endpoint can answer 401 (a bad token) and 503."""
-    wanted = sorted({401, 503, *statuses})
+    every endpoint can answer 401 (a bad token), 403 (a token without the scope) and 503."""
+    wanted = sorted({401, 403, 503, *statuses})
     return {
         (code, "application/json"): OpenApiResponse(Error, description=ERROR_MEANINGS[code])
         for code in wanted

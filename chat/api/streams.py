@@ -143,7 +143,11 @@ class EventFeed:
                 next_check = loop.time() + settings.LOGIN_RECHECK_SECONDS
             wait = min(next_check, quiet_since + HEARTBEAT_S) - loop.time()
             try:
-                item = await asyncio.wait_for(self.queue.get(), max(wait, 0.0))
+                # Not asyncio.wait_for: on Python 3.11 it swallows a cancellation that
+                # arrives as the queue answers, and await_reply's timeout around this
+                # feed then never fires (tests/test_event_feed_timeout.py).
+                async with asyncio.timeout(max(wait, 0.0)):
+                    item = await self.queue.get()
             except TimeoutError:
                 if loop.time() >= quiet_since + HEARTBEAT_S:
                     quiet_since = loop.time()

@@ -84,6 +84,7 @@ RECORDING_FORM = inline_serializer("RecordingForm", {"file": serializers.FileFie
 
 
 class TranscribeView(APIView):
+    required_scopes = {"POST": "files:write"}
     parser_classes = [MultiPartParser, AudioParser, VideoParser]
 
     @extend_schema(

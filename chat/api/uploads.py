@@ -21,6 +21,7 @@ from rest_framework.views import APIView
 from chat import selectors
 from chat.api import outputs
 from chat.api.outputs import errors
+from chat.api.scopes import TokenScopes
 from chat.api.views import require_login
 from chat.errors import ServiceError
 from chat.uploads import body_limit, serving
@@ -83,6 +84,7 @@ def upload_or_404(request: Request, upload_id: str) -> Any:
 
 
 class UploadsView(APIView):
+    required_scopes = {"GET": "chats:read", "POST": "files:write"}
     parser_classes = [MultiPartParser]
 
     def initialize_request(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Request:
@@ -138,6 +140,8 @@ class UploadsView(APIView):
 
 
 class UploadDetailView(APIView):
+    required_scopes = {"GET": "chats:read", "DELETE": "files:write"}
+
     @extend_schema(responses={200: outputs.Upload, **errors(404)})
     def get(self, request: Request, upload_id: str) -> Response:
         """One of the caller's uploads."""
@@ -168,7 +172,9 @@ class AnyAccept(BaseContentNegotiation):
 
 
 class UploadContentView(APIView):
-    permission_classes = [AllowAny]  # checked per request below: the owner, or the turn's watchers
+    required_scopes = {"GET": "chats:read"}
+    # Checked per request below: the owner, or the turn's watchers.
+    permission_classes = [AllowAny, TokenScopes]
     content_negotiation_class = AnyAccept
 
     @extend_schema(

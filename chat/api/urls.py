@@ -1,7 +1,17 @@
 from django.urls import path
-from drf_spectacular.views import SpectacularAPIView
 
-from chat.api import docs, knowledge, transcribe, uploads, views
+from chat.api import (
+    agents,
+    credits,
+    docs,
+    knowledge,
+    memories,
+    tokens,
+    tool_calls,
+    transcribe,
+    uploads,
+    views,
+)
 
 urlpatterns = [
     path("channels", views.ChannelsView.as_view()),
@@ -15,6 +25,7 @@ urlpatterns = [
     path("channels/<str:name>/inject", views.InjectView.as_view()),
     path("channels/<str:name>/reset", views.ResetView.as_view()),
     path("channels/<str:name>/interrupt", views.InterruptView.as_view()),
+    path("channels/<str:name>/tool-approvals", tool_calls.ToolApprovalView.as_view()),
     path("channels/<str:name>/sessions", views.ChannelSessionsView.as_view()),
     path("sessions", views.SessionsView.as_view()),
     path("sessions/bulk-delete", views.BulkDeleteView.as_view()),
@@ -22,10 +33,16 @@ urlpatterns = [
     path("sessions/<str:session_id>/turns", views.TurnsView.as_view()),
     path("sessions/<str:session_id>/truncate", views.TruncateView.as_view()),
     path("turns/<str:turn_id>", views.TurnDetailView.as_view()),
+    path("turns/<str:turn_id>/steps/<str:call_id>", tool_calls.StepContentView.as_view()),
     path("prompts", views.PromptsView.as_view()),
     path("providers", views.ProvidersView.as_view()),
     path("me", views.MeView.as_view()),
     path("me/token", views.MeTokenView.as_view()),
+    path("me/usage", credits.UsageView.as_view()),
+    path("me/tokens", tokens.TokensView.as_view()),
+    path("me/tokens/<str:token_id>", tokens.TokenDetailView.as_view()),
+    path("me/memories", memories.MemoriesView.as_view()),
+    path("me/memories/<str:memory_id>", memories.MemoryDetailView.as_view()),
     path("instructions", views.InstructionsView.as_view()),
     path("instructions/<str:instruction_id>", views.InstructionDetailView.as_view()),
     path("transcribe", transcribe.TranscribeView.as_view()),
@@ -42,6 +59,9 @@ urlpatterns = [
     ),
     path("knowledge-bases/<str:base_id>/search", knowledge.KnowledgeSearchView.as_view()),
     path("knowledge-bases/<str:base_id>/chunks/<str:chunk_id>", knowledge.KnowledgeChunkView.as_view()),
-    path("schema", SpectacularAPIView.as_view(), name="schema"),
+    path("agents", agents.AgentsView.as_view()),
+    path("agents/<str:name>", agents.AgentDetailView.as_view()),
+    path("tools", agents.ToolsView.as_view()),
+    path("schema", docs.SchemaView.as_view(), name="schema"),
     path("docs", docs.api_docs, name="api-docs"),
 ]

@@ -25,6 +25,8 @@ from chat import permissions, selectors, services
 from chat.api import outputs
 from chat.api.authentication import BearerTokenAuthentication
 from chat.api.outputs import EVENT_STREAM, errors
+from chat.api.scopes import TokenScopes, held_scopes, held_until
+from chat.api.scopes import require as require_scope
 from chat.api.serializers import TurnsQuerySerializer
 from chat.api.streams import (
     EventFeed,
@@ -40,7 +42,7 @@ from chat.errors import UNAVAILABLE, ServiceError
 from chat.framing import effective_framing, effective_params
 from chat.generation.providers.base import ProviderError
 from chat.logins import bearer_from_header
-from chat.models import ApiToken, Channel, Membership, Session, hash_token, iso
+from chat.models import SCOPES, ApiToken, Channel, Membership, Session, hash_token, iso
 from chat.schemas import (
     BulkDeleteSerializer,
     ChannelCreateSerializer,
@@ -60,6 +62,7 @@ from chat.schemas import (
     TruncateSerializer,
     validate,
 )
+from chat.services import tokens as token_services
 from chat.uploads import body_limit
 
 PAGE_SIZE = 100
@@ -142,13 +145,15 @@ def channel_detail(request: Request, channel: Channel) -> dict[str, Any]:
         "member_params": channel.member_params or {},
         "instruction": channel.instruction_id,
         "knowledge_base_ids": selectors.attached_ids(channel),
+        **selectors.agent_settings(channel),
         "session": str(session.pk) if session else None,
     }
 
 
 class ChannelsView(APIView):
+    required_scopes = {"GET": "chats:read", "POST": "chats:write"}
     # Public channels are readable without an account; changes need one.
-    permission_classes = [IsAuthenticatedOrReadOnly]
+    permission_classes = [IsAuthenticatedOrReadOnly, TokenScopes]
 
     @extend_schema(
         operation_id="channels_list",
@@ -185,8 +190,9 @@ class ChannelsView(APIView):
 
 
 class ChannelDetailView(APIView):
+    required_scopes = {"GET": "chats:read", "PATCH": "chats:write", "DELETE": "chats:delete"}
     # Public channels are readable without an account; changes need one.
-    permission_classes = [IsAuthenticatedOrReadOnly]
+    permission_classes = [IsAuthenticatedOrReadOnly, TokenScopes]
 
     @extend_schema(responses={200: outputs.ChannelDetail, **errors(404)})
     def get(self, request: Request, name: str) -> Response:
@@ -211,6 +217,8 @@ class ChannelDetailView(APIView):
 
 
 class WatchKeyView(APIView):
+    required_scopes = {"POST": "chats:write"}
+
     @extend_schema(request=None, responses={200: outputs.WatchUrl, **errors(403, 404)})
     def post(self, request: Request, name: str) -> Response:
         """Rotate the watch key: old links and the sockets that used them stop."""
@@ -230,8 +238,9 @@ def member_to_dict(membership: Membership) -> dict[str, Any]:
 
 
 class MembersView(APIView):
+    required_scopes = {"GET": "chats:read", "POST": "chats:write"}
     # Public channels are readable without an account; changes need one.
-    permission_classes = [IsAuthenticatedOrReadOnly]
+    permission_classes = [IsAuthenticatedOrReadOnly, TokenScopes]
 
     @extend_schema(responses={200: outputs.MemberList, **errors(404)})
     def get(self, request: Request, name: str) -> Response:
@@ -251,6 +260,8 @@ class MembersView(APIView):
 
 
 class MemberDetailView(APIView):
+    required_scopes = {"DELETE": "chats:write"}
+
     @extend_schema(responses={204: None, **errors(400, 403, 404)})
     def delete(self, request: Request, name: str, username: str) -> Response:
         """Remove a member (owner or moderator; members may remove themselves)."""
@@ -281,6 +292,8 @@ class StreamingView(APIView):
 
 
 class MessagesView(StreamingView):
+    required_scopes = {"POST": "chats:write"}
+
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         raw = request.META.get("CONTENT_LENGTH") or ""
         if raw.isascii() and raw.isdigit() and int(raw) > body_limit.message_body_limit():
@@ -356,7 +369,8 @@ def wants_stream(request: Any) -> bool:
 
 
 class ChannelEventsView(StreamingView):
-    permission_classes = [AllowAny]  # the same read rules as watching, checked below
+    required_scopes = {"GET": "chats:read"}
+    permission_classes = [AllowAny, TokenScopes]  # the same read rules as watching, checked below
 
     @extend_schema(
         parameters=[
@@ -377,6 +391,8 @@ class ChannelEventsView(StreamingView):
 
 
 class RegenerateView(APIView):
+    required_scopes = {"POST": "chats:write"}
+
     @extend_schema(
         request=RegenerateSerializer,
         responses={202: outputs.Regenerating, **errors(400, 403, 404, 409, 429)},
@@ -389,6 +405,8 @@ class RegenerateView(APIView):
 
 
 class InjectView(APIView):
+    required_scopes = {"POST": "chats:write"}
+
     @extend_schema(
         request=InjectSerializer, responses={201: outputs.Turn, **errors(400, 403, 404, 409, 413, 429)}
     )
@@ -400,6 +418,8 @@ class InjectView(APIView):
 
 
 class ResetView(APIView):
+    required_scopes = {"POST": "chats:write"}
+
     @extend_schema(request=ResetSerializer, responses={201: outputs.NewSession, **errors(400, 403, 404, 409)})
     def post(self, request: Request, name: str) -> Response:
         caller = require_login(request)
@@ -410,6 +430,8 @@ class ResetView(APIView):
 
 
 class InterruptView(APIView):
+    required_scopes = {"POST": "chats:write"}
+
     @extend_schema(
         request=InterruptSerializer, responses={200: outputs.Interrupted, **errors(400, 403, 404, 409)}
     )
@@ -485,7 +507,8 @@ def session_list(request: Request, sessions: Any, *, also: frozenset[str] = froz
 
 
 class ChannelSessionsView(APIView):
-    permission_classes = [AllowAny]  # the same read rules as watching, checked below
+    required_scopes = {"GET": "chats:read"}
+    permission_classes = [AllowAny, TokenScopes]  # the same read rules as watching, checked below
 
     @extend_schema(
         parameters=SESSION_LIST_PARAMETERS, responses={200: outputs.SessionList, **errors(400, 404)}
@@ -497,6 +520,8 @@ class ChannelSessionsView(APIView):
 
 
 class SessionsView(APIView):
+    required_scopes = {"GET": "chats:read"}
+
     @extend_schema(
         operation_id="sessions_list",
         parameters=[OpenApiParameter("channel", str, required=False), *SESSION_LIST_PARAMETERS],
@@ -512,6 +537,8 @@ class SessionsView(APIView):
 
 
 class SessionDetailView(APIView):
+    required_scopes = {"GET": "chats:read", "PATCH": "chats:write", "DELETE": "chats:delete"}
+
     @extend_schema(responses={200: outputs.Session, **errors(404)})
     def get(self, request: Request, session_id: str) -> Response:
         require_login(request)
@@ -524,6 +551,8 @@ class SessionDetailView(APIView):
         caller = require_login(request)
         session = session_or_404(request, session_id)
         changes = parse(SessionUpdateSerializer, request)
+        if changes.get("status") == Session.Status.DELETED:
+            require_scope(request, "chats:delete")  # deleting, as DELETE does
         return Response(
             selectors.session_to_dict(services.update_session(session=session, user=caller, **changes))
         )
@@ -536,6 +565,8 @@ class SessionDetailView(APIView):
 
 
 class BulkDeleteView(APIView):
+    required_scopes = {"POST": "chats:delete"}
+
     @extend_schema(
         request=BulkDeleteSerializer,
         responses={200: outputs.Deleted, **errors(400, 403)},
@@ -547,25 +578,30 @@ class BulkDeleteView(APIView):
 
 
 class TurnsView(APIView):
+    required_scopes = {"GET": "chats:read"}
+
     @extend_schema(parameters=[TurnsQuerySerializer], responses={200: outputs.TurnList, **errors(400, 404)})
     def get(self, request: Request, session_id: str) -> Response:
-        """Turns of a session, oldest first; `include_hidden=1` for moderators."""
+        """Turns of a session, oldest first; `include_hidden=1` for moderators. With the
+        session's checkpoints placed among them (each after its `through_turn_id`)."""
         require_login(request)
         session = session_or_404(request, session_id)
         query = TurnsQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         include_hidden = query.validated_data["include_hidden"] and permissions.is_moderator(request.user)
-        turns = selectors.turns_page(
-            session,
-            limit=query.validated_data["limit"],
-            before=query.validated_data.get("before"),
-            include_hidden=include_hidden,
+        limit, before = query.validated_data["limit"], query.validated_data.get("before")
+        turns = selectors.turns_page(session, limit=limit, before=before, include_hidden=include_hidden)
+        return Response(
+            {
+                "turns": [t.to_dict(substrate=True) for t in turns],
+                "checkpoints": selectors.checkpoints_of_page(session, turns, limit=limit, before=before),
+            }
         )
-        return Response({"turns": [t.to_dict(substrate=True) for t in turns]})
 
 
 class TurnDetailView(APIView):
-    permission_classes = [AllowAny]  # the same read rules as watching, checked below
+    required_scopes = {"GET": "chats:read"}
+    permission_classes = [AllowAny, TokenScopes]  # the same read rules as watching, checked below
 
     @extend_schema(
         parameters=[
@@ -586,6 +622,8 @@ class TurnDetailView(APIView):
 
 
 class TruncateView(APIView):
+    required_scopes = {"POST": "chats:delete"}
+
     @extend_schema(request=TruncateSerializer, responses={200: outputs.Truncated, **errors(400, 403, 404)})
     def post(self, request: Request, session_id: str) -> Response:
         caller = require_login(request)
@@ -599,6 +637,8 @@ class TruncateView(APIView):
 
 
 class PromptsView(StreamingView):
+    required_scopes = {"POST": "chats:write"}
+
     @extend_schema(
         request=PromptsSerializer,
         responses={
@@ -635,7 +675,8 @@ def wants_json(request: Any) -> bool:
 
 
 class ProvidersView(APIView):
-    permission_classes = [AllowAny]  # which models answer here is no secret
+    required_scopes = {"GET": "chats:read"}
+    permission_classes = [AllowAny, TokenScopes]  # which models answer here is no secret
 
     @extend_schema(responses={200: outputs.ProviderList, **errors()})
     def get(self, request: Request) -> Response:
@@ -656,6 +697,8 @@ class ProvidersView(APIView):
 
 
 class MeView(APIView):
+    required_scopes = {"GET": "chats:read", "PATCH": "chats:write"}
+
     @extend_schema(responses={200: outputs.Account, **errors()})
     def get(self, request: Request) -> Response:
         require_login(request)
@@ -663,7 +706,7 @@ class MeView(APIView):
 
     @extend_schema(request=PreferencesSerializer, responses={200: outputs.Account, **errors(400, 403)})
     def patch(self, request: Request) -> Response:
-        """Set the caller's defaults (provider, model, instruction)."""
+        """Set the caller's defaults (provider, model, instruction) and memory switches."""
         caller = require_login(request)
         services.set_preferences(user=caller, changes=parse(PreferencesSerializer, request))
         return Response(selectors.account_state(caller))
@@ -679,6 +722,8 @@ def instruction_or_404(request: Request, instruction_id: str) -> Any:
 
 
 class InstructionsView(APIView):
+    required_scopes = {"GET": "chats:read", "POST": "chats:write"}
+
     @extend_schema(operation_id="instructions_list", responses={200: outputs.InstructionList, **errors()})
     def get(self, request: Request) -> Response:
         """The shared instructions and the caller's own."""
@@ -697,6 +742,8 @@ class InstructionsView(APIView):
 
 
 class InstructionDetailView(APIView):
+    required_scopes = {"GET": "chats:read", "PATCH": "chats:write", "DELETE": "chats:write"}
+
     @extend_schema(responses={200: outputs.Instruction, **errors(404)})
     def get(self, request: Request, instruction_id: str) -> Response:
         caller = require_login(request)
@@ -721,15 +768,25 @@ class InstructionDetailView(APIView):
 
 
 class MeTokenView(APIView):
+    # Every scope: it makes a token that holds them all.
+    required_scopes = {"POST": SCOPES}
     # A password may be exchanged for a token here (HTTP basic), so scripts can start
     # from a username and password alone; everywhere else only the token or a session.
     authentication_classes = [BearerTokenAuthentication, BasicAuthentication, SessionAuthentication]
 
     @extend_schema(request=None, responses={201: outputs.Token, **errors(403, 429)})
     def post(self, request: Request) -> Response:
-        """Create or rotate the caller's API token; it is shown only in this answer."""
-        require_login(request)
-        return Response({"token": ApiToken.issue(request.user)}, status=status.HTTP_201_CREATED)
+        """Create or rotate the caller's full-scope API token (named "API token"); it is
+        shown only in this answer. A token asking must itself hold every scope and never
+        expire."""
+        caller = require_login(request)
+        raw = token_services.rotate_full_token(
+            user=caller,
+            held=held_scopes(request),
+            until=held_until(request),
+            made_by=request.auth if isinstance(request.auth, ApiToken) else None,
+        )
+        return Response({"token": raw}, status=status.HTTP_201_CREATED)
 
 
 def parse(schema: type[StrictSerializer], request: Request) -> dict[str, Any]:

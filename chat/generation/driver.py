@@ -21,6 +21,7 @@ import time
 import uuid
 
 from channels.layers import get_channel_layer
+from django.conf import settings
 
 from chat.errors import UNAVAILABLE
 from chat.generation import records
@@ -129,12 +130,29 @@ async def watch_for_dead_replies(interval: float) -> None:
                     log.warning("closed reply %s of channel %s: its process died", turn_id, chan_id)
                 if await redis.exists(store.key(chan_id, "pending")):
                     background.submit(_drive(chan_id))
+            if settings.CREDITS_ENABLED:
+                await release_abandoned_holds()
         except asyncio.CancelledError:
             raise
         except UNAVAILABLE as exc:  # an outage is a line in the log, not a bug report
             log.warning("the sweep for dead replies could not run: %s", exc)
         except Exception:
             log.exception("the sweep for dead replies failed; trying again")
+
+
+async def release_abandoned_holds() -> int:
+    """Release the credit holds nobody will claim: unclaimed for a minute (requests an
+    interrupt dropped, replies that found nothing to answer) in channels where no reply
+    runs and none is waiting, and those of deleted channels. Returns how many."""
+    from chat.credits import holds  # late: the credits import the services
+
+    redis = store.async_redis()
+    released = 0
+    for chan_id in await db_call(holds.abandoned_channels)():
+        if await redis.exists(store.key(chan_id, "lock"), store.key(chan_id, "pending")):
+            continue  # a reply will claim them (and release all but the newest)
+        released += await db_call(holds.release_abandoned)(chan_id)
+    return released + await db_call(holds.release_orphans)()
 
 
 # --- interrupts --------------------------------------------------------------------------

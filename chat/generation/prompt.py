@@ -109,6 +109,13 @@ def content_text(content: str | list[Any]) -> str:
     return "\n".join(part.label if isinstance(part, PromptImage) else part for part in content)
 
 
+def shown_name(name: str) -> str:
+    """A name (a file's, a knowledge base's, a document's) on one line: the markers
+    around a file's text or passages are lines of their own, and a name must not break
+    one (nor fake another turn in the substrate)."""
+    return " ".join(name.split()) or "unnamed"
+
+
 def estimate_tokens(text: str) -> int:
     """A tokenizer-free estimate: about four characters a token for English text."""
     return math.ceil(len(text) / 4)

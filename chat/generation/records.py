@@ -9,15 +9,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AnonymousUser
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from chat.agents import checkpoints
+from chat.agents.memory import memory_block, memory_scope
+from chat.agents.steps import closed as closed_steps
 from chat.framing import effective_framing, effective_params
 from chat.generation.prompt import PromptTurn, estimate_tokens
 from chat.generation.providers.base import ProviderConfig
 from chat.knowledge.retrieval import LongFiles, bases_for_reply, search_bases
-from chat.models import Channel, Instruction, Provider, Session, Turn
+from chat.knowledge.selectors import readable_bases
+from chat.models import Agent, Channel, Instruction, Provider, Session, Turn
 from chat.uploads.prompting import TurnFiles, files_of_turns
 
 
@@ -52,6 +58,23 @@ class Plan:
     # its sources (an empty list says the search found nothing).
     retrieved: bool = False
     retrieval_ms: int | None = None
+    # Agents (issue 17): the tools the reply may call (chat mode only), those that wait
+    # for approval, what they act on, and the agent writing it.
+    tools: list[str] = field(default_factory=list)
+    tools_requiring_approval: list[str] = field(default_factory=list)
+    knowledge_base_ids: tuple[str, ...] = ()
+    memory_user_ids: tuple[int, ...] = ()
+    memory_text: str = ""  # their memories as the prompt gives them (kept out of the stored prompt)
+    author_id: int | None = None
+    agent_name: str = ""
+    # Credits (chat/credits/holds.py), when CREDITS_ENABLED: the hold that will fund
+    # the reply as read with the plan (``funding``: checked before the model request,
+    # which need not wait for the bot turn), and as claimed once the bot turn exists
+    # (``credit``: settled at the end; Generation.run claims it beside the stream).
+    # None when there is none: the reply ends as insufficient_credits before reaching
+    # the model.
+    funding: Any = None
+    credit: Any = None
 
 
 def provider_config(provider: Provider, model: str = "") -> ProviderConfig:
@@ -135,15 +158,17 @@ def seeing_chain(chain: list[ProviderConfig], turns: list[PromptTurn]) -> list[P
 _FIRST_PAGE, _PAGE = 100, 500
 
 
-def recent_turns(session_id: Any, token_budget: int) -> tuple[list[tuple[int, str, str]], bool]:
+def recent_turns(
+    session_id: Any, token_budget: int, after: int | None = None
+) -> tuple[list[tuple[int, str, str]], bool]:
     """The newest visible turns of a session as (id, role, text), oldest first: enough
     to fill ``token_budget`` (a prompt can hold no more), and at least one. Read
     newest-first a page at a time, so a reply in a session of 100,000 turns reads what
     its context window holds, not the whole session. Also says whether older turns were
-    left unread."""
+    left unread. ``after``: only the turns after that one (a checkpoint's)."""
     picked: list[tuple[int, str, str]] = []
     total = 0
-    rows = Turn.objects.filter(session_id=session_id, hidden=False).order_by("-id")
+    rows = Turn.objects.filter(session_id=session_id, hidden=False, id__gt=after or 0).order_by("-id")
     while True:
         size = _PAGE if picked else _FIRST_PAGE
         before = {"id__lt": picked[-1][0]} if picked else {}
@@ -162,7 +187,8 @@ def recent_turns(session_id: Any, token_budget: int) -> tuple[list[tuple[int, st
 def older_turn_count(session_id: Any, before_id: int) -> int:
     """How many visible turns of a session come before ``before_id`` (the ones a reply's
     prompt left out without reading them)."""
-    return Turn.objects.filter(session_id=session_id, hidden=False, id__lt=before_id).count()
+    covered = checkpoints.for_prompt(session_id).through_turn_id or 0  # summarised, not left out
+    return Turn.objects.filter(session_id=session_id, hidden=False, id__gt=covered, id__lt=before_id).count()
 
 
 def read_plan(channel_id: int) -> Plan | None:
@@ -177,22 +203,35 @@ def read_plan(channel_id: int) -> Plan | None:
         return None
     framing = effective_framing(channel.framing)
     answered_id, request, author_id = answered_turn(session.pk)
-    # The message's own choices (chat/choices.py) over the channel's, for this reply only.
-    params = {**effective_params(channel.params), **request.get("params", {})}
+    agent = agent_of_reply(channel, request)
+    # The message's own choices (chat/choices.py) over the agent's defaults over the
+    # channel's, for this reply only.
+    params = {**effective_params(channel.params), **agent_params(agent, channel), **request.get("params", {})}
     if "thinking" in request:
         params["thinking"] = request["thinking"]
     instruction_id = request.get("instruction", channel.instruction_id)
     instruction = Instruction.objects.filter(pk=instruction_id).first() if instruction_id else None
     chain = provider_chain(channel, params)
     budget = max(c.context_window for c in chain) - int(params["max_tokens"])
-    rows, unread = recent_turns(session.pk, max(budget, 1))
+    # The newest checkpoint's summary stands for every turn up to its own (issue 17).
+    checkpoint = checkpoints.for_prompt(session.pk)
+    rows, unread = recent_turns(session.pk, max(budget - checkpoint.tokens, 1), checkpoint.through_turn_id)
     if not rows:
         return None
     last_user = next((text for _, role, text in reversed(rows) if role != Turn.Role.BOT), "")
     # Retrieval for the message answered (its typed text is the query): the bases'
     # passages first in its text, then its files, a long one by its best passages.
     answering = rows[-1][1] != Turn.Role.BOT and rows[-1][0] == answered_id
-    retrieved = search_bases(bases_for_reply(channel, request, author_id), last_user) if answering else None
+    bases = bases_for_reply(channel, request, author_id)
+    if agent is not None:
+        # Only those of its bases the author may read (GET /api/agents shows no other):
+        # naming an agent must not open another room's base or another person's.
+        author = get_user_model().objects.filter(pk=author_id).first() if author_id is not None else None
+        readable = readable_bases(author or AnonymousUser())
+        bases += [
+            base for base in agent.knowledge_bases.filter(pk__in=readable.values("pk")) if base not in bases
+        ]
+    retrieved = search_bases(bases, last_user) if answering else None
     long_files = LongFiles(
         query=last_user,
         turn_ids=frozenset({answered_id} if answering and answered_id is not None else ()),
@@ -206,7 +245,37 @@ def read_plan(channel_id: int) -> Plan | None:
     searched = bool(retrieved and retrieved.searched) or bool(long_files.sources)
     spent = (retrieved.elapsed_ms if retrieved else 0.0) + long_files.elapsed_ms
     chain = seeing_chain(chain, turns)
+    tools, approval = (
+        (agent.tools, agent.tools_requiring_approval)
+        if agent
+        else (channel.tools, channel.tools_requiring_approval)
+    )
+    tools = [name for name in tools or [] if isinstance(name, str)]
+    # The message's own web_search (checked when it was sent): on or off for this reply.
+    if request.get("web_search") is True and "web_search" not in tools:
+        tools.append("web_search")
+    elif request.get("web_search") is False:
+        tools = [name for name in tools if name != "web_search"]
+    # Whose memories the reply may use (the author's, with consent in shared rooms).
+    memory_ids = memory_scope(channel, author_id)
+    memory_text = memory_block(memory_ids)
+    approval = [name for name in approval or [] if isinstance(name, str)]
+    if agent is not None:
+        # The room's rules hold for every tool run in it: a tool its owner wants approved
+        # waits for approval under any agent too (a member naming an agent that has it
+        # must not slip past them).
+        approval += [
+            name
+            for name in channel.tools_requiring_approval or []
+            if isinstance(name, str) and name not in approval
+        ]
+    funding = None
+    if settings.CREDITS_ENABLED:
+        from chat.credits import holds  # late: the credits import the services
+
+        funding = holds.funding(channel.pk)
     return Plan(
+        funding=funding,
         channel_id=channel.pk,
         channel_name=channel.name,
         turn_id=0,
@@ -220,11 +289,57 @@ def read_plan(channel_id: int) -> Plan | None:
         unread_before=rows[0][0] if unread else None,
         last_user_text=last_user,
         instruction_name=instruction.name if instruction else "",
-        instruction_text=instruction.text if instruction else "",
+        instruction_text=checkpoint.instruction(
+            "\n\n".join(
+                text
+                for text in (
+                    agent.instructions if agent else "",
+                    instruction.text if instruction else "",
+                    memory_text,
+                )
+                if text
+            )
+        ),
         sources=sources,
         retrieved=searched,
         retrieval_ms=round(spent) if searched else None,
+        tools=list(tools) if channel.mode == Channel.Mode.CHAT else [],
+        tools_requiring_approval=[name for name in approval if name in tools],
+        knowledge_base_ids=tuple(str(base.pk) for base in bases),
+        author_id=author_id,
+        memory_user_ids=memory_ids,
+        memory_text=memory_text,
+        agent_name=agent.name if agent else "",
     )
+
+
+def agent_of_reply(channel: Channel, request: dict[str, Any]) -> Agent | None:
+    """The agent writing the reply: the one the message named (checked against the
+    channel's policy when it was sent), else the channel's; None when it is gone or
+    disabled since."""
+    name = request.get("agent")
+    rows = Agent.objects.filter(enabled=True).select_related("provider")
+    if isinstance(name, str) and name:
+        return rows.filter(name=name).first()
+    return rows.filter(pk=channel.agent_id).first() if channel.agent_id else None
+
+
+def agent_params(agent: Agent | None, channel: Channel) -> dict[str, Any]:
+    """The agent's defaults: its provider and model, and those of its parameters the
+    channel's parameters also have, of the same type (admin-written JSON is not trusted
+    to be well formed)."""
+    if agent is None:
+        return {}
+    base = effective_params(channel.params)
+    chosen: dict[str, Any] = {
+        key: value
+        for key, value in (agent.params if isinstance(agent.params, dict) else {}).items()
+        if key in base and type(value) is type(base[key])
+    }
+    if agent.provider is not None:
+        chosen["provider"] = agent.provider.name
+        chosen["model"] = agent.model
+    return chosen
 
 
 def answered_turn(session_id: Any) -> tuple[int | None, dict[str, Any], int | None]:
@@ -277,6 +392,7 @@ def open_turn(plan: Plan) -> Plan | None:
             provider=first.name,
             model=first.model_label,
             sources=plan.sources,
+            agent=plan.agent_name,
         ).pk
         Session.touch(plan.session_id)
         return plan
@@ -286,6 +402,19 @@ def start_generation(channel_id: int) -> Plan | None:
     """``read_plan`` then ``open_turn``, one after the other."""
     plan = read_plan(channel_id)
     return open_turn(plan) if plan is not None else None
+
+
+def save_steps(turn_id: int, steps: list[dict[str, Any]]) -> None:
+    """Save the reply's tool calls as they are now (before their event is sent), so a
+    screen that joins mid-reply gets them with the history."""
+    Turn.objects.filter(pk=turn_id, finish_reason__isnull=True).update(steps=steps)
+
+
+def username(user_id: int) -> str:
+    from django.contrib.auth import get_user_model
+
+    name = get_user_model().objects.filter(pk=user_id).values_list("username", flat=True).first()
+    return str(name or "someone")
 
 
 def flush_partial(turn_id: int, text: str, reasoning: str) -> None:
@@ -303,13 +432,18 @@ class AlreadyClosedError(Exception):
     expired, or Redis lost it): the generation must neither rewrite nor announce it."""
 
 
-def finish_turn(turn_id: int, **fields: Any) -> dict[str, Any] | None:
-    """Write the final state of a bot turn and add its usage to the session's totals."""
+def finish_turn(turn_id: int, *, charge: Any = None, **fields: Any) -> dict[str, Any] | None:
+    """Write the final state of a bot turn and add its usage to the session's totals.
+    ``charge``: (the hold's id, holds.Usage), settled in the same transaction."""
     with transaction.atomic():
         # Locked (the turn's row only) against recovery closing it at the same moment.
         rows = Turn.objects.select_for_update(of=("self",)).select_related("session")
         turn = rows.filter(pk=turn_id).first()
-        if turn is None:  # deleted meanwhile (purge, truncate)
+        if turn is None:  # deleted meanwhile (purge, truncate): what it used is still paid
+            if charge is not None:
+                from chat.credits import holds
+
+                holds.settle(charge[0], charge[1], turn_id=None)
             return None
         if turn.finish_reason is not None:
             raise AlreadyClosedError(turn_id)
@@ -322,6 +456,10 @@ def finish_turn(turn_id: int, **fields: Any) -> dict[str, Any] | None:
             completion_tokens=F("completion_tokens") + int(usage.get("completion_tokens") or 0),
             updated_at=timezone.now(),  # a finished reply is activity in the session
         )
+        if charge is not None:
+            from chat.credits import holds
+
+            holds.settle(charge[0], charge[1], turn_id=turn_id)
         return turn.to_dict()
 
 
@@ -344,6 +482,11 @@ def close_as_error(turn_id: int) -> dict[str, Any] | None:
         turn.finish_reason = Turn.FinishReason.ERROR
         turn.raw_completion = turn.raw_completion or turn.text
         turn.timings = {**(turn.timings or {}), "recovered": True}
-        turn.save(update_fields=["finish_reason", "raw_completion", "timings"])
+        turn.steps = closed_steps(turn.steps or [])
+        turn.save(update_fields=["finish_reason", "raw_completion", "timings", "steps"])
         Session.touch(turn.session_id)
+        if settings.CREDITS_ENABLED:
+            from chat.credits import holds
+
+            holds.settle_dead_reply(turn)
         return turn.to_dict()

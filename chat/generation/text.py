@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from django.conf import settings
 
@@ -72,12 +73,18 @@ class Coalescer:
     and any piece that comes ``window`` seconds or more after the last send (a model
     slower than one token a window, a pause), goes out at once; pieces that come faster
     wait out the window and go out together, so a fast model costs one event per window,
-    not one per token. Pieces that come while a send is in flight are merged too."""
+    not one per token. Pieces that come while a send is in flight are merged too.
+
+    Other events of the reply (tool calls) go through the same outbox, so they keep
+    their place between the pieces of text: text added before an event is sent before
+    it. Consecutive argument pieces of the same tool call are merged like text."""
 
     def __init__(self, window: float) -> None:
         self.window = window
         self.text = ""
         self.reasoning = ""
+        # Sealed, in order: ("text", reasoning, text) batches and ("event", event).
+        self._queue: list[tuple[Any, ...]] = []
         self.closed = False
         self._wake = asyncio.Event()  # set when there is something to send, or on close
         self._last_send = float("-inf")
@@ -89,23 +96,53 @@ class Coalescer:
             self.reasoning += reasoning
             self._wake.set()
 
+    def add_event(self, event: Mapping[str, Any]) -> None:
+        """Queue an event after the text added so far."""
+        self._seal()
+        last = self._queue[-1][1] if self._queue and self._queue[-1][0] == "event" else None
+        if (
+            last is not None
+            and "arguments_delta" in event
+            and "arguments_delta" in last
+            and last["call_id"] == event["call_id"]
+        ):
+            last["arguments_delta"] += event["arguments_delta"]
+        else:
+            self._queue.append(("event", dict(event)))
+        self._wake.set()
+
+    def _seal(self) -> None:
+        if self.text or self.reasoning:
+            self._queue.append(("text", self.reasoning, self.text))
+            self.text = self.reasoning = ""
+
     def close(self) -> None:
         """Nothing more will come: send what is left without waiting out the window."""
         self.closed = True
         self._wake.set()
 
-    async def drain(self, send: Callable[[str, str], Awaitable[None]]) -> None:
-        """Hand each batch to ``send(reasoning, text)`` (either may be empty) until
-        closed and empty."""
+    async def drain(
+        self,
+        send: Callable[[str, str], Awaitable[None]],
+        send_event: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
+    ) -> None:
+        """Hand each batch to ``send(reasoning, text)`` (either may be empty), and each
+        event to ``send_event``, in order, until closed and empty."""
         while True:
             await self._wake.wait()
             wait = self._last_send + self.window - time.monotonic()
             if wait > 0 and not self.closed:
                 await asyncio.sleep(wait)
             self._wake.clear()
-            reasoning, self.reasoning = self.reasoning, ""
-            text, self.text = self.text, ""
-            await send(reasoning, text)
+            self._seal()
+            queue, self._queue = self._queue, []
+            if not queue:
+                await send("", "")
+            for item in queue:
+                if item[0] == "text":
+                    await send(item[1], item[2])
+                elif send_event is not None:
+                    await send_event(item[1])
             self._last_send = time.monotonic()
-            if self.closed and not self.text and not self.reasoning:
+            if self.closed and not self.text and not self.reasoning and not self._queue:
                 return

@@ -14,12 +14,16 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db.models import Q
 
+from chat.generation.prompt import shown_name
 from chat.models import Channel, KnowledgeBase, Upload
+
+if TYPE_CHECKING:
+    from chat.knowledge.search import Hit
 
 log = logging.getLogger(__name__)
 
@@ -29,12 +33,6 @@ SNIPPET_CHARS = 300
 # (chat/knowledge/chunking.py makes ~300-500 tokens), so enough of them fill the room a
 # file has in a prompt (ATTACHMENT_PROMPT_CHARS).
 PASSAGE_CHARS_GUESS = 1000
-
-
-def one_line(text: str) -> str:
-    """A name as the markers around passages show it: on one line (a name must not
-    break a marker line, nor fake another turn in the substrate)."""
-    return " ".join(text.split()) or "unnamed"
 
 
 def snippet(text: str) -> str:
@@ -77,13 +75,39 @@ class Retrieved:
 def passage_label(n: int, document: str, page: int | None, section: str, base: str | None) -> str:
     """``[1] handbook.pdf, page 3, Refunds — Handbook``: how a passage is named in the
     prompt (the page shows the same words under the reply)."""
-    parts = [one_line(document)]
+    parts = [shown_name(document)]
     if page:
         parts.append(f"page {page}")
     if section.strip():
-        parts.append(one_line(section))
+        parts.append(shown_name(section))
     label = f"[{n}] {', '.join(parts)}"
-    return f"{label} — {one_line(base)}" if base is not None else label
+    return f"{label} — {shown_name(base)}" if base is not None else label
+
+
+def hit_passage(n: int, hit: Hit) -> str:
+    """A passage as the prompt (and kb_search) gives it: its label, then its text."""
+    label = passage_label(n, hit.document_name, hit.page, hit.section, hit.knowledge_base_name)
+    return f"{label}\n{hit.text.strip()}\n"
+
+
+def hit_source(n: int, hit: Hit) -> dict[str, Any]:
+    """The protocol's Source object of a passage numbered ``n``."""
+    return {
+        "n": n,
+        "kb": {"id": str(hit.knowledge_base_id), "name": hit.knowledge_base_name},
+        "document": {"id": str(hit.document_id), "name": hit.document_name},
+        "chunk": hit.chunk_id,
+        "score": round(float(hit.score), 4),
+        "snippet": snippet(hit.text),
+        "page": hit.page,
+    }
+
+
+def keywords_only_note(base_name: str, reason: str) -> str:
+    return (
+        f'[knowledge base "{shown_name(base_name)}" was searched by keywords only: its embedding '
+        f"service failed ({shown_name(reason)})]"
+    )
 
 
 def search_bases(bases: list[KnowledgeBase], query: str) -> Retrieved:
@@ -97,7 +121,7 @@ def search_bases(bases: list[KnowledgeBase], query: str) -> Retrieved:
     from chat.knowledge import search  # the engine (numpy, embedders) only when a reply searches
 
     started = time.monotonic()
-    names = ", ".join(f'"{one_line(base.name)}"' for base in bases)
+    names = ", ".join(f'"{shown_name(base.name)}"' for base in bases)
     try:
         result = search.search(bases, query, limit=settings.KB_TOP_K, threshold=settings.KB_SCORE_THRESHOLD)
     except Exception:  # a search's bug or a database error: the reply is still written
@@ -113,19 +137,8 @@ def search_bases(bases: list[KnowledgeBase], query: str) -> Retrieved:
             "answer from them where they apply and cite them by number, e.g. [1]]"
         )
         for n, hit in enumerate(result.hits, start=1):
-            label = passage_label(n, hit.document_name, hit.page, hit.section, hit.knowledge_base_name)
-            lines.append(f"{label}\n{hit.text.strip()}\n")
-            sources.append(
-                {
-                    "n": n,
-                    "kb": {"id": str(hit.knowledge_base_id), "name": hit.knowledge_base_name},
-                    "document": {"id": str(hit.document_id), "name": hit.document_name},
-                    "chunk": hit.chunk_id,
-                    "score": round(float(hit.score), 4),
-                    "snippet": snippet(hit.text),
-                    "page": hit.page,
-                }
-            )
+            lines.append(hit_passage(n, hit))
+            sources.append(hit_source(n, hit))
         lines.append("[end of knowledge base passages]")
     else:
         lines.append(
@@ -136,11 +149,8 @@ def search_bases(bases: list[KnowledgeBase], query: str) -> Retrieved:
     by_id = {base.pk: base for base in bases}
     for base_id, reason in result.failed.items():
         base = by_id.get(base_id)
-        name = one_line(base.name) if base is not None else str(base_id)
-        lines.append(
-            f'[knowledge base "{name}" was searched by keywords only: its embedding service '
-            f"failed ({one_line(reason)})]"
-        )
+        name = shown_name(base.name) if base is not None else str(base_id)
+        lines.append(keywords_only_note(name, reason))
     return Retrieved(block="\n".join(lines), sources=sources, searched=True, elapsed_ms=elapsed)
 
 
@@ -186,7 +196,7 @@ class LongFiles:
             return None
         finally:
             self.elapsed_ms += (time.monotonic() - started) * 1000
-        name = one_line(upload.name)
+        name = shown_name(upload.name)
         chosen: list[str] = []
         room = limit
         for chunk, score in ranked:

@@ -189,7 +189,7 @@ def delete_base(*, user: Any, base: KnowledgeBase) -> None:
     """Delete a base with its documents and chunks; every channel using it stops (each
     is told by ``channel_updated``). Who may manage it, or an admin."""
     _require_login(user)
-    if not (can_manage(user, base) or user.is_staff):
+    if not (can_manage(user, base) or permissions.is_admin(user)):
         _require_manage(user, base)
     with transaction.atomic():
         locked = KnowledgeBase.objects.select_for_update().filter(pk=base.pk).first()
@@ -404,7 +404,7 @@ def delete_document(*, user: Any, base: KnowledgeBase, document: KnowledgeDocume
     ``revision`` moves in the same transaction, so no cache of its vectors serves the
     chunks after. An admin may delete any (the desk)."""
     _require_login(user)
-    if not (can_manage(user, base) or user.is_staff):
+    if not (can_manage(user, base) or permissions.is_admin(user)):
         _require_manage(user, base)
     with transaction.atomic():
         KnowledgeBase.objects.select_for_update().filter(pk=base.pk).first()

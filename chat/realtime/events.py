@@ -93,6 +93,13 @@ class ChannelUpdatedEvent(TypedDict):
     locked: bool
     visibility: str
     knowledge_base_ids: list[str]
+    # Issue 17: selectors.agent_settings
+    tools: list[str]
+    tools_requiring_approval: list[str]
+    tools_apply: bool
+    agent: str | None
+    agent_choice: str
+    memory: bool
 
 
 class KnowledgeDocumentState(TypedDict):
@@ -114,6 +121,43 @@ class SourcesEvent(TypedDict):
     type: Literal["sources"]
     turn_id: int
     sources: list[dict[str, Any]]
+
+
+class ToolCallEvent(TypedDict, total=False):
+    """A tool call: while its arguments stream, pieces (``arguments_delta``); once
+    complete, and whenever its state changes, the whole Step (chat/agents/steps.py)."""
+
+    type: Literal["tool_call"]
+    turn_id: int
+    call_id: str
+    name: str
+    arguments_delta: str
+
+
+class ToolResultEvent(TypedDict, total=False):
+    type: Literal["tool_result"]
+    turn_id: int
+    call_id: str
+
+
+class StatusEvent(TypedDict):
+    type: Literal["status"]
+    turn_id: int
+    text: str
+
+
+class ToolApprovalEvent(TypedDict):
+    type: Literal["tool_approval"]
+    turn_id: int
+    call_id: str
+    name: str
+    arguments: dict[str, Any]
+
+
+class CompactedEvent(TypedDict):
+    type: Literal["compacted"]
+    session: str
+    checkpoint: dict[str, Any]
 
 
 class ErrorEvent(TypedDict, total=False):
@@ -203,6 +247,12 @@ def channel_updated_event(
     locked: bool,
     visibility: str,
     knowledge_base_ids: list[str],
+    tools: list[str],
+    tools_requiring_approval: list[str],
+    tools_apply: bool,
+    agent: str | None,
+    agent_choice: str,
+    memory: bool,
 ) -> ChannelUpdatedEvent:
     return {
         "type": "channel_updated",
@@ -213,6 +263,12 @@ def channel_updated_event(
         "locked": locked,
         "visibility": visibility,
         "knowledge_base_ids": knowledge_base_ids,
+        "tools": tools,
+        "tools_requiring_approval": tools_requiring_approval,
+        "tools_apply": tools_apply,
+        "agent": agent,
+        "agent_choice": agent_choice,
+        "memory": memory,
     }
 
 
@@ -229,6 +285,51 @@ def sources_event(turn_id: int, sources: list[dict[str, Any]]) -> SourcesEvent:
     """The passages a reply is given, before its first token (the bot turn's
     ``sources``)."""
     return {"type": "sources", "turn_id": turn_id, "sources": sources}
+
+
+def tool_call_delta_event(turn_id: int, call_id: str, name: str, delta: str) -> ToolCallEvent:
+    """A piece of a call's arguments as the model streams it (JSON text, to append)."""
+    return {
+        "type": "tool_call",
+        "turn_id": turn_id,
+        "call_id": call_id,
+        "name": name,
+        "arguments_delta": delta,
+    }
+
+
+def tool_call_event(turn_id: int, step: dict[str, Any]) -> dict[str, Any]:
+    """A call, complete, in its current state: the public Step without its result."""
+    fields = {k: v for k, v in step.items() if k not in ("content", "ok", "duration_ms", "truncated")}
+    return {"type": "tool_call", "turn_id": turn_id, **fields}
+
+
+def tool_result_event(turn_id: int, step: dict[str, Any]) -> dict[str, Any]:
+    """What a call returned (or why it did not run): the public Step's result fields."""
+    keys = ("call_id", "status", "ok", "content", "truncated", "duration_ms", "redacted", "approved_by")
+    return {"type": "tool_result", "turn_id": turn_id, **{k: step.get(k) for k in keys}}
+
+
+def status_event(turn_id: int, text: str) -> StatusEvent:
+    """What the reply is doing when it is not writing: "searching the web…"."""
+    return {"type": "status", "turn_id": turn_id, "text": text}
+
+
+def tool_approval_event(turn_id: int, step: dict[str, Any]) -> ToolApprovalEvent:
+    """A call waits for the approval of the message's author or the channel's owner."""
+    return {
+        "type": "tool_approval",
+        "turn_id": turn_id,
+        "call_id": step["call_id"],
+        "name": step["name"],
+        "arguments": step["arguments"],
+    }
+
+
+def compacted_event(checkpoint: Any) -> CompactedEvent:
+    """The session's older turns were summarised (``checkpoint`` is a
+    chat.models.Checkpoint): screens show it folded after its ``through_turn_id``."""
+    return {"type": "compacted", "session": str(checkpoint.session_id), "checkpoint": checkpoint.to_dict()}
 
 
 def error_event(

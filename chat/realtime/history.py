@@ -22,12 +22,14 @@ async def build_history(channel: Channel, *, mode: str, watchers: int = 0) -> di
     seq, generating, epoch = await store.snapshot(channel.pk)
     state = await db_call(selectors.history_state)(channel)
     if generating:
-        sources = await db_call(selectors.sources_of_reply_being_written)(generating["turn_id"])
+        written = await db_call(selectors.reply_being_written)(generating["turn_id"])
         # None: the database has it finished (its end was not announced: Redis failed
         # under it), hidden or deleted; Redis's snapshot says otherwise, the database
-        # wins. Else its sources, written with the bot turn before its ``sources`` event:
-        # a screen that joins mid-reply shows the citations the others saw first.
-        generating = None if sources is None else {**generating, "sources": sources}
+        # wins. Else its sources, written with the bot turn before its ``sources`` event
+        # (a screen that joins mid-reply shows the citations the others saw first), and
+        # its tool steps, each saved before its event: one may come again as an event,
+        # which clients apply by call_id.
+        generating = None if written is None else {**generating, **written}
     return bounded(
         history_event(
             channel=channel.name,

@@ -32,6 +32,7 @@ from chat.services.sessions import (
     truncate_session,
     update_session,
 )
+from chat.services.tool_approvals import decide_tool_call
 
 __all__ = [
     "add_member",
@@ -39,6 +40,7 @@ __all__ = [
     "bulk_delete_sessions",
     "create_channel",
     "create_instruction",
+    "decide_tool_call",
     "delete_channel",
     "delete_instruction",
     "delete_session",

@@ -9,6 +9,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
 from chat import permissions, selectors
+from chat.agents.policy import AGENT_FIELDS, check_channel_agent_settings
 from chat.choices import usable_instruction, validate_member_params
 from chat.errors import ServiceError
 from chat.framing import (
@@ -33,6 +34,7 @@ def channel_settings_event(channel: Channel) -> events.ChannelUpdatedEvent:
         locked=channel.locked,
         visibility=channel.visibility,
         knowledge_base_ids=selectors.attached_ids(channel),
+        **selectors.agent_settings(channel),
     )
 
 
@@ -180,13 +182,15 @@ def check_channel_instruction(channel: Channel, instruction_id: Any) -> None:
 
 def update_channel(*, channel: Channel, user: User, changes: dict[str, Any], reason: str = "") -> Channel:
     """Change title, visibility, mode, lock, framing, params, member_params,
-    instruction or the knowledge bases its replies search (``knowledge_base_ids``:
-    chat.knowledge.services.check_channel_bases) (owner or moderator), from the API and
-    the admin alike, with one ``channel_updated``. A lock change is audited
+    instruction, the knowledge bases its replies search (``knowledge_base_ids``:
+    chat.knowledge.services.check_channel_bases), or its tools and agent (AGENT_FIELDS:
+    chat.agents.policy.check_channel_agent_settings) (owner or moderator), from the API
+    and the admin alike, with one ``channel_updated``. A lock change is audited
     (change_lock)."""
     if not permissions.can_configure(user, channel):
         raise ServiceError("forbidden", "Only the channel owner or a moderator can change it.")
-    unknown = sorted(set(changes) - {*CHANGEABLE, "locked", "framing", "params", "knowledge_base_ids"})
+    known = {*CHANGEABLE, *AGENT_FIELDS, "locked", "framing", "params", "knowledge_base_ids"}
+    unknown = sorted(set(changes) - known)
     if unknown:
         raise ServiceError("invalid", "Unknown fields.", fields={k: ["Unknown field."] for k in unknown})
     if "visibility" in changes and changes["visibility"] not in Channel.Visibility.values:
@@ -212,6 +216,7 @@ def update_channel(*, channel: Channel, user: User, changes: dict[str, Any], rea
         from chat.knowledge.services import check_channel_bases
 
         bases = check_channel_bases(user=user, channel=channel, ids=changes["knowledge_base_ids"])
+    agent_fields = check_channel_agent_settings(channel=channel, changes=changes)
     checked = check_channel_settings(
         channel=channel, user=user, framing=changes.get("framing"), params=changes.get("params")
     )
@@ -229,7 +234,9 @@ def update_channel(*, channel: Channel, user: User, changes: dict[str, Any], rea
         for name in ("title", "visibility", "mode"):
             if name in changes:
                 setattr(channel, name, changes[name])
-        channel.save(update_fields=["framing", "params", *CHANGEABLE, "updated_at"])
+        for name, value in agent_fields.items():
+            setattr(channel, name, value)
+        channel.save(update_fields=["framing", "params", *CHANGEABLE, *AGENT_FIELDS, "updated_at"])
         if bases is not None:
             channel.knowledge_bases.set(bases)
         publish_on_commit(channel.pk, channel.name, channel_settings_event(channel))
@@ -244,7 +251,7 @@ def delete_channel(*, channel: Channel, user: User) -> None:
     # late: the uploads service builds on the conversation service, which builds on this module
     from chat.uploads.services import delete_uploads
 
-    if not (user and user.is_authenticated and (user.is_staff or channel.owner_id == user.pk)):
+    if not (user and user.is_authenticated and (permissions.is_admin(user) or channel.owner_id == user.pk)):
         raise ServiceError("forbidden", "Only the owner or an admin can delete a channel.")
     with transaction.atomic():
         # Upload.channel is CASCADE: the rows would go, and their files stay behind.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from django.conf import settings
@@ -10,7 +11,11 @@ from django.db import transaction
 from django.utils import timezone
 
 from chat import limits, permissions
+from chat.agents import memory_extraction
+from chat.agents.checkpoints import drop_covering
+from chat.agents.policy import check_message_agent, check_web_search
 from chat.choices import NOT_GIVEN, check_choices, usable_instruction
+from chat.credits import holds
 from chat.errors import ServiceError
 from chat.generation import engine
 from chat.knowledge import services as knowledge
@@ -67,7 +72,9 @@ def _add_turn(
     request: dict[str, Any] | None = None,
     attachments: list[Upload] | None = None,
 ) -> Turn:
-    with transaction.atomic():
+    # No savepoint when a caller's transaction holds it (post_message's, with credits):
+    # a failure here fails that whole transaction anyway.
+    with transaction.atomic(savepoint=False):
         Channel.objects.select_for_update().filter(pk=channel.pk).first()  # orders turns per channel
         session = active_session(channel)
         # An injected bot line is complete as written: it is not "generating".
@@ -98,6 +105,8 @@ def post_message(
     image: str | None = None,
     image_mime: str | None = None,
     knowledge_base_ids: list[str] | None = None,
+    agent: str | None = None,
+    web_search: bool | None = None,
 ) -> Turn:
     """Save a user turn at once and have the bot answer it (right after the reply being
     written, if there is one). Returns the saved user turn.
@@ -108,7 +117,11 @@ def post_message(
     of the caller's ready uploads, sent with it; ``image`` (base64, REST's seed form)
     becomes an upload of the caller, processed here. With either, ``text`` may be blank.
     ``knowledge_base_ids``: bases searched for this reply besides the channel's attached
-    ones (the caller's own, or the channel's), recorded on the turn as strings."""
+    ones (the caller's own, or the channel's), recorded on the turn as strings.
+    ``agent``: the agent to answer, within the channel's policy
+    (chat.agents.policy.check_message_agent), recorded as ``request["agent"]``.
+    ``web_search``: the web_search tool on (true) or off (false) for this reply,
+    recorded as ``request["web_search"]`` (chat.agents.policy.check_web_search)."""
     check_can_write(user, channel)
     # The seed image is an attachment too: it counts towards MAX_ATTACHMENTS_PER_MESSAGE.
     if image is not None:
@@ -125,22 +138,37 @@ def post_message(
     if knowledge_base_ids:
         bases = knowledge.check_message_bases(user=user, channel=channel, ids=knowledge_base_ids)
         request["knowledge_base_ids"] = [str(base.pk) for base in bases]
+    if agent is not None:
+        request["agent"] = check_message_agent(user=user, channel=channel, name=agent)
+    if web_search is not None:
+        request["web_search"] = check_web_search(user=user, channel=channel, value=web_search)
     # A model that does not read images is refused before any limit is counted.
     looked_at = [*sent, seed.as_upload(user)] if seed is not None else sent
     require_vision(channel=channel, user=user, request=request, uploads=looked_at)
     if seed is not None:
         # The image's bytes are counted first and given back if the message is refused.
         sent.append(uploads.store_seed_image(user=user, channel=channel, seed=seed))
+    # With credits, the hold is taken first and everything after it is in its
+    # transaction: a refused hold counts no limit, a refused limit keeps no hold.
+    basis = holds.estimate(channel, request, text) if settings.CREDITS_ENABLED else None
+    counted = False
     try:
-        limits.check_and_count_message(user)
+        with transaction.atomic() if basis is not None else contextlib.nullcontext():
+            if basis is not None:
+                holds.reserve(user, basis.amount)
+            limits.check_and_count_message(user)
+            counted = True
+            save_channel_settings(channel=channel, checked=checked)
+            turn = _add_turn(
+                channel=channel, user=user, role=Turn.Role.USER, text=text, request=request, attachments=sent
+            )
+            if basis is not None:
+                holds.record_hold(user=user, channel=channel, basis=basis, turn=turn)
     except BaseException:
-        if seed is not None:
+        # Outside the transaction, which would take the deletion back with it.
+        if seed is not None and not counted:
             uploads.discard_seed_upload(sent[-1], counted=seed.sent_size)
         raise
-    save_channel_settings(channel=channel, checked=checked)
-    turn = _add_turn(
-        channel=channel, user=user, role=Turn.Role.USER, text=text, request=request, attachments=sent
-    )
     # robust: the turn is saved whatever happens here (Redis gone since the limits were
     # counted); a failure is logged, and must not report the saved message as failed.
     transaction.on_commit(lambda: engine.request_generation(channel.pk, user.pk), robust=True)
@@ -167,40 +195,71 @@ def regenerate(
     params: dict[str, Any] | None = None,
     thinking: Any = NOT_GIVEN,
     instruction: Any = NOT_GIVEN,
+    agent: str | None = None,
+    web_search: bool | None = None,
 ) -> Turn | None:
     """Hide the last bot turn (kept for audit) and have the bot answer again. A running
     reply is interrupted first. Returns the hidden turn, if there was one.
 
-    With ``params``, ``thinking`` or ``instruction``, they replace the choices recorded on
-    the turn being answered again (as post_message checks them); without any, the new
-    reply is written with the same choices as the one it replaces."""
+    With ``params``, ``thinking``, ``instruction``, ``agent`` or ``web_search``, they replace the choices
+    recorded on the turn being answered again (as post_message checks them); without
+    any, the new reply is written with the same choices as the one it replaces."""
     check_can_write(user, channel)
     # Bad settings are refused before anything stops; the interrupt reaches Redis before
     # anything is saved, so with Redis down the request fails having changed nothing.
     checked = check_channel_settings(channel=channel, user=user, framing=framing)
-    choosing = params is not None or thinking is not NOT_GIVEN or instruction is not NOT_GIVEN
+    choosing = (
+        params is not None
+        or thinking is not NOT_GIVEN
+        or instruction is not NOT_GIVEN
+        or agent is not None
+        or web_search is not None
+    )
     request = (
         check_choices(channel=channel, user=user, params=params, thinking=thinking, instruction=instruction)
         if choosing
         else None
     )
+    if request is not None and agent is not None:
+        request["agent"] = check_message_agent(user=user, channel=channel, name=agent)
+    if request is not None and web_search is not None:
+        request["web_search"] = check_web_search(user=user, channel=channel, value=web_search)
     if request is None:
         _check_kept_instruction(channel, user)
     _require_vision_again(channel, user, request)
-    limits.check_and_count_message(user)  # a new reply costs like a message does
+    credits = settings.CREDITS_ENABLED
+    if not credits:
+        limits.check_and_count_message(user)  # a new reply costs like a message does
     engine.interrupt(channel.pk, wait=INTERRUPT_WAIT_S)
-    save_channel_settings(channel=channel, checked=checked)
+    basis = None
+    if credits:
+        # After the interrupt: the stopped reply's hold is settled, its rest available.
+        # The choices the new reply uses: those given, else the answered turn's.
+        answered = _answered_turn(Session.objects.filter(channel=channel, status="active").first())
+        kept = request if request is not None else (answered.request if answered is not None else {})
+        basis = holds.estimate(channel, kept, "")
+    else:
+        save_channel_settings(channel=channel, checked=checked)
     with transaction.atomic():
+        if basis is not None:
+            # The hold first, then the limits, in this transaction: a refused hold counts
+            # no limit, a refused limit keeps no hold.
+            holds.reserve(user, basis.amount)
+            limits.check_and_count_message(user)
+            save_channel_settings(channel=channel, checked=checked)
         session = active_session(channel)
         last = Turn.objects.filter(session=session, hidden=False).order_by("-id").first()
         hidden = None
         if last is not None and last.role == Turn.Role.BOT:
             last.hidden = True
             last.save(update_fields=["hidden"])
+            drop_covering(session.pk, last.pk)  # no summary may keep its text
             hidden = last
             publish_on_commit(channel.pk, channel.name, turn_removed_event(last.pk), redact=True)
         if request is not None:
             _record_request(channel, session, request)
+        if basis is not None:
+            holds.record_hold(user=user, channel=channel, basis=basis, turn=_answered_turn(session))
         transaction.on_commit(lambda: engine.request_generation(channel.pk, user.pk), robust=True)
     return hidden
 
@@ -263,9 +322,10 @@ def reset(*, channel: Channel, user: User) -> Session:
     with transaction.atomic():
         Channel.objects.select_for_update().filter(pk=channel.pk).first()
         now = timezone.now()
-        Session.objects.filter(channel=channel, status=Session.Status.ACTIVE).update(
-            status=Session.Status.ARCHIVED, archived_at=now, updated_at=now
-        )
+        ending = Session.objects.filter(channel=channel, status=Session.Status.ACTIVE)
+        ended = list(ending.values_list("pk", flat=True))
+        ending.update(status=Session.Status.ARCHIVED, archived_at=now, updated_at=now)
+        memory_extraction.sessions_ended(channel, ended)
         session = Session.objects.create(channel=channel, started_by=user)
         publish_on_commit(channel.pk, channel.name, reset_event(session.pk))
     return session

@@ -13,6 +13,7 @@ from django.contrib.sessions.models import Session as LoginSession
 from django.db import transaction
 
 from chat import permissions
+from chat.agents.checkpoints import drop_covering
 from chat.errors import ServiceError
 from chat.generation import engine
 from chat.models import ApiToken, Channel, Membership, Session, Turn
@@ -58,6 +59,7 @@ def hide_turn(*, actor: User, turn: Turn, reason: str = "") -> None:
     with transaction.atomic():
         Turn.objects.filter(pk=turn.pk).update(hidden=True)
         turn.hidden = True
+        drop_covering(turn.session_id, turn.pk)  # no summary may keep its text
         record(actor=actor, action="hide_turn", target=turn, channel=channel, reason=reason)
         _removed_on_commit(channel, turn.pk, live=_is_live(turn))
 
@@ -86,6 +88,7 @@ def delete_turn(*, actor: User, turn: Turn, reason: str = "") -> None:
         record(actor=actor, action="delete_turn", target=turn, channel=channel, reason=reason, role=turn.role)
         turn_id = turn.pk
         delete_uploads(uploads_of_turns(Turn.objects.filter(pk=turn_id)))
+        drop_covering(turn.session_id, turn_id)  # no summary may keep its text
         turn.delete()
         _removed_on_commit(channel, turn_id, live=live)
 
@@ -136,6 +139,7 @@ def purge_session(*, actor: User, session: Session, reason: str = "") -> int:
         turns = Turn.objects.filter(session=session)
         delete_uploads(uploads_of_turns(turns))
         deleted, _ = turns.delete()
+        drop_covering(session.pk, 0)
         record(
             actor=actor, action="purge_session", target=session, channel=channel, reason=reason, turns=deleted
         )

@@ -15,13 +15,16 @@ from chat.models import Provider, UserPreference
 def set_preferences(*, user: User, changes: dict[str, Any]) -> UserPreference:
     """Change the user's defaults: ``provider`` (an enabled provider's name, or "" for
     none), ``model`` (one it serves, or "" for its default), ``instruction`` (an id the
-    user may use, or null)."""
+    user may use, or null); and their memory switches, ``memory_enabled`` and
+    ``memory_in_shared_rooms`` (chat/agents/memory.py)."""
     preference, _ = UserPreference.objects.get_or_create(user=user)
     provider_name = changes.get("provider", preference.provider)
     # A new provider without a model: its default, not the old provider's model.
     kept_model = preference.model if provider_name == preference.provider else ""
     model = changes.get("model", kept_model)
-    if provider_name:
+    # (Only a change of provider or model is checked: a provider disabled since it was
+    # chosen must not stop the user from changing anything else.)
+    if provider_name and ("provider" in changes or "model" in changes):
         provider = Provider.objects.filter(name=provider_name, enabled=True).first()
         if provider is None:
             raise ServiceError(
@@ -32,7 +35,7 @@ def set_preferences(*, user: User, changes: dict[str, Any]) -> UserPreference:
             raise ServiceError(
                 "invalid", f"{provider_name} serves: {', '.join(served)}.", fields={"model": ["Not served."]}
             )
-    elif model:
+    elif model and ("provider" in changes or "model" in changes):
         raise ServiceError("invalid", "Choose a provider for the model.", fields={"provider": ["Required."]})
     if "instruction" in changes:
         wanted = changes["instruction"]
@@ -41,6 +44,9 @@ def set_preferences(*, user: User, changes: dict[str, Any]) -> UserPreference:
                 "invalid", "No such instruction.", fields={"instruction": ["No such instruction."]}
             )
         preference.instruction_id = wanted
+    for switch in ("memory_enabled", "memory_in_shared_rooms"):
+        if switch in changes:
+            setattr(preference, switch, bool(changes[switch]))
     preference.provider, preference.model = provider_name, model
     preference.save()
     return preference

@@ -7,6 +7,7 @@ from typing import Any
 from django.conf import settings
 
 from chat import limits
+from chat.credits import holds
 from chat.errors import ServiceError
 from chat.generation.providers.base import ProviderConfig
 from chat.generation.tasks import task_config
@@ -21,5 +22,6 @@ def prepare_prompt_suggestions(*, user: Any, channel: Channel | None, text: str)
     if len(text) > settings.MAX_MESSAGE_CHARS:
         raise ServiceError("too_long", f"Texts are limited to {settings.MAX_MESSAGE_CHARS} characters.")
     config = task_config(channel)
+    holds.require_some_credit(user)  # not billed, but not free once credits are spent
     limits.check_and_count_message(user)
     return config

@@ -11,6 +11,8 @@ from django.db.models import Q
 from django.utils import timezone
 
 from chat import permissions
+from chat.agents import memory_extraction
+from chat.agents.checkpoints import drop_covering
 from chat.errors import ServiceError
 from chat.generation import engine
 from chat.models import Channel, Session, Turn
@@ -107,6 +109,7 @@ def _move(session: Session, status: str, user: User) -> None:
             current.status, current.archived_at = Session.Status.ARCHIVED, now
             current.save()  # before the reopened one: one active session per channel
             _announce(current)
+            memory_extraction.sessions_ended(channel, [current.pk])
         session.archived_at = session.deleted_at = None
     elif status == Session.Status.ARCHIVED:
         session.archived_at = session.archived_at if session.status == Session.Status.DELETED else now
@@ -120,6 +123,8 @@ def _move(session: Session, status: str, user: User) -> None:
         publish_on_commit(channel.pk, channel.name, reset_event(session.pk))
         resync_on_commit(channel.pk)
     elif was_active:
+        if status == Session.Status.ARCHIVED:  # a deleted one is not read
+            memory_extraction.sessions_ended(channel, [session.pk])
         fresh = Session.objects.create(channel=channel, started_by=user)
         # A deleted session's turns leave the transcript: no replay may serve them.
         publish_on_commit(
@@ -211,6 +216,8 @@ def truncate_session(*, session: Session, user: User, keep: int, keep_from: str 
         dropped = Turn.objects.filter(pk__in=[turn_id for turn_id, _ in doomed])
         delete_uploads(uploads_of_turns(dropped))
         dropped.delete()
+        if doomed:  # no summary may keep their text
+            drop_covering(session.pk, min(turn_id for turn_id, _ in doomed))
         for turn_id, hidden in doomed:
             if live and not hidden:
                 publish_on_commit(channel.pk, channel.name, turn_removed_event(turn_id), redact=True)

@@ -26,7 +26,7 @@ from typing import Any
 from django.conf import settings
 from django.db.models.functions import Length, Substr
 
-from chat.generation.prompt import PromptImage, PromptTurn
+from chat.generation.prompt import PromptImage, PromptTurn, shown_name
 from chat.knowledge.retrieval import LongFiles
 from chat.models import Turn, Upload
 
@@ -41,12 +41,6 @@ RASTER_MIMES = frozenset({"image/png", "image/jpeg", "image/webp", "image/gif"})
 # 500 images and 50 MB. Base64 adds a third, so 20 MiB of images is ~27 MB on the wire.
 PROMPT_MAX_IMAGES = 20
 PROMPT_IMAGE_BYTES = 20 * 1024 * 1024
-
-
-def shown_name(name: str) -> str:
-    """A file's name on one line: the markers around a file's text are lines of their own,
-    and a name must not break one (nor fake another turn in the substrate)."""
-    return " ".join(name.split()) or "unnamed"
 
 
 def is_raster(upload: Upload) -> bool:

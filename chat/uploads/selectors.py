@@ -7,6 +7,7 @@ from typing import Any
 
 from django.db.models import QuerySet
 
+from chat import permissions
 from chat.models import Upload
 from chat.selectors import readable_turn
 
@@ -43,7 +44,7 @@ def deletable_upload(user: Any, upload_id: Any) -> Upload | None:
     if parsed is None or not (user and user.is_authenticated and user.is_active):
         return None
     rows = Upload.objects.select_related("channel").filter(pk=parsed)
-    if not user.is_staff:
+    if not permissions.is_admin(user):
         rows = rows.filter(owner=user)
     return rows.first()
 

@@ -317,7 +317,7 @@ def delete_upload(*, user: Any, upload: Upload) -> None:
     message stays listed on its turn as ``deleted`` (no url), and the room is told."""
     _require_login(user)
     is_owner = upload.owner_id == user.pk
-    if not (is_owner or user.is_staff):
+    if not (is_owner or permissions.is_admin(user)):
         raise ServiceError("forbidden", "Only its owner or an admin may delete an upload.")
     with transaction.atomic():
         locked = Upload.objects.select_for_update().filter(pk=upload.pk).first()

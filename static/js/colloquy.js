@@ -108,6 +108,7 @@ const transcript = new Transcript($("#transcript"), {
   me,
   key: config.key,
   readOnly: config.mode === "watch",
+  canManage,
   turnUrl,
   requestDetail(view) {
     const asked = connection.send({ type: "get_turn", id: view.data.id });
@@ -116,6 +117,11 @@ const transcript = new Transcript($("#transcript"), {
   },
   onEdit: (view) => composer?.startEdit(view),
   onRegenerate: () => composer?.regenerate(),
+  onDecide(callId, approve) {
+    const sent = connection.send({ type: approve ? "approve_tool" : "deny_tool", call_id: callId });
+    if (!sent) notify("Not connected; decide again once reconnected.", "error");
+    return sent;
+  },
   onPaint: stickToBottom,
 });
 const earlier = new EarlierTurns(transcript, notify);
@@ -150,19 +156,22 @@ function applyHistory(event) {
   state.session = event.session;
   transcript.clear();
   for (const turn of event.turns) transcript.set(turn);
+  for (const checkpoint of event.checkpoints || []) transcript.setCheckpoint(checkpoint);
   composer?.sawHistory(event.turns);
   earlier.reset(event.session, event.has_more);
   setRunning(null);
   if (event.generating) {
-    const { turn_id, text, reasoning, sources } = event.generating;
+    const { turn_id, text, reasoning, sources, steps } = event.generating;
     const writing = { id: turn_id, role: "bot", author: null, finish_reason: null, text: text || "", reasoning: reasoning || "" };
     if (Array.isArray(sources)) writing.sources = sources;
+    if (Array.isArray(steps)) writing.steps = steps;
     transcript.set(writing);
     setRunning(turn_id);
   }
   if (event.watchers !== undefined) showPresence({ watchers: event.watchers });
   settings.fill(event);
   composer?.offerChoices(event.member_params, event.instruction);
+  composer?.offerAgents(event);
   sessionShown(sessionChanged);
   stickToBottom();
 }
@@ -204,6 +213,21 @@ const handlers = {
   reasoning(event) {
     transcript.append(event.turn_id, "reasoning", event.data);
   },
+  // A reply's tool calls (turns.js, steps.js): history may already hold one that then
+  // arrives as an event too, so each is applied by call_id.
+  tool_call(event) {
+    if (typeof event.arguments_delta === "string") transcript.appendArguments(event.turn_id, event);
+    else transcript.setStep(event.turn_id, event);
+  },
+  tool_result(event) {
+    transcript.setStep(event.turn_id, event);
+  },
+  tool_approval(event) {
+    transcript.setStep(event.turn_id, { call_id: event.call_id, name: event.name, arguments: event.arguments, status: "awaiting_approval" });
+  },
+  status(event) {
+    transcript.setActivity(event.turn_id, event.text);
+  },
   done(event) {
     transcript.finish(event.turn_id, { finish_reason: event.finish_reason, usage: event.usage, timings: event.timings });
     if (state.running === event.turn_id) setRunning(null);
@@ -212,6 +236,7 @@ const handlers = {
   interrupted() {},
   turn_removed(event) {
     transcript.remove(event.id);
+    transcript.dropCheckpoints(event.id);
   },
   reset(event) {
     state.session = event.session;
@@ -229,9 +254,13 @@ const handlers = {
     document.body.classList.toggle("locked", Boolean(event.locked));
     settings.fill(event);
     composer?.offerChoices(event.member_params, event.instruction);
+    composer?.offerAgents(event);
   },
   session_updated(event) {
     sidebar?.sessionUpdated(event);
+  },
+  compacted(event) {
+    if (event.session === state.session) transcript.setCheckpoint(event.checkpoint);
   },
 };
 
@@ -269,7 +298,7 @@ const archive = {
     if (!session) return this.close();
     this.open = session;
     this.earlier?.reset(null, false);
-    this.transcript = new Transcript(this.list, { readOnly: true, key: config.key, turnUrl, requestDetail: () => false });
+    this.transcript = new Transcript(this.list, { me, readOnly: true, key: config.key, turnUrl, requestDetail: () => false });
     this.transcript.clear();
     this.earlier = new EarlierTurns(this.transcript, notify);
     this.banner.querySelector(".archive-title").textContent = sessionLabel(session);

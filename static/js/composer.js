@@ -1,9 +1,9 @@
 // The composer of the chat page: Enter sends, Shift+Enter starts a new line, Esc stops
 // the reply; the stop button takes the send button's place while a reply runs; the
 // unsent text is kept per channel across reloads; per-message model, parameters,
-// thinking and instruction within what the channel allows; prompt suggestions for an
-// empty session; edit-and-resend of your last message; files (attach, drop, paste: a
-// chip each, sent with the message once ready) and the microphone.
+// thinking, instruction and agent within what the channel allows; prompt suggestions
+// for an empty session; edit-and-resend of your last message; files (attach, drop,
+// paste: a chip each, sent with the message once ready) and the microphone.
 import { api, offers, problem } from "/static/js/api.js";
 import { el } from "/static/js/turns.js";
 import { Tray } from "/static/js/attachments.js";
@@ -209,7 +209,12 @@ export function setUpComposer(options) {
     fields: document.getElementById("choice-params"),
     thinking: document.getElementById("thinking"),
     thinkingToggle: document.getElementById("thinking-toggle"),
+    // "Search the web" (for those who configure the channel, where the instance has a
+    // search endpoint): web_search: true.
+    webSearch: document.getElementById("web-search"),
     instruction: document.getElementById("choice-instruction"),
+    agent: document.getElementById("choice-agent"),
+    agents: null, // the enabled agents (GET /api/agents), asked once the picker is offered
     kbBox: document.getElementById("choice-kb"),
     kbList: null, // the user's own knowledge bases (GET /api/knowledge-bases/available)
     policy: null,
@@ -264,7 +269,41 @@ export function setUpComposer(options) {
       }
       this.thinkingToggle.hidden = !thinking;
       if (!thinking) this.thinking.checked = false;
-      this.box.hidden = models.length === 0 && Object.keys(bounds).length === 0 && this.instruction.parentElement.hidden && this.kbBox.hidden;
+      this.showBox();
+    },
+    showBox() {
+      const parts = [this.model.parentElement, this.instruction.parentElement, this.kbBox, this.agent?.parentElement].filter(Boolean);
+      this.box.hidden = parts.every((part) => part.hidden) && this.fields.children.length === 0;
+    },
+    // The agent picker: where members may name an agent (agent_choice "members"), or for
+    // those who configure the channel; "channel's agent" sends nothing.
+    async offerAgents(event) {
+      if (this.webSearch && event.tools_apply !== undefined) {
+        // A completion-mode channel takes no tools: the server would refuse it.
+        this.webSearch.parentElement.hidden = event.tools_apply === false;
+        if (event.tools_apply === false) this.webSearch.checked = false;
+      }
+      if (!this.agent || event.agent_choice === undefined) return;
+      const offered = event.agent_choice === "members" || options.canManage;
+      if (offered && this.agents === null) {
+        const answer = await api("/api/agents");
+        this.agents = answer.ok ? answer.body.agents || [] : [];
+      }
+      const chosen = this.agent.value;
+      const first = el("option", null, event.agent ? `channel's agent (${event.agent})` : "channel's (no agent)");
+      first.value = "";
+      this.agent.replaceChildren(
+        first,
+        ...(this.agents || []).map((agent) => {
+          const option = el("option", null, agent.name);
+          option.value = agent.name;
+          if (agent.description) option.title = agent.description;
+          return option;
+        }),
+      );
+      this.agent.value = (this.agents || []).some((agent) => agent.name === chosen) ? chosen : "";
+      this.agent.parentElement.hidden = !offered || (this.agents || []).length === 0;
+      this.showBox();
     },
     // A box per personal knowledge base of the user's, to search for this message too
     // (the room's own and attached bases are searched for every reply anyway). Asked
@@ -330,6 +369,8 @@ export function setUpComposer(options) {
       if (this.thinking.checked) extra.thinking = true;
       const instruction = this.instruction.parentElement.hidden ? "" : this.instruction.value;
       if (instruction) extra.instruction = instruction === "none" ? null : Number(instruction);
+      if (this.agent && !this.agent.parentElement.hidden && this.agent.value) extra.agent = this.agent.value;
+      if (this.webSearch && !this.webSearch.parentElement.hidden && this.webSearch.checked) extra.web_search = true;
       return extra;
     },
   };
@@ -418,6 +459,7 @@ export function setUpComposer(options) {
       options.send({ type: "regenerate", ...choices.read() });
     },
     offerChoices: (policy, instruction) => choices.offer(policy, instruction),
+    offerAgents: (event) => choices.offerAgents(event),
     offerSuggestions: (empty) => suggestions.offer(empty),
     show(visible) {
       form.hidden = !visible;

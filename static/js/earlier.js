@@ -59,6 +59,7 @@ export class EarlierTurns {
       const view = this.transcript.set(turn);
       if (turn.role === "bot") view.detail = turn;
     }
+    for (const checkpoint of answer.body.checkpoints || []) this.transcript.setCheckpoint(checkpoint);
     scroller.scrollTop += scroller.scrollHeight - height;
     if (turns.length < PAGE) {
       this.reset(session, false);

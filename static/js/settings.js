@@ -1,8 +1,9 @@
 // The channel settings editor of the chat page (owner and moderators): framing,
-// parameters, the channel's instruction, its member_params policy and the knowledge bases
-// attached to it, saved with one PATCH /api/channels/{name}; the server's errors are
-// shown next to the fields they name.
+// parameters, the channel's instruction, its member_params policy, the knowledge bases
+// attached to it, and its agent and tools (agentsettings.js), saved with one PATCH
+// /api/channels/{name}; the server's errors are shown next to the fields they name.
 import { api } from "/static/js/api.js";
+import { setUpAgentSettings } from "/static/js/agentsettings.js";
 import { el } from "/static/js/turns.js";
 
 const FRAMING_FIELDS = ["name", "preamble", "user_prefix", "bot_prefix", "agent_prefix", "turn_suffix", "stop", "quote_user"];
@@ -35,6 +36,7 @@ export function setUpSettings({ channel, notify }) {
   let editing = false;
   let providers = null; // "provider/model" pairs from GET /api/providers
   const bases = knowledgeChecklist(channel);
+  const agentSettings = setUpAgentSettings(form);
 
   function setValue(name, value) {
     const input = form.elements[name];
@@ -64,6 +66,7 @@ export function setUpSettings({ channel, notify }) {
   async function fill(event) {
     if (editing) return;
     if (event.knowledge_base_ids !== undefined) bases.check(event.knowledge_base_ids);
+    agentSettings.fill(event);
     const { framing, params } = event;
     for (const name of FRAMING_FIELDS) {
       const value = framing?.[name];
@@ -122,7 +125,7 @@ export function setUpSettings({ channel, notify }) {
     const changes = { framing, params, instruction: instruction === "" ? null : Number(instruction), member_params: readPolicy() };
     // Only once the checklist is there: saving before it loaded must not detach them all.
     if (bases.loaded()) changes.knowledge_base_ids = bases.read();
-    return changes;
+    return { ...changes, ...agentSettings.read() };
   }
 
   // Each message goes to the slot of the longest part of its path that has one
@@ -142,7 +145,9 @@ export function setUpSettings({ channel, notify }) {
   form.addEventListener("focusin", () => (editing = true));
   // The checklist is asked for when the editor is first unfolded.
   form.closest("details")?.addEventListener("toggle", (event) => {
-    if (event.target.open) bases.load();
+    if (!event.target.open) return;
+    bases.load();
+    agentSettings.load();
   });
   form.addEventListener("submit", async (event) => {
     event.preventDefault();

@@ -3,6 +3,7 @@
 // as text nodes or through the Markdown sanitizer (markdown.js).
 import { renderMarkdown, copyText } from "/static/js/markdown.js";
 import { attachmentList, withQuery } from "/static/js/attachments.js";
+import { StepCard, codePoints, mergeStep, splitAtSteps } from "/static/js/steps.js";
 
 export function el(tag, className, text) {
   const node = document.createElement(tag);
@@ -47,18 +48,54 @@ export function link(href, text) {
 
 export class Transcript {
   // options: me (username), key (a watch page's key: file URLs carry it), readOnly,
-  // turnUrl(id), requestDetail(view) -> bool,
-  // onEdit(view), onRegenerate(view), onPaint().
+  // canManage (the channel's owner or a moderator), turnUrl(id), requestDetail(view) -> bool,
+  // onEdit(view), onRegenerate(view), onDecide(callId, approve) -> bool (sent), onPaint().
   constructor(list, options) {
     this.list = list;
     this.options = options;
-    this.turns = new Map(); // turn id -> {element, data, text, reasoning, detail}
+    this.turns = new Map(); // turn id -> {element, data, text, reasoning, steps, activity, detail}
+    this.checkpoints = new Map(); // checkpoint id -> its folded element
     this.paintTimer = null;
   }
 
   clear() {
     this.turns.clear();
+    this.checkpoints.clear();
     this.list.replaceChildren();
+  }
+
+  // Turns in id order, each checkpoint right after the turn it summarises up to: the
+  // element before which something placed at ``order`` goes (null: at the end).
+  placeBefore(order) {
+    const placed = this.list.querySelectorAll(".turn, .checkpoint");
+    return [...placed].find((other) => Number(other.dataset.order) > order) || null;
+  }
+
+  // A checkpoint (the protocol's Checkpoint object), folded: "Earlier conversation
+  // summarised (N turns)", its summary shown when unfolded. The summary is text.
+  setCheckpoint(checkpoint) {
+    this.checkpoints.get(checkpoint.id)?.remove();
+    const element = el("li", "checkpoint");
+    element.dataset.checkpointId = String(checkpoint.id);
+    element.dataset.through = String(checkpoint.through_turn_id);
+    element.dataset.order = String(checkpoint.through_turn_id + 0.5);
+    const details = el("details");
+    const count = checkpoint.turns === 1 ? "1 turn" : `${checkpoint.turns} turns`;
+    details.append(el("summary", null, `Earlier conversation summarised (${count})`), el("div", "checkpoint-summary", checkpoint.summary));
+    element.append(details);
+    this.checkpoints.set(checkpoint.id, element);
+    this.list.insertBefore(element, this.placeBefore(checkpoint.through_turn_id + 0.5));
+  }
+
+  // A turn left the transcript: the summaries that covered it go too (the server
+  // dropped them: chat/agents/checkpoints.py drop_covering).
+  dropCheckpoints(turnId) {
+    for (const [id, element] of this.checkpoints) {
+      if (Number(element.dataset.through) >= turnId) {
+        element.remove();
+        this.checkpoints.delete(id);
+      }
+    }
   }
 
   view(id) {
@@ -66,17 +103,21 @@ export class Transcript {
     if (!view) {
       const element = el("li", "turn");
       element.dataset.turnId = String(id);
+      element.dataset.order = String(id);
       const head = el("div", "turn-head");
       head.append(el("span", "who"), el("time", "when"), el("span", "status"), this.tools());
       const reasoning = el("details", "reasoning");
       reasoning.hidden = true;
       reasoning.append(el("summary", null, "reasoning"), el("div", "reasoning-text"));
-      element.append(head, reasoning, el("div", "body"));
-      view = { element, data: { id }, text: "", reasoning: "", dirty: false };
+      const activity = el("p", "activity");
+      activity.hidden = true;
+      element.append(head, reasoning, el("div", "body"), activity);
+      // steps: call id -> Step (in call order); cards: call id -> StepCard; activity:
+      // the `status` line of the reply being written.
+      view = { element, data: { id }, text: "", reasoning: "", steps: new Map(), cards: new Map(), activity: "", dirty: false };
       this.turns.set(id, view);
       // In id order: a turn a moderator brings back (or an older page) takes its place.
-      const later = [...this.list.querySelectorAll(".turn")].find((other) => Number(other.dataset.turnId) > id);
-      this.list.insertBefore(element, later || null);
+      this.list.insertBefore(element, this.placeBefore(id));
     }
     return view;
   }
@@ -112,8 +153,41 @@ export class Transcript {
     view.data = { ...view.data, ...data };
     view.text = data.text ?? view.text;
     view.reasoning = data.reasoning ?? view.reasoning;
+    for (const step of Array.isArray(data.steps) ? data.steps : []) this.mergeStep(view, step);
     this.paint(view);
     return view;
+  }
+
+  // A tool call of a reply, whole or in part (`tool_call`, `tool_result`,
+  // `tool_approval`), applied by call_id.
+  setStep(id, fields) {
+    const view = this.view(id);
+    this.mergeStep(view, fields);
+    this.paint(view);
+  }
+
+  // A piece of a call's arguments as the model streams them.
+  appendArguments(id, event) {
+    const view = this.view(id);
+    const step = this.mergeStep(view, { call_id: event.call_id, name: event.name });
+    step.rawArguments += event.arguments_delta;
+    this.schedulePaint(view);
+  }
+
+  // Text written while a call streams came before it: a call first seen by its pieces
+  // sits at the end of the text so far, until its whole Step says where.
+  mergeStep(view, fields) {
+    const step = mergeStep(view.steps.get(fields.call_id), fields, codePoints(view.text));
+    view.steps.set(fields.call_id, step);
+    return step;
+  }
+
+  // What the reply is doing when it is not writing (a `status` event), until its next
+  // token or its end.
+  setActivity(id, text) {
+    const view = this.view(id);
+    view.activity = text || "";
+    this.paint(view);
   }
 
   remove(id) {
@@ -128,6 +202,7 @@ export class Transcript {
   append(id, field, data) {
     const view = this.view(id);
     view[field] += data;
+    if (field === "text") view.activity = "";
     this.schedulePaint(view);
   }
 
@@ -172,7 +247,10 @@ export class Transcript {
     time.textContent = formatTime(data.created_at);
     if (data.created_at) time.dateTime = data.created_at;
     element.querySelector(".status").textContent = statusText(data, view);
-    element.querySelector(".body").replaceChildren(view.text ? renderMarkdown(view.text) : "");
+    this.paintBody(view);
+    const activity = element.querySelector(".activity");
+    activity.textContent = data.finish_reason ? "" : view.activity;
+    activity.hidden = !activity.textContent;
     this.paintAttachments(view);
     this.paintSources(view);
     const reasoning = element.querySelector(".reasoning");
@@ -180,6 +258,40 @@ export class Transcript {
     reasoning.querySelector(".reasoning-text").textContent = view.reasoning;
     if (data.role === "bot" && data.finish_reason) this.paintSubstrate(view);
     this.paintTools();
+  }
+
+  // The reply's text as Markdown, cut where its tool calls go: each call's card sits at
+  // its text_offset (the card elements are kept, so an unfolded one stays unfolded).
+  paintBody(view) {
+    const body = view.element.querySelector(".body");
+    if (!view.steps.size) {
+      body.replaceChildren(view.text ? renderMarkdown(view.text) : "");
+      return;
+    }
+    const ctx = {
+      turnId: view.data.id,
+      me: this.options.me || "",
+      mayDecide: this.mayDecide(view),
+      decide: (callId, approve) => this.options.onDecide?.(callId, approve) ?? false,
+      repaint: () => this.paint(view),
+    };
+    const pieces = splitAtSteps(view.text, view.steps.values()).map((piece) => {
+      if (typeof piece === "string") return renderMarkdown(piece);
+      let card = view.cards.get(piece.call_id);
+      if (!card) view.cards.set(piece.call_id, (card = new StepCard()));
+      return card.paint(piece, ctx);
+    });
+    body.replaceChildren(...pieces);
+  }
+
+  // A call waiting for approval is decided by the author of the message the reply
+  // answers (the turn before it that is not the bot's), or by the channel's owner or a
+  // moderator; never from a watch page. The server checks again.
+  mayDecide(view) {
+    if (this.options.readOnly || !this.options.me) return false;
+    if (this.options.canManage) return true;
+    const answered = this.ordered().filter((other) => other.data.id < view.data.id && other.data.role !== "bot").pop();
+    return Boolean(answered && answered.data.author === this.options.me);
   }
 
   // The files sent with a user turn, repainted only when they change (a thumbnail that

@@ -37,12 +37,35 @@ class ProviderConfig:
         return "demo" if self.kind == "demo" else self.model
 
 
+@dataclass(frozen=True)
+class ToolCall:
+    """A complete call the model made: ``arguments`` as the JSON object it sent."""
+
+    id: str
+    name: str
+    arguments: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ToolRound:
+    """One round of the tool loop, for the next request: what the model said and
+    called, and what each call returned (in the calls' order)."""
+
+    text: str
+    calls: tuple[ToolCall, ...]
+    results: tuple[tuple[bool, str], ...]  # (ok, content) per call
+
+
 @dataclass
 class GenerationRequest:
     built: BuiltPrompt
     model: str
     params: dict[str, Any]
     last_user_text: str = ""
+    # Chat mode with tools: what the model may call (chat.agents.tools.ToolSpec), and
+    # the rounds so far, sent after the built prompt's messages.
+    tools: list[Any] = field(default_factory=list)
+    rounds: list[ToolRound] = field(default_factory=list)
 
 
 def thinking_level(params: dict[str, Any]) -> str | None:
@@ -54,15 +77,28 @@ def thinking_level(params: dict[str, Any]) -> str | None:
     return value if value in ("low", "medium", "high") else None
 
 
+@dataclass(frozen=True)
+class ToolCallDelta:
+    """A piece of a tool call as streamed: ``index`` tells parallel calls apart; the
+    first piece of a call has its ``id`` and ``name``; ``arguments`` are fragments of
+    its JSON, to be joined."""
+
+    index: int
+    id: str = ""
+    name: str = ""
+    arguments: str = ""
+
+
 @dataclass
 class Delta:
     text: str = ""
     reasoning: str = ""
+    tool_calls: list[ToolCallDelta] = field(default_factory=list)
 
 
 @dataclass
 class Finish:
-    reason: str = "stop"  # stop | length
+    reason: str = "stop"  # stop | length | tool_calls
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
 

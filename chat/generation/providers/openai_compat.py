@@ -25,12 +25,16 @@ from chat.generation.providers.base import (
     GenerationRequest,
     ModelProvider,
     ProviderError,
+    ToolCallDelta,
+    ToolRound,
     cached_client,
     http_failure,
     thinking_level,
 )
 
-_FINISH = {"length": "length"}  # anything else the server says counts as a stop
+# Anything else the server says counts as a stop. "function_call" is the finish of the
+# legacy (pre-tools) function calling, which a few servers still report.
+_FINISH = {"length": "length", "tool_calls": "tool_calls", "function_call": "tool_calls"}
 
 
 class OpenAICompatProvider(ModelProvider):
@@ -71,6 +75,20 @@ class OpenAICompatProvider(ModelProvider):
             body["messages"] = system + [
                 {"role": m["role"], "content": wire_content(m["content"])} for m in built.messages
             ]
+            for tool_round in request.rounds:
+                body["messages"] += round_messages(tool_round)
+            if request.tools:
+                body["tools"] = [
+                    {
+                        "type": "function",
+                        "function": {
+                            "name": t.name,
+                            "description": t.description,
+                            "parameters": t.parameters,
+                        },
+                    }
+                    for t in request.tools
+                ]
         return body
 
     def _headers(self) -> dict[str, str]:
@@ -85,6 +103,7 @@ class OpenAICompatProvider(ModelProvider):
         name = self.config.name
         finish = Finish()
         finished = False
+        calls = _Calls(name)
         try:
             # Leaving this block (the reply ended, was interrupted or cancelled) closes
             # the response, so the model server sees the disconnect and stops generating.
@@ -109,12 +128,16 @@ class OpenAICompatProvider(ModelProvider):
                     if not isinstance(choices, list):
                         raise _malformed(name, "choices that are not a list")
                     for choice in choices:
-                        text, reasoning, reason = _choice(choice, completion, name)
-                        if text or reasoning:
-                            yield Delta(text=text, reasoning=reasoning)
+                        text, reasoning, reason, tool_calls = _choice(choice, completion, name)
+                        pieces = calls.read(tool_calls)
+                        if text or reasoning or pieces:
+                            yield Delta(text=text, reasoning=reasoning, tool_calls=pieces)
                         if reason:
                             finished = True
                             finish.reason = _FINISH.get(reason, "stop")
+                            if finish.reason == "stop" and calls.seen:
+                                # Some servers end a reply that made calls with "stop".
+                                finish.reason = "tool_calls"
         except httpx.TimeoutException as exc:
             raise ProviderError(f"{name}: timed out", retryable=True) from exc
         except httpx.TransportError as exc:  # refused, reset, cut off mid-stream
@@ -169,11 +192,35 @@ async def _events(response: httpx.Response, name: str) -> AsyncIterator[str]:
         yield "\n".join(lines)
 
 
-def _choice(choice: Any, completion: bool, name: str) -> tuple[str, str, str]:
-    """(text, reasoning, finish reason or "") of one streamed choice; reasoning servers
-    name it either way. A shape the format does not allow is a ProviderError."""
+def round_messages(tool_round: ToolRound) -> list[dict[str, Any]]:
+    """One round of the tool loop as the format has it: the assistant's message with its
+    calls (arguments as a JSON string), then one ``tool`` message per call."""
+    assistant = {
+        "role": "assistant",
+        "content": tool_round.text or None,
+        "tool_calls": [
+            {
+                "id": call.id,
+                "type": "function",
+                "function": {"name": call.name, "arguments": orjson.dumps(call.arguments).decode()},
+            }
+            for call in tool_round.calls
+        ],
+    }
+    # The format has no error flag for a result: the prefix tells the model it failed.
+    return [assistant] + [
+        {"role": "tool", "tool_call_id": call.id, "content": content if ok else _as_error(content)}
+        for call, (ok, content) in zip(tool_round.calls, tool_round.results, strict=True)
+    ]
+
+
+def _choice(choice: Any, completion: bool, name: str) -> tuple[str, str, str, Any]:
+    """(text, reasoning, finish reason or "", the delta's tool_calls) of one streamed
+    choice; reasoning servers name it either way. A shape the format does not allow is a
+    ProviderError."""
     if not isinstance(choice, dict):
         raise _malformed(name, "a choice that is not an object")
+    tool_calls = None
     if completion:
         text, reasoning = choice.get("text") or "", ""
     else:
@@ -182,10 +229,54 @@ def _choice(choice: Any, completion: bool, name: str) -> tuple[str, str, str]:
             raise _malformed(name, "a delta that is not an object")
         text = delta.get("content") or ""
         reasoning = delta.get("reasoning_content") or delta.get("reasoning") or ""
+        tool_calls = delta.get("tool_calls")
     reason = choice.get("finish_reason") or ""
     if not all(isinstance(value, str) for value in (text, reasoning, reason)):
         raise _malformed(name, "text or a finish reason that is not a string")
-    return text, reasoning, reason
+    return text, reasoning, reason, tool_calls
+
+
+class _Calls:
+    """Reads the streamed ``delta.tool_calls``: ``[{index, id?, type?, function: {name?,
+    arguments?}}]``, the first piece of a call with its id and name, the rest with
+    fragments of its arguments."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.seen = False
+        self.last = -1  # the index of the latest call
+        self.last_id = ""  # and its id
+
+    def read(self, tool_calls: Any) -> list[ToolCallDelta]:
+        if tool_calls is None:
+            return []
+        if not isinstance(tool_calls, list):
+            raise _malformed(self.name, "tool_calls that are not a list")
+        pieces = []
+        for item in tool_calls:
+            if not isinstance(item, dict):
+                raise _malformed(self.name, "a tool call that is not an object")
+            function = item.get("function") or {}
+            if not isinstance(function, dict):
+                raise _malformed(self.name, "a tool call function that is not an object")
+            call_id = item.get("id") or ""
+            name = function.get("name") or ""
+            arguments = function.get("arguments") or ""
+            if not all(isinstance(value, str) for value in (call_id, name, arguments)):
+                raise _malformed(self.name, "a tool call id, name or arguments that is not a string")
+            index = item.get("index")
+            if index is None:
+                # A few servers leave the index out: a piece with a new id starts the next
+                # call, one without (or with the same id) continues the latest.
+                fresh = self.last < 0 or (call_id and call_id != self.last_id)
+                index = self.last + 1 if fresh else self.last
+            elif type(index) is not int or index < 0:
+                raise _malformed(self.name, "a tool call index that is not a count")
+            if index != self.last or call_id:
+                self.last_id = call_id
+            self.last, self.seen = index, True
+            pieces.append(ToolCallDelta(index=index, id=call_id, name=name, arguments=arguments))
+        return pieces
 
 
 def _count(value: Any) -> int | None:
@@ -201,3 +292,10 @@ def _error_text(error: Any) -> str:
     if isinstance(error, dict):
         return str(error.get("message") or error)[:200]
     return str(error)[:200]
+
+
+def _as_error(content: str) -> str:
+    """A failed call's result as the model reads it: marked as an error (this wire format
+    has no flag for it, unlike Anthropic's ``is_error``), once — the loop's own failures
+    say "Error: …" already."""
+    return content if content.startswith("Error:") else f"Error: {content}"
