@@ -23,8 +23,8 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from channels_app import direct_send
-from channels_app.auth import login_still_valid
-from chat import permissions, selectors, services
+from channels_app.auth import held_scopes, login_still_valid
+from chat import permissions, scopes, selectors, services
 from chat.errors import UNAVAILABLE, ServiceError, unavailable_error
 from chat.models import Channel, channel_name_validator
 from chat.realtime import frames
@@ -33,6 +33,8 @@ from chat.realtime.events import pong_event, turn_detail_event
 from chat.realtime.fanout import Room, get_hub
 from chat.realtime.history import bounded_replay, catch_up
 from chat.schemas import SOCKET_MESSAGES, validate_socket_message
+from chat.scopes import without_moderation
+from chat.services.tool_approvals import decide_tool_call
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +45,15 @@ HISTORY_INTERVAL_S = 1.0
 # get_turn answers up to a frame each; a person unfolding replies asks far less often.
 GET_TURN_PER_SECOND = 10
 
-WRITE_TYPES = {"message", "regenerate", "inject", "reset", "interrupt"}
+WRITE_TYPES = {"message", "regenerate", "inject", "reset", "interrupt", "approve_tool", "deny_tool"}
 READ_TYPES = {"get_history", "get_turn", "ping"}
+# The scope a token needs for each message type (docs/protocol.md, "Scopes"); opening
+# the socket at all needs CONNECT_SCOPE.
+MESSAGE_SCOPES = {
+    **{kind: "chats:write" for kind in WRITE_TYPES},
+    **{kind: "chats:read" for kind in READ_TYPES},
+}
+CONNECT_SCOPE = "chats:read"
 # What turn_detail cuts, in this order, when a turn would not fit one frame.
 DETAIL_CUTS = ("prompt", "raw_completion", "reasoning", "text")
 
@@ -85,8 +94,34 @@ class ChannelConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # an untyp
     resync_since: int | None = None
     resync_timer: asyncio.TimerHandle | None = None
     history_sent_at = float("-inf")  # time.monotonic() of the last full history
+    held: frozenset[str] = frozenset()  # the login's scopes (chat/scopes.py), set on connect
 
     async def connect(self) -> None:
+        """Open the socket (``_open``). A failure there once dropped the TCP connection
+        without a close frame (the server's answer to an application error after the
+        handshake): now the client gets a close code it can act on, 4503 with an
+        ``unavailable`` error when the database or Redis cannot be reached (reconnect
+        after ``retry_after``), 4500 for anything else. Codes of the private range, since
+        daphne sends no other than 1000."""
+        self.accepted = False
+        try:
+            await self._open()
+        except UNAVAILABLE as exc:  # an outage is a line in the log, not a bug report
+            log.warning("socket not opened: the database or Redis is unreachable (%s)", exc)
+            await self._close_unopened(4503, unavailable_error())
+        except Exception:
+            log.exception("socket not opened")
+            await self._close_unopened(4500, None)
+
+    async def _close_unopened(self, code: int, error: ServiceError | None) -> None:
+        if not self.accepted:
+            await self.accept()
+        if error is not None:
+            name = self.scope["url_route"]["kwargs"]["name"]
+            await self.send(text_data=orjson.dumps(error.to_event(name)).decode())
+        await self.close(code=code)
+
+    async def _open(self) -> None:
         # Frames to write, or a resync order: ("resync", since) sends a replay after
         # ``since`` (or a full history when since is None or no longer kept).
         # A plain deque drained by a writer task that runs only while it holds frames:
@@ -108,8 +143,20 @@ class ChannelConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # an untyp
         self.watch_key = query.get("key", [None])[0]
         user = self.scope.get("user")
         name = self.scope["url_route"]["kwargs"]["name"]
+        self.held = held_scopes(self.scope)
+        if self.scope.get("auth_failed"):
+            # An unknown, revoked or expired token: refused like REST's 401, watch
+            # connections too (no quiet fall back to an anonymous watcher).
+            await self.accept()
+            await self.close(code=4001)
+            return
         channel, close_code = await db_call(_resolve)(name, user, self.is_watcher, self.watch_key)
         await self.accept()
+        self.accepted = True
+        if close_code is None and CONNECT_SCOPE not in self.held:
+            error = scopes.scope_error([CONNECT_SCOPE])
+            await self.send(text_data=orjson.dumps(error.to_event(name)).decode())
+            close_code = 4003
         if close_code is not None:
             await self.close(code=close_code)
             return
@@ -285,6 +332,10 @@ class ChannelConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # an untyp
         if not isinstance(kind, str) or kind not in WRITE_TYPES | READ_TYPES:
             self._error("unknown_type", f"Unknown message type: {str(kind)[:40]!r}.")
             return
+        lacking = scopes.missing(self.held, MESSAGE_SCOPES[kind])
+        if lacking:
+            self.send_event(scopes.scope_error(lacking).to_event(self.channel.name))
+            return
         if self.is_watcher and kind in WRITE_TYPES:
             self._error("read_only", "This is a watch connection: it cannot change anything.")
             return
@@ -320,12 +371,16 @@ class ChannelConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # an untyp
         channel = selectors.channel_by_id(self.channel.pk)
         if channel is None:
             raise ServiceError("not_found", "This channel no longer exists.")
-        user = selectors.user_by_id(self.user_id)
+        user = without_moderation(selectors.user_by_id(self.user_id), self.held)
         if user is None or not user.is_active:
             raise ServiceError("forbidden", "Your account cannot write here.")
         # ``message`` has passed its schema (chat/schemas.py) in _handle.
         # Only what was sent: an absent instruction and ``instruction: null`` differ.
-        choices = {k: message[k] for k in ("framing", "params", "thinking", "instruction") if k in message}
+        choices = {
+            k: message[k]
+            for k in ("framing", "params", "thinking", "instruction", "agent", "web_search")
+            if k in message
+        }
         if kind == "message":
             sent = {k: message[k] for k in ("attachments", "knowledge_base_ids") if k in message}
             services.post_message(channel=channel, user=user, text=message["text"], **choices, **sent)
@@ -337,6 +392,10 @@ class ChannelConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # an untyp
             services.reset(channel=channel, user=user)
         elif kind == "interrupt":
             services.interrupt(channel=channel, user=user)
+        elif kind in ("approve_tool", "deny_tool"):
+            decide_tool_call(
+                channel=channel, user=user, call_id=message["call_id"], approve=kind == "approve_tool"
+            )
 
     async def _get_history(self, message: dict[str, Any]) -> None:
         since = message.get("since")
@@ -375,7 +434,7 @@ class ChannelConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # an untyp
         (still) a moderator. Whoever holds the socket may watch the channel: that was
         checked when it opened, and sockets that lose the right are closed."""
         assert self.channel is not None
-        user = selectors.user_by_id(self.user_id)
+        user = without_moderation(selectors.user_by_id(self.user_id), self.held)
         return selectors.channel_turn(user, self.channel.pk, turn_id)
 
     async def _close_too_big(self) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any
 
 import pytest
@@ -21,6 +21,21 @@ def pytest_configure(config: Any) -> None:
     # Hashing a password the production way takes a quarter of a second; the tests make
     # hundreds of users.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: Any, call: Any) -> Generator[None, Any, None]:
+    """A failing test's report ends with the logs of the server processes and workers
+    running then (tests/processes.py): a socket dropped by a server shows its cause."""
+    from tests.processes import forget_ended, log_tails
+
+    if call.when == "setup":
+        forget_ended()
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed:
+        for title, tail in log_tails():
+            report.sections.append((title, tail))
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -70,6 +85,41 @@ def _no_generation_left_running() -> Iterator[None]:
         for channel_id in list(engine._running):
             engine.interrupt(channel_id)
         time.sleep(0.02)
+
+
+@pytest.fixture(autouse=True)
+def _other_connections_idle_before_flush(request: pytest.FixtureRequest) -> Iterator[None]:
+    """PostgreSQL, transactional tests: before the database is emptied for the next test
+    (a TRUNCATE of every table), wait (at most 10 s) until no other connection — a live
+    server, a worker — is inside a statement or a transaction. The two deadlocked in CI
+    when a page's last request was still being served as its test ended, and the next
+    test met the last one's rows."""
+    marker = request.node.get_closest_marker("django_db")
+    transactional = bool(marker and marker.kwargs.get("transaction")) or bool(
+        {"transactional_db", "live_server"} & set(request.fixturenames)
+    )
+    if not transactional:
+        yield
+        return
+    request.getfixturevalue("_django_db_helper")  # set up first: this ends before its flush
+    yield
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return
+    busy = (
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND pid <> pg_backend_pid() AND backend_type = 'client backend' "
+        "AND state IN ('active', 'idle in transaction')"
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with connection.cursor() as cursor:
+            cursor.execute(busy)
+            if cursor.fetchone()[0] == 0:
+                return
+        time.sleep(0.02)
+    logging.getLogger(__name__).warning("other connections still busy as the database is emptied")
 
 
 def client_for(user: Any = None) -> Any:

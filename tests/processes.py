@@ -97,6 +97,27 @@ def manage(*args: str, env: dict[str, str], **kwargs: Any) -> subprocess.Complet
     )
 
 
+# The server processes and workers of the current test: a failing test's report shows the
+# end of their logs (tests/conftest.py), since what broke is often in a server, not in the
+# test. Those that ended are forgotten when the next test starts (forget_ended).
+SEEN: list[subprocess.Popen[str]] = []
+
+
+def forget_ended() -> None:
+    SEEN[:] = [process for process in SEEN if process.poll() is None]
+
+
+def log_tails(lines: int = 60) -> list[tuple[str, str]]:
+    """(title, the last ``lines`` lines of its log) for each process of the test."""
+    tails = []
+    for process in SEEN:
+        with contextlib.suppress(OSError):
+            tail = "".join(output(process).splitlines(keepends=True)[-lines:])
+            command = " ".join(str(arg) for arg in list(process.args)[:3])  # type: ignore[arg-type]  # a list here
+            tails.append((f"log of {command} (pid {process.pid})", tail))
+    return tails
+
+
 @contextlib.contextmanager
 def running(args: list[str], env: dict[str, str], url: str) -> Iterator[subprocess.Popen[str]]:
     """Start a server process, wait until it answers, stop it with SIGINT afterwards.
@@ -107,6 +128,7 @@ def running(args: list[str], env: dict[str, str], url: str) -> Iterator[subproce
         args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True
     )
     process.log_path = log.name  # type: ignore[attr-defined]
+    SEEN.append(process)
     try:
         wait_for_http(url, process=process)
         yield process
@@ -122,12 +144,13 @@ def output(process: subprocess.Popen[str]) -> str:
 
 def stop(process: subprocess.Popen[Any], signum: int = signal.SIGINT) -> None:
     """Stop a process started with ``start_new_session``, and its children: ``signum``
-    to its group, SIGKILL if it is still running 15 s later."""
+    to its group, SIGKILL if it is still running 30 s later (a server stopping its
+    Celery worker may take its own 15 s on a loaded machine)."""
     if process.poll() is None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signum)
         try:
-            process.wait(15)
+            process.wait(30)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(5)
@@ -226,6 +249,7 @@ def celery_worker(
         start_new_session=True,
     )
     process.log_path = log.name  # type: ignore[attr-defined]
+    SEEN.append(process)
     try:
         deadline = time.monotonic() + timeout
         while " ready." not in output(process):

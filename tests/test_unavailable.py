@@ -201,6 +201,41 @@ def test_a_websocket_write_while_redis_is_down_answers_unavailable(site, server,
     assert "unexpected error" not in output(server)
 
 
+@pytest.mark.parametrize("server_kind", ["uvicorn", "daphne"])
+def test_a_socket_opened_while_redis_is_down_closes_with_4503(server_kind, own_redis, channel, alice):
+    """The handshake is accepted before the socket joins its channel's fan-out, which
+    needs Redis. That failure used to drop the TCP connection without a close frame (the
+    server's answer to an application error); now the client reads `error` `unavailable`
+    and close code 4503 (reconnect later), and the log has one line, not a traceback."""
+    token = ApiToken.issue(alice)
+    own_redis.kill()  # before the server starts: daphne's start needs none of it
+
+    async def open_socket() -> tuple[list[dict[str, Any]], websockets.ConnectionClosed]:
+        frames = []
+        async with websockets.connect(
+            f"ws://{site}/ws/lobby",
+            origin=Origin(f"http://{site}"),
+            additional_headers={"Authorization": f"Bearer {token}"},
+            open_timeout=10,
+        ) as ws:
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                async with asyncio.timeout(15):
+                    while True:
+                        frames.append(json.loads(await ws.recv()))
+            return frames, closed.value
+
+    env = live_env()
+    env["REDIS_URL"] = own_redis.url
+    port = free_port()
+    site = f"127.0.0.1:{port}"
+    with live_server(server_kind, port, env) as server:
+        frames, closed = asyncio.run(open_socket())
+    assert closed.rcvd is not None and closed.rcvd.code == 4503, closed
+    assert [(f["type"], f["code"]) for f in frames] == [("error", "unavailable")], frames
+    assert frames[0]["retry_after"] > 0
+    assert "Traceback" not in output(server)
+
+
 def test_with_the_database_down_the_api_answers_a_json_503(own_redis):
     env = live_env()
     env["REDIS_URL"] = own_redis.url
