@@ -244,7 +244,7 @@ class ChannelConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # an untyp
             log.debug("socket gone while sending: %s", exc)
         except Exception:
             log.exception("socket writer failed; closing the socket")
-            await self.close(code=1011)
+            await self.close(code=4500)  # not 1011: daphne refuses to send it
 
     async def _resync(self, *, due: bool) -> None:
         """Answer the waiting resync order: the replay it asks for, or a full history,
