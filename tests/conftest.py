@@ -89,11 +89,12 @@ def _no_generation_left_running() -> Iterator[None]:
 
 @pytest.fixture(autouse=True)
 def _other_connections_idle_before_flush(request: pytest.FixtureRequest) -> Iterator[None]:
-    """PostgreSQL, transactional tests: before the database is emptied for the next test
-    (a TRUNCATE of every table), wait (at most 10 s) until no other connection — a live
-    server, a worker — is inside a statement or a transaction. The two deadlocked in CI
-    when a page's last request was still being served as its test ended, and the next
-    test met the last one's rows."""
+    """Transactional tests: before the database is emptied for the next test (a TRUNCATE
+    of every table on PostgreSQL), wait (at most 10 s each) until the test's Celery
+    worker, if it has one, ended every task it received, and, on PostgreSQL, until no
+    other connection — a live server, a worker — is inside a statement or a transaction.
+    The flush deadlocked in CI with a page's last request still being served, and with a
+    task still indexing, as their tests ended."""
     marker = request.node.get_closest_marker("django_db")
     transactional = bool(marker and marker.kwargs.get("transaction")) or bool(
         {"transactional_db", "live_server"} & set(request.fixturenames)
@@ -103,6 +104,16 @@ def _other_connections_idle_before_flush(request: pytest.FixtureRequest) -> Iter
         return
     request.getfixturevalue("_django_db_helper")  # set up first: this ends before its flush
     yield
+    if "worker" in request.fixturenames:
+        from tests.processes import worker_idle
+
+        worker = request.getfixturevalue("worker")
+        deadline = time.monotonic() + 10
+        while not worker_idle(worker):
+            if time.monotonic() > deadline:
+                logging.getLogger(__name__).warning("the worker is still busy as the database is emptied")
+                break
+            time.sleep(0.02)
     from django.db import connection
 
     if connection.vendor != "postgresql":

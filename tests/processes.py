@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -226,6 +227,27 @@ def live_servers(server: str, count: int, **extra_env: str) -> Iterator[list[str
         for port in ports:
             stack.enter_context(live_server(server, port, env))
         yield [f"127.0.0.1:{port}" for port in ports]
+
+
+_TASK_ID = re.compile(r"\[([0-9a-f-]{36})\]")
+_TASK_ENDS = ("] succeeded in", "] raised", "] retry:", "] revoked", "] rejected", "] ignored")
+
+
+def worker_idle(process: subprocess.Popen[str]) -> bool:
+    """Has every task the worker received ended, by its log? A task still running when a
+    test ends writes on into the next test's database flush (a deadlock on PostgreSQL).
+    A task is running from its last "received" (a lost one comes again, same id) to the
+    line that ends it."""
+    running: dict[str, bool] = {}
+    for line in output(process).splitlines():
+        found = _TASK_ID.search(line)
+        if found is None:
+            continue
+        if line.endswith("] received"):
+            running[found[1]] = True
+        elif any(mark in line for mark in _TASK_ENDS):
+            running[found[1]] = False
+    return not any(running.values())
 
 
 @contextlib.contextmanager
