@@ -11,6 +11,7 @@ The queue is bounded: a client too slow to keep up is resynchronised with a fres
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
@@ -106,6 +107,12 @@ class ChannelConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # an untyp
         self.accepted = False
         try:
             await self._open()
+        except (RuntimeError, OSError) as exc:
+            # Most likely the client left while its socket opened (the server refuses our
+            # sends since): no error to log, as in ``_write``; a close in case it is there.
+            log.debug("socket gone while opening: %s", exc)
+            with contextlib.suppress(Exception):
+                await self.close(code=4500)
         except UNAVAILABLE as exc:  # an outage is a line in the log, not a bug report
             log.warning("socket not opened: the database or Redis is unreachable (%s)", exc)
             await self._close_unopened(4503, unavailable_error())
